@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Set up the project in ``.venv`` and run its main job or its tests. Needs only Python 3.11+.
+
+    python3 dev.py demo     # set up, then run the walk-through on the embedded local stack
+    python3 dev.py test     # set up, then run the whole test suite
+    python3 dev.py setup    # set up only
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".nitronb-installed"
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"nitronb needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
+    if not (BIN / "python").exists():
+        print(f"creating {VENV.relative_to(ROOT)} …", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    spec = ROOT / "pyproject.toml"
+    if STAMP.exists() and STAMP.stat().st_mtime >= spec.stat().st_mtime:
+        return
+    print("installing nitronb and its dependencies into .venv (a few minutes the first time) …",
+          flush=True)
+    pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "install", "-e", f"{ROOT}[test]"], check=True)
+    STAMP.touch()
+
+
+def run(argv: list[str]) -> int:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run(argv, cwd=ROOT, env=env).returncode
+
+
+def main() -> int:
+    command, *rest = sys.argv[1:] or ["help"]
+    if command not in ("setup", "demo", "test"):
+        print(__doc__.strip())
+        return 0 if command in ("help", "-h", "--help") else 2
+    setup()
+    if command == "setup":
+        return 0
+    if command == "demo":
+        return run([str(BIN / "nitronb"), "demo", *rest])
+    return run([str(BIN / "python"), "-m", "pytest", *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from nitronb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,119 @@
+"""AES-256 keys as 64 upper-case hex characters, the way ``xxd -u -l 32 -p /dev/random`` writes them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from pathlib import Path
+
+from nitronb.errors import KeyFileError, OutputExistsError
+
+KEY_SIZE = 32
+HEX_LENGTH = 2 * KEY_SIZE
+_HEX = frozenset(string.hexdigits)
+_FIX = "Generate a key with `nitronb keygen -o FILE`."
+
+
+def generate_key() -> str:
+    """A fresh random 256-bit key as 64 upper-case hex characters."""
+    return secrets.token_bytes(KEY_SIZE).hex().upper()
+
+
+def parse_key(text: str, *, source: str = "the key") -> str:
+    """Validate a hex key (trailing whitespace tolerated); return it upper-case.
+
+    ``source`` names where the text came from, for the error message; the key itself is never
+    part of a message.
+    """
+    value = text.rstrip()
+    if not value:
+        raise KeyFileError(f"{source} is empty; a key is {HEX_LENGTH} hex characters.",
+                           path=_path_of(source), hint=_FIX)
+    for position, char in enumerate(value):
+        if char not in _HEX:
+            shown = repr(char) if char.isprintable() else f"U+{ord(char):04X}"
+            raise KeyFileError(
+                f"{source} holds a non-hex character {shown} at position {position + 1}; "
+                f"a key is {HEX_LENGTH} hex characters (0-9, A-F).",
+                path=_path_of(source), hint=_FIX)
+    if len(value) != HEX_LENGTH:
+        raise KeyFileError(
+            f"{source} has {len(value)} hex characters; an AES-256 key has exactly {HEX_LENGTH} "
+            f"({KEY_SIZE} bytes).", path=_path_of(source), hint=_FIX)
+    return value.upper()
+
+
+def _path_of(source: str) -> str | None:
+    return source[len("key file "):] if source.startswith("key file ") else None
+
+
+def key_bytes(key: bytes | bytearray | str) -> bytes:
+    """The 32 raw bytes of ``key``, given as raw bytes or as hex text."""
+    if isinstance(key, (bytes, bytearray)):
+        if len(key) != KEY_SIZE:
+            raise KeyFileError(f"the key has {len(key)} bytes; an AES-256 key has {KEY_SIZE}.",
+                               hint=_FIX)
+        return bytes(key)
+    if isinstance(key, str):
+        return bytes.fromhex(parse_key(key))
+    raise KeyFileError(f"a key is 32 bytes or 64 hex characters, not {type(key).__name__}.")
+
+
+def read_key_file(path: str | os.PathLike[str]) -> str:
+    """Read and validate a key file; return the key as upper-case hex."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"key file {path} does not exist.", path=path, hint=_FIX) from None
+    except IsADirectoryError:
+        raise KeyFileError(f"key file {path} is a folder, not a file.", path=path) from None
+    except OSError as exc:
+        raise KeyFileError(f"key file {path} cannot be read: {exc.strerror}.", path=path) from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyFileError(f"key file {path} is not text; a key is {HEX_LENGTH} hex characters.",
+                           path=path, hint=_FIX) from None
+    return parse_key(text, source=f"key file {path}")
+
+
+def write_key_file(path: str | os.PathLike[str], key: str | None = None, *,
+                   overwrite: bool = False) -> str:
+    """Write ``key`` (a new one when None) to ``path`` with mode 0600; return the key.
+
+    An existing file is kept unless ``overwrite``; a replaced file is swapped in atomically.
+    """
+    key = generate_key() if key is None else parse_key(key)
+    path = Path(path)
+    data = (key + "\n").encode("ascii")
+    if not overwrite:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise OutputExistsError(path, hint="Pass overwrite=True (CLI: --force) to replace "
+                                               "the key; the old key cannot decrypt new files.") from None
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(path, 0o600)  # whatever the umask
+        return key
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return key
+
+
+def redact(key: str | bytes) -> str:
+    """A key for display: the first and last four hex characters (``63F0…D24A``)."""
+    text = key.hex().upper() if isinstance(key, (bytes, bytearray)) else str(key).strip().upper()
+    if len(text) < 12:
+        return "…"
+    return f"{text[:4]}…{text[-4:]}"
