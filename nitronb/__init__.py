@@ -5,7 +5,6 @@ The public verbs are re-exported here; everything else is private by name or by 
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 from nitronb.errors import DecryptionError, KeyFileError, NitronbError
@@ -22,6 +21,8 @@ __all__ = [
 
 def sample_path() -> Path:
     """The shipped demo input: Synthea's ``conditions.csv`` (see ``data/PROVENANCE.md``)."""
+    from importlib import resources
+
     return Path(str(resources.files("nitronb") / "data" / "conditions.csv"))
 
 

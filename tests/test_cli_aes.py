@@ -1,0 +1,124 @@
+"""``nitronb keygen`` and ``nitronb aes`` as a person uses them at a terminal."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from nitronb import sample_path
+from nitronb.cli import main
+
+
+def nitronb(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "nitronb", *map(str, args)], input=stdin,
+                          capture_output=True, timeout=120)
+
+
+def test_keygen_then_round_trip_of_the_sample(tmp_path):
+    key = tmp_path / "key.hex"
+    done = nitronb("keygen", "-o", key)
+    assert done.returncode == 0
+    text = key.read_text().strip()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert text not in done.stderr.decode() + done.stdout.decode()
+    assert f"{text[:4]}…{text[-4:]}" in done.stderr.decode()
+    assert nitronb("aes", "enc", "-K", key, "-in", sample_path(), "-out", tmp_path / "c.enc").returncode == 0
+    assert nitronb("aes", "dec", "--key", key, "--in", tmp_path / "c.enc", "--out", tmp_path / "c.csv").returncode == 0
+    assert (tmp_path / "c.csv").read_bytes() == sample_path().read_bytes()
+
+
+def test_keygen_refuses_to_overwrite(tmp_path):
+    key = tmp_path / "key.hex"
+    assert main(["keygen", "-o", str(key)]) == 0
+    before = key.read_text()
+    done = nitronb("keygen", "-o", key)
+    assert done.returncode == 1
+    assert b"already exists" in done.stderr and b"--force" in done.stderr
+    assert key.read_text() == before
+    assert nitronb("keygen", "-o", key, "--force").returncode == 0
+    assert key.read_text() != before
+
+
+def test_keygen_to_stdout():
+    done = nitronb("keygen")
+    assert done.returncode == 0 and len(done.stdout.strip()) == 64
+
+
+def test_flipped_byte_gives_one_line_error_and_no_output(tmp_path):
+    key = tmp_path / "key.hex"
+    main(["keygen", "-o", str(key)])
+    main(["aes", "enc", "-K", str(key), "-in", str(sample_path()), "-out", str(tmp_path / "c.enc")])
+    blob = bytearray((tmp_path / "c.enc").read_bytes())
+    blob[len(blob) // 2] ^= 0x80
+    (tmp_path / "c.enc").write_bytes(blob)
+    done = nitronb("aes", "dec", "-K", key, "-in", tmp_path / "c.enc", "-out", tmp_path / "c.csv")
+    assert done.returncode != 0
+    err = done.stderr.decode()
+    assert err.count("\n") == 1 and err.startswith("nitronb: error: cannot decrypt")
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.enc", "key.hex"]
+
+
+def test_stdin_and_stdout(tmp_path):
+    key = tmp_path / "key.hex"
+    main(["keygen", "-o", str(key)])
+    enc = nitronb("aes", "enc", "-K", key, "-in", "-", "-out", "-", stdin=b"hello enclave")
+    assert enc.returncode == 0 and len(enc.stdout) == len(b"hello enclave") + 28
+    dec = nitronb("aes", "dec", "-K", key, "-in", "-", "-out", "-", stdin=enc.stdout)
+    assert dec.returncode == 0 and dec.stdout == b"hello enclave"
+    bad = nitronb("aes", "dec", "-K", key, "-in", "-", "-out", "-", stdin=enc.stdout[:-1])
+    assert bad.returncode == 1 and bad.stdout == b""
+    to_file = nitronb("aes", "dec", "-K", key, "-in", "-", "-out", tmp_path / "o", stdin=enc.stdout)
+    assert to_file.returncode == 0 and (tmp_path / "o").read_bytes() == b"hello enclave"
+
+
+def test_bad_key_file_and_missing_input(tmp_path):
+    (tmp_path / "key.hex").write_text("ABC")
+    done = nitronb("aes", "enc", "-K", tmp_path / "key.hex", "-in", sample_path(), "-out", tmp_path / "o")
+    assert done.returncode == 1 and b"has 3 hex characters" in done.stderr
+    main(["keygen", "-o", str(tmp_path / "good.hex"), ])
+    done = nitronb("aes", "enc", "-K", tmp_path / "good.hex", "-in", tmp_path / "none", "-out", tmp_path / "o")
+    assert done.returncode == 1 and b"does not exist" in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_over_input_is_refused(tmp_path):
+    main(["keygen", "-o", str(tmp_path / "k")])
+    (tmp_path / "f").write_bytes(b"data")
+    done = nitronb("aes", "enc", "-K", tmp_path / "k", "-in", tmp_path / "f", "-out", tmp_path / "f")
+    assert done.returncode == 1 and b"would overwrite the input" in done.stderr
+    assert (tmp_path / "f").read_bytes() == b"data"
+
+
+def test_silent_when_not_a_terminal(tmp_path):
+    main(["keygen", "-o", str(tmp_path / "k")])
+    done = nitronb("aes", "enc", "-K", tmp_path / "k", "-in", sample_path(), "-out", tmp_path / "c.enc")
+    assert done.returncode == 0 and done.stdout == b"" and done.stderr == b""
+
+
+HEAVY = ("pandas", "boto3", "botocore", "docker", "moto", "requests", "numpy", "tqdm")
+
+
+def test_start_up_imports_nothing_heavy(tmp_path):
+    main(["keygen", "-o", str(tmp_path / "k")])
+    (tmp_path / "in").write_bytes(b"x" * 1000)
+    probe = (
+        "import sys, json\n"
+        "from nitronb.cli import main\n"
+        f"code = main(['aes', 'enc', '-K', {str(tmp_path / 'k')!r}, '-in', {str(tmp_path / 'in')!r},"
+        f" '-out', {str(tmp_path / 'out')!r}])\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"{HEAVY!r})))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == []
+
+
+def test_help_lists_commands():
+    done = nitronb("--help")
+    assert done.returncode == 0
+    for command in ("keygen", "aes"):
+        assert command.encode() in done.stdout
