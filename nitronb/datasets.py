@@ -1,0 +1,144 @@
+"""Dataset definitions (DESIGN §2.4): what a data or output owner registers with the manager.
+
+A definition holds the location (the presigned URL without its query) and the credentials JSON
+(DESIGN §3.2: the base64 query string and the AES key). Saved definitions contain the key, so
+they are written with mode 0600, and their display forms show the key redacted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from nitronb.errors import NitronbError, UnsafeNameError, ValidationError
+from nitronb.keys import parse_key, redact
+
+MAX_LONG_DESCRIPTION = 256 * 1024
+
+
+def check_name(name: str, *, what: str = "dataset name") -> str:
+    """A name that becomes one folder of the enclave's app-config tree: no '/', '..', NUL."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name
+            or "\\" in name or "\x00" in name or name.startswith("-") or len(name) > 128):
+        raise UnsafeNameError(str(name), what=what)
+    return name
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``(location, query)``: scheme, host and path; and the raw query string."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError(f"{url[:60]!r} is not an http(s) URL.")
+    return f"{parts.scheme}://{parts.netloc}{parts.path}", parts.query
+
+
+def credentials_for(url: str, key: str) -> dict:
+    """The credentials JSON of DESIGN §3.2 for a presigned ``url`` and a hex ``key``."""
+    _, query = split_url(url)
+    return {"query_string": base64.b64encode(query.encode("ascii")).decode("ascii"),
+            "encryption": {"key": parse_key(key)}}
+
+
+def url_from_credentials(location: str, credentials: dict) -> str:
+    """Rebuild the presigned URL as the enclave does: ``location + "?" + b64decode(query)``."""
+    query = base64.b64decode(credentials["query_string"]).decode("ascii")
+    return f"{location}?{query}"
+
+
+@dataclass
+class Dataset:
+    """One dataset definition, as the manager receives it."""
+
+    name: str
+    location: str
+    credentials: dict
+    description: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    long_description: str = ""
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        if "?" in self.location:
+            raise ValidationError(f"dataset {self.name}: the location must not carry the query "
+                                  "string; it travels in the credentials.")
+        split_url(self.location)
+        creds = self.credentials
+        if (not isinstance(creds, dict) or "query_string" not in creds
+                or "key" not in creds.get("encryption", {})):
+            raise ValidationError(f"dataset {self.name}: credentials must be "
+                                  '{"query_string": …, "encryption": {"key": …}}.')
+        parse_key(creds["encryption"]["key"], source=f"the key of dataset {self.name}")
+        for k, v in self.labels.items():
+            if not isinstance(k, str) or not isinstance(v, str) or not k:
+                raise ValidationError(f"dataset {self.name}: labels are text keys and values.")
+
+    @classmethod
+    def from_url(cls, name: str, url: str, key: str, **fields) -> "Dataset":
+        """A definition from a presigned URL and the dataset's key."""
+        location, _ = split_url(url)
+        return cls(name=name, location=location, credentials=credentials_for(url, key), **fields)
+
+    @property
+    def url(self) -> str:
+        return url_from_credentials(self.location, self.credentials)
+
+    def payload(self) -> dict:
+        """What the manager's ``POST /v1/datasets`` takes (credentials included)."""
+        return {"name": self.name, "description": self.description, "labels": dict(self.labels),
+                "location": self.location, "long_description": self.long_description,
+                "credentials": self.credentials}
+
+    def redacted(self) -> dict:
+        """A display form: the key redacted, the query string shortened."""
+        shown = self.payload()
+        query = self.credentials["query_string"]
+        shown["credentials"] = {
+            "query_string": query if len(query) <= 24 else f"{query[:12]}…{query[-8:]}",
+            "encryption": {"key": redact(self.credentials["encryption"]["key"])}}
+        return shown
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the definition as JSON, mode 0600 (it holds the key), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self.payload(), handle, indent=2)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Dataset":
+        try:
+            doc = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise NitronbError(f"dataset definition {path} does not exist.") from None
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"dataset definition {path} is not JSON: {exc}.") from None
+        return cls(**doc)
+
+
+def load_long_description(source: str) -> str:
+    """Markdown from a file path, an http(s) URL, or the text itself."""
+    if source.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            reply = requests.get(source, timeout=15, stream=True)
+            reply.raise_for_status()
+            body = reply.raw.read(MAX_LONG_DESCRIPTION + 1, decode_content=True)
+        except requests.RequestException as exc:
+            raise NitronbError(f"cannot fetch the long description from {source}: {exc}.") from None
+        if len(body) > MAX_LONG_DESCRIPTION:
+            raise ValidationError(f"the long description at {source} is over "
+                                  f"{MAX_LONG_DESCRIPTION // 1024} KiB.")
+        return body.decode("utf-8", errors="replace")
+    candidate = Path(source)
+    if len(source) < 4096 and "\n" not in source and candidate.is_file():
+        return candidate.read_text()
+    return source

@@ -1,0 +1,91 @@
+"""The run result (DESIGN §3.4): ``{"returncode", "stdout": base64, "stderr": base64}``,
+encrypted with the output dataset's key in the file format."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from nitronb.errors import NitronbError
+
+
+class RunResultError(NitronbError):
+    """A decrypted run result is not the JSON the enclave app writes."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the enclave's app did: its exit code and its output streams."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", errors="replace")
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "returncode": self.returncode,
+            "stdout": base64.b64encode(self.stdout).decode("ascii"),
+            "stderr": base64.b64encode(self.stderr).decode("ascii"),
+        }).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> "RunResult":
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunResultError(f"the run result is not JSON ({exc}).") from None
+        if not isinstance(doc, dict) or not {"returncode", "stdout", "stderr"} <= doc.keys():
+            raise RunResultError("the run result must be an object with returncode, stdout and "
+                                 "stderr.")
+        if not isinstance(doc["returncode"], int) or isinstance(doc["returncode"], bool):
+            raise RunResultError("the run result's returncode is not an integer.")
+        try:
+            out = base64.b64decode(doc["stdout"], validate=True)
+            err = base64.b64decode(doc["stderr"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise RunResultError("the run result's stdout or stderr is not base64.") from None
+        return cls(doc["returncode"], out, err)
+
+
+def decrypt_run_result(key: bytes | str, source: str | os.PathLike[str] | bytes) -> RunResult:
+    """Decrypt an encrypted run result (a path or the bytes) with the output owner's key."""
+    from nitronb.crypto import decrypt_bytes
+
+    if isinstance(source, (bytes, bytearray)):
+        return RunResult.from_json(decrypt_bytes(key, bytes(source), name="the run result"))
+    path = Path(source)
+    return RunResult.from_json(decrypt_bytes(key, path.read_bytes(), name=str(path)))
+
+
+_ROW = re.compile(r"^(count|unique|top|freq)\s+(.*?)\s*$")
+
+
+def describe_summary(text: str) -> dict[str, dict[str, str | int]]:
+    """Parse the ``describe()`` blocks the tutorial's app prints, one per input file.
+
+    Returns ``{path: {"count": int, "unique": int, "top": str, "freq": int}}``; a block starts
+    with the dataset's path on a line of its own.
+    """
+    summary: dict[str, dict[str, str | int]] = {}
+    current: dict[str, str | int] | None = None
+    for line in text.splitlines():
+        match = _ROW.match(line)
+        if match and current is not None:
+            name, value = match.groups()
+            current[name] = int(value) if name != "top" and value.isdigit() else value
+        elif line.strip() and not line.startswith(("Name:", "dtype:")) and not match:
+            current = summary.setdefault(line.strip(), {})
+    return {path: fields for path, fields in summary.items() if fields}

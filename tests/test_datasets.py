@@ -1,0 +1,65 @@
+"""Dataset definitions and credentials JSON (DESIGN §2.4, §3.2)."""
+
+import base64
+import json
+import stat
+
+import pytest
+
+from nitronb.datasets import (Dataset, check_name, credentials_for, load_long_description,
+                              split_url, url_from_credentials)
+from nitronb.errors import UnsafeNameError, ValidationError, KeyFileError
+from nitronb.keys import generate_key
+
+URL = ("http://127.0.0.1:9000/nitronb/input/conditions.csv.enc?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+       "&X-Amz-Credential=AK%2F20261126%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Expires=600"
+       "&X-Amz-Signature=abc123")
+
+
+def test_credentials_round_trip_rebuilds_the_url():
+    key = generate_key()
+    creds = credentials_for(URL, key)
+    assert set(creds) == {"query_string", "encryption"} and creds["encryption"] == {"key": key}
+    assert base64.b64decode(creds["query_string"]).decode() == URL.split("?", 1)[1]
+    location, _ = split_url(URL)
+    assert location == "http://127.0.0.1:9000/nitronb/input/conditions.csv.enc"
+    assert url_from_credentials(location, creds) == URL
+
+
+def test_dataset_payload_and_redaction(tmp_path):
+    key = generate_key()
+    ds = Dataset.from_url("conditions", URL, key, description="Synthea conditions",
+                          labels={"source": "synthea"}, long_description="# Conditions")
+    assert ds.url == URL
+    payload = ds.payload()
+    assert payload["credentials"]["encryption"]["key"] == key
+    shown = json.dumps(ds.redacted(), ensure_ascii=False)
+    assert key not in shown and f"{key[:4]}…{key[-4:]}" in shown
+    path = ds.save(tmp_path / "ds.json")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert Dataset.load(path) == ds
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "..", ".", "", "a\x00b", "-rf", "x" * 200])
+def test_unsafe_names_are_refused(name):
+    with pytest.raises(UnsafeNameError):
+        check_name(name)
+    with pytest.raises(UnsafeNameError):
+        Dataset.from_url(name, URL, generate_key())
+
+
+def test_invalid_definitions():
+    with pytest.raises(ValidationError, match="query"):
+        Dataset("d", URL, credentials_for(URL, generate_key()))
+    with pytest.raises(ValidationError, match="not an http"):
+        split_url("ftp://host/x")
+    with pytest.raises(KeyFileError, match="dataset d"):
+        Dataset("d", "http://h/x", {"query_string": "", "encryption": {"key": "12"}})
+    with pytest.raises(ValidationError, match="credentials must be"):
+        Dataset("d", "http://h/x", {"encryption": {}})
+
+
+def test_long_description_from_file_or_text(tmp_path):
+    (tmp_path / "long.md").write_text("# Title\n\nBody")
+    assert load_long_description(str(tmp_path / "long.md")) == "# Title\n\nBody"
+    assert load_long_description("plain *markdown*") == "plain *markdown*"
