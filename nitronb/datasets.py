@@ -7,12 +7,13 @@ they are written with mode 0600, and their display forms show the key redacted.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from nitronb.presign import credentials_json, split_url, url_from_credentials
 
 from nitronb.errors import NitronbError, UnsafeNameError, ValidationError
 from nitronb.keys import parse_key, redact
@@ -28,25 +29,12 @@ def check_name(name: str, *, what: str = "dataset name") -> str:
     return name
 
 
-def split_url(url: str) -> tuple[str, str]:
-    """``(location, query)``: scheme, host and path; and the raw query string."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValidationError(f"{url[:60]!r} is not an http(s) URL.")
-    return f"{parts.scheme}://{parts.netloc}{parts.path}", parts.query
-
-
-def credentials_for(url: str, key: str) -> dict:
-    """The credentials JSON of DESIGN §3.2 for a presigned ``url`` and a hex ``key``."""
-    _, query = split_url(url)
-    return {"query_string": base64.b64encode(query.encode("ascii")).decode("ascii"),
-            "encryption": {"key": parse_key(key)}}
-
-
-def url_from_credentials(location: str, credentials: dict) -> str:
-    """Rebuild the presigned URL as the enclave does: ``location + "?" + b64decode(query)``."""
-    query = base64.b64decode(credentials["query_string"]).decode("ascii")
-    return f"{location}?{query}"
+def _http_location(url: str) -> str:
+    """The location part of an http(s) URL; other schemes are refused."""
+    location, _ = split_url(url)
+    if urlsplit(location).scheme not in ("http", "https"):
+        raise ValidationError(f"{location[:60]!r} is not an http(s) URL.")
+    return location
 
 
 @dataclass
@@ -65,7 +53,7 @@ class Dataset:
         if "?" in self.location:
             raise ValidationError(f"dataset {self.name}: the location must not carry the query "
                                   "string; it travels in the credentials.")
-        split_url(self.location)
+        _http_location(self.location)
         creds = self.credentials
         if (not isinstance(creds, dict) or "query_string" not in creds
                 or "key" not in creds.get("encryption", {})):
@@ -79,8 +67,8 @@ class Dataset:
     @classmethod
     def from_url(cls, name: str, url: str, key: str, **fields) -> "Dataset":
         """A definition from a presigned URL and the dataset's key."""
-        location, _ = split_url(url)
-        return cls(name=name, location=location, credentials=credentials_for(url, key), **fields)
+        return cls(name=name, location=_http_location(url), credentials=credentials_json(url, key),
+                   **fields)
 
     @property
     def url(self) -> str:

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from nitronb.datasets import (Dataset, check_name, credentials_for, load_long_description,
-                              split_url, url_from_credentials)
+from nitronb.datasets import Dataset, check_name, load_long_description
+from nitronb.presign import credentials_json as credentials_for, split_url, url_from_credentials
 from nitronb.errors import UnsafeNameError, ValidationError, KeyFileError
 from nitronb.keys import generate_key
 
@@ -52,7 +52,7 @@ def test_invalid_definitions():
     with pytest.raises(ValidationError, match="query"):
         Dataset("d", URL, credentials_for(URL, generate_key()))
     with pytest.raises(ValidationError, match="not an http"):
-        split_url("ftp://host/x")
+        Dataset.from_url("d", "ftp://host/x?a=b", generate_key())
     with pytest.raises(KeyFileError, match="dataset d"):
         Dataset("d", "http://h/x", {"query_string": "", "encryption": {"key": "12"}})
     with pytest.raises(ValidationError, match="credentials must be"):
