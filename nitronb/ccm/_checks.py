@@ -1,0 +1,151 @@
+"""Payload checks shared by the service's verbs: each failure is a ValidationError (422)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from nitronb.errors import ValidationError
+
+_PORT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PCR = re.compile(r"^[0-9a-f]{96}$")
+_HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9*]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
+
+
+def body(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise ValidationError("the request body must be a JSON object.")
+    return payload
+
+
+def text(payload: dict[str, Any], key: str, *, required: bool = True, default: str = "",
+         limit: int = 256) -> str:
+    value = payload.get(key)
+    if value is None or value == "":
+        if required:
+            raise ValidationError(f"'{key}' is required.")
+        return default
+    if not isinstance(value, str):
+        raise ValidationError(f"'{key}' must be a string, not {type(value).__name__}.")
+    if len(value) > limit:
+        raise ValidationError(f"'{key}' is {len(value)} characters long; at most {limit}.")
+    if "\x00" in value:
+        raise ValidationError(f"'{key}' must not contain NUL.")
+    return value
+
+
+def labels(payload: dict[str, Any], key: str = "labels") -> dict[str, str]:
+    value = payload.get(key) or {}
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ValidationError(f"'{key}' must be an object of string keys and string values.")
+    return dict(value)
+
+
+def location(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError(f"location {value!r} must be an http(s) URL with a host.")
+    if parts.query or parts.fragment or "?" in value:
+        raise ValidationError(
+            f"location {value!r} must not carry a query string: the query goes, base64-encoded, "
+            "into the credentials' 'query_string'.")
+    return value
+
+
+def credentials(value: Any) -> dict[str, Any]:
+    """Check the DESIGN §3.2 shape: ``{"query_string": b64, "encryption": {"key": hex64}}``."""
+    if not isinstance(value, dict):
+        raise ValidationError("'credentials' must be an object {\"query_string\": base64, "
+                              "\"encryption\": {\"key\": 64 hex}}.")
+    query = value.get("query_string")
+    if not isinstance(query, str):
+        raise ValidationError("'credentials.query_string' (the base64 of the presigned URL's "
+                              "query string) is required.")
+    try:
+        base64.b64decode(query, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("'credentials.query_string' is not valid base64.") from None
+    encryption = value.get("encryption")
+    key = encryption.get("key") if isinstance(encryption, dict) else None
+    if not isinstance(key, str) or not _HEX64.match(key):
+        raise ValidationError("'credentials.encryption.key' must be 64 hex characters "
+                              "(an AES-256 key).")
+    return value
+
+
+def domain(value: str) -> str:
+    if not _DOMAIN.match(value):
+        raise ValidationError(f"domain {value!r} is not a host name.")
+    return value.lower()
+
+
+def measurements(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValidationError("'measurements' must be an object {hash_algorithm, pcr0, pcr1, "
+                              "pcr2}.")
+    algorithm = value.get("hash_algorithm")
+    if algorithm != "Sha384":
+        raise ValidationError(f"'measurements.hash_algorithm' must be 'Sha384', not {algorithm!r}.")
+    out = {"hash_algorithm": "Sha384"}
+    for name in ("pcr0", "pcr1", "pcr2"):
+        pcr = value.get(name)
+        if not isinstance(pcr, str) or not _PCR.match(pcr.lower()):
+            raise ValidationError(f"'measurements.{name}' must be 96 hex characters (SHA-384).")
+        out[name] = pcr.lower()
+    return out
+
+
+def ports(value: Any) -> dict[str, str]:
+    """Ports as ``{name: "in"|"out"}``; a plain list names them ``input…`` / ``output…``."""
+    if isinstance(value, list):
+        out = {}
+        for name in value:
+            if not isinstance(name, str):
+                raise ValidationError("'ports' must list port names (strings).")
+            if name.startswith("input"):
+                out[name] = "in"
+            elif name.startswith("output"):
+                out[name] = "out"
+            else:
+                raise ValidationError(
+                    f"port {name!r}: a listed port's name must begin with 'input' or 'output'; "
+                    "otherwise give ports as an object {name: \"in\" | \"out\"}.")
+    elif isinstance(value, dict):
+        out = dict(value)
+        for name, direction in out.items():
+            if direction not in ("in", "out"):
+                raise ValidationError(f"port {name!r} has direction {direction!r}; "
+                                      "use \"in\" or \"out\".")
+    else:
+        raise ValidationError("'ports' is required: a list of names or {name: \"in\"|\"out\"}.")
+    if not out:
+        raise ValidationError("an application configuration needs at least one port.")
+    for name in out:
+        if not _PORT.match(name):
+            raise ValidationError(f"port name {name!r} must be letters, digits, '.', '_' or "
+                                  "'-' (it becomes a folder name in the enclave).")
+    return out
+
+
+def config_items(value: Any, port_names: set[str]) -> dict[str, str]:
+    """Configuration items ``{relative path: contents}``; paths stay inside the config folder."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ValidationError("'config_items' must be an object {relative path: contents}.")
+    for path, contents in value.items():
+        if not isinstance(contents, str):
+            raise ValidationError(f"configuration item {path!r}: contents must be a string.")
+        parts = path.split("/")
+        if (not path or "\x00" in path or "\\" in path or path.startswith("/")
+                or any(p in ("", ".", "..") for p in parts)):
+            raise ValidationError(f"unsafe configuration item path {path!r}: it must be "
+                                  "relative, without '..', '.', empty parts, '\\' or NUL.")
+        if parts[0] in port_names:
+            raise ValidationError(f"configuration item {path!r} would write into the folder of "
+                                  f"port {parts[0]!r}; choose another path.")
+    return dict(value)

@@ -1,0 +1,333 @@
+"""Workflows: draft graphs, immutable final versions, approval requests, runtime configurations.
+
+A graph is ``{"name", "description", "objects": {key: object}, "edges": [edge]}`` where an object
+is ``{"type": "app", "app_config_id": ID|NAME}`` or ``{"type": "dataset", "dataset_id": ID|NAME}``
+and an edge is ``{"source": key, "target": key, "port": NAME}``: dataset → app on an ``in`` port,
+app → dataset on an ``out`` port. The approvers of a version are the owners of its objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from nitronb.ccm import _checks as check
+from nitronb.ccm.models import (APPROVED, DENIED, PENDING, ApprovalRequest, FinalWorkflow,
+                                Workflow)
+from nitronb.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
+
+if TYPE_CHECKING:
+    from nitronb.ccm.models import User
+
+
+def app_config_id(config: dict[str, Any]) -> str:
+    """APPCONFIG_ID: SHA-256 of the config's compact JSON, keys in stored order (DESIGN §3.5)."""
+    text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class WorkflowVerbs:
+    """The workflow half of the service (mixed into :class:`nitronb.ccm.service.Service`)."""
+
+    # --- graphs -------------------------------------------------------------------------------
+
+    def _graph(self, payload: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                                       set[str]]:
+        """Validate a graph; return objects (refs resolved to ids), edges and the owners."""
+        objects = payload.get("objects")
+        edges = payload.get("edges")
+        if not isinstance(objects, dict) or not objects:
+            raise ValidationError("'objects' must be a non-empty object {key: {type, …}}.")
+        if not isinstance(edges, list):
+            raise ValidationError("'edges' must be a list of {source, target, port}.")
+        resolved: dict[str, dict[str, Any]] = {}
+        owners: set[str] = set()
+        configs = {}
+        for key, obj in objects.items():
+            if not isinstance(obj, dict):
+                raise ValidationError(f"object {key!r} must be an object with a 'type'.")
+            kind = obj.get("type")
+            if kind == "app":
+                config = self._resolve("app_config", obj.get("app_config_id"),
+                                       what="application configuration")
+                configs[key] = config
+                resolved[key] = {"type": "app", "app_config_id": config.id}
+                owners.add(config.owner)
+                owners.add(self._resolve("app", config.app_id).owner)
+            elif kind == "dataset":
+                dataset = self._resolve("dataset", obj.get("dataset_id"))
+                resolved[key] = {"type": "dataset", "dataset_id": dataset.id}
+                owners.add(dataset.owner)
+            else:
+                raise ValidationError(f"object {key!r} has type {kind!r}; use 'app' or 'dataset'.")
+        if not configs:
+            raise ValidationError("a workflow needs at least one app object.")
+        clean_edges, connected, seen = [], set(), set()
+        for i, edge in enumerate(edges):
+            if not isinstance(edge, dict):
+                raise ValidationError(f"edge {i} must be an object {{source, target, port}}.")
+            source, target, port = edge.get("source"), edge.get("target"), edge.get("port")
+            for end, name in (("source", source), ("target", target)):
+                if name not in resolved:
+                    raise ValidationError(f"edge {i}: {end} {name!r} is not an object of the graph.")
+            kinds = (resolved[source]["type"], resolved[target]["type"])
+            if kinds == ("dataset", "app"):
+                app_key, direction, verb = target, "in", "into"
+            elif kinds == ("app", "dataset"):
+                app_key, direction, verb = source, "out", "out of"
+            else:
+                raise ValidationError(f"edge {i} joins {kinds[0]} {source!r} to {kinds[1]} "
+                                      f"{target!r}; an edge joins a dataset and an app.")
+            ports = configs[app_key].ports
+            if port not in ports:
+                raise ValidationError(f"edge {i}: app {app_key!r} has no port {port!r} "
+                                      f"(its ports: {', '.join(ports)}).")
+            if ports[port] != direction:
+                raise ValidationError(f"edge {i}: port {port!r} of app {app_key!r} is an "
+                                      f"'{ports[port]}' port; data cannot flow {verb} it.")
+            if (source, target, port) in seen:
+                raise ValidationError(f"edge {i} repeats an earlier edge.")
+            seen.add((source, target, port))
+            connected.update((source, target))
+            clean_edges.append({"source": source, "target": target, "port": port})
+        loose = [k for k, o in resolved.items() if o["type"] == "dataset" and k not in connected]
+        if loose:
+            raise ValidationError(f"dataset object(s) {', '.join(loose)} are not connected to "
+                                  "any app port.")
+        return resolved, clean_edges, owners
+
+    def create_workflow(self, user: "User", payload: dict[str, Any]) -> dict[str, Any]:
+        """A draft graph owned by ``user``, validated."""
+        payload = check.body(payload)
+        name = check.text(payload, "name", limit=128)
+        from nitronb.ccm.service import utc_now
+
+        with self.store.transaction():
+            objects, edges, _ = self._graph(payload)
+            now = utc_now()
+            draft = Workflow(id=str(uuid.uuid4()), owner=user.name, created_at=now, name=name,
+                             description=check.text(payload, "description", required=False,
+                                                    limit=1024),
+                             objects=objects, edges=edges, updated_at=now)
+            self.store.put(draft)
+            self._audit(user.name, "workflow.create", draft, {"name": name})
+        return self._show_draft(draft)
+
+    def update_workflow(self, user: "User", draft_ref: str, payload: dict[str, Any]
+                        ) -> dict[str, Any]:
+        """Owner only: replace the draft's graph; a submitted version is left as it was and the
+        draft becomes the next version."""
+        payload = check.body(payload)
+        from nitronb.ccm.service import utc_now
+
+        with self.store.transaction():
+            draft = self._resolve("workflow", draft_ref, what="workflow draft")
+            self._require_owner(user, draft, "change it")
+            merged = {"objects": draft.objects, "edges": draft.edges, **payload}
+            draft.objects, draft.edges, _ = self._graph(merged)
+            if "name" in payload:
+                draft.name = check.text(payload, "name", limit=128)
+            if "description" in payload:
+                draft.description = check.text(payload, "description", required=False,
+                                               limit=1024)
+            if draft.submitted_version == draft.version:
+                draft.version += 1
+            draft.updated_at = utc_now()
+            self.store.put(draft)
+            self._audit(user.name, "workflow.update", draft, {"version": draft.version})
+        return self._show_draft(draft)
+
+    def _show_draft(self, draft: Workflow) -> dict[str, Any]:
+        out = draft.to_dict()
+        out["final_versions"] = [
+            {"id": f.id, "version": f.version, "status": f.status}
+            for f in self.store.find("final_workflow") if f.draft_id == draft.id]
+        return out
+
+    def list_workflows(self, user: "User") -> list[dict[str, Any]]:
+        return [self._show_draft(d) for d in self.store.find("workflow")]
+
+    def get_workflow(self, user: "User", draft_ref: str) -> dict[str, Any]:
+        return self._show_draft(self._resolve("workflow", draft_ref, what="workflow draft"))
+
+    # --- approval ------------------------------------------------------------------------------
+
+    def request_approval(self, user: "User", draft_ref: str) -> dict[str, Any]:
+        """Owner of the draft only: freeze its current version and ask every owner to approve."""
+        from nitronb.ccm.service import utc_now
+
+        with self.store.transaction():
+            draft = self._resolve("workflow", draft_ref, what="workflow draft")
+            self._require_owner(user, draft, "request its approval")
+            if draft.submitted_version == draft.version:
+                raise ConflictError(f"version {draft.version} of workflow {draft.name!r} was "
+                                    "already submitted; change the draft to submit a new version.")
+            objects, edges, owners = self._graph({"objects": draft.objects, "edges": draft.edges})
+            now = utc_now()
+            final = FinalWorkflow(id=str(uuid.uuid4()), owner=user.name, created_at=now,
+                                  draft_id=draft.id, version=draft.version, name=draft.name,
+                                  description=draft.description, objects=objects, edges=edges)
+            request = ApprovalRequest(id=str(uuid.uuid4()), owner=user.name, created_at=now,
+                                      workflow_id=final.id, draft_id=draft.id,
+                                      approvers=sorted(owners))
+            final.approval_request_id = request.id
+            draft.submitted_version = draft.version
+            self.store.put(final)
+            self.store.put(request)
+            self.store.put(draft)
+            self._audit(user.name, "workflow.submit", final,
+                        {"draft_id": draft.id, "version": final.version})
+            self._audit(user.name, "approval_request.create", request,
+                        {"workflow_id": final.id, "approvers": request.approvers})
+        return self._show_request(request)
+
+    def _show_request(self, request: ApprovalRequest) -> dict[str, Any]:
+        out = request.to_dict()
+        out["waiting_for"] = [a for a in request.approvers if a not in request.approvals] \
+            if request.status == PENDING else []
+        return out
+
+    def list_approval_requests(self, user: "User", status: str | None = None
+                               ) -> list[dict[str, Any]]:
+        requests = self.store.find("approval_request")
+        if status:
+            requests = [r for r in requests if r.status == status.upper()]
+        return [self._show_request(r) for r in requests]
+
+    def get_approval_request(self, user: "User", request_id: str) -> dict[str, Any]:
+        return self._show_request(self._resolve("approval_request", request_id,
+                                                what="approval request"))
+
+    def _pending_request(self, user: "User", request_id: str) -> ApprovalRequest:
+        request = self._resolve("approval_request", request_id, what="approval request")
+        if user.name not in request.approvers:
+            raise PermissionDeniedError(
+                f"{user.name} owns nothing in workflow {request.workflow_id}; only its object "
+                f"owners ({', '.join(request.approvers)}) approve or deny it.")
+        if request.status != PENDING:
+            raise ConflictError(f"approval request {request.id} is already {request.status}.")
+        return request
+
+    def approve_request(self, user: "User", request_id: str) -> dict[str, Any]:
+        """An approver's approval; the last one makes the version APPROVED and its configs."""
+        from nitronb.ccm.service import utc_now
+
+        with self.store.transaction():
+            request = self._pending_request(user, request_id)
+            if user.name in request.approvals:
+                raise ConflictError(f"{user.name} already approved request {request.id}.")
+            request.approvals[user.name] = utc_now()
+            self._audit(user.name, "approval_request.approve", request,
+                        {"workflow_id": request.workflow_id})
+            if set(request.approvals) >= set(request.approvers):
+                request.status, request.decided_at = APPROVED, utc_now()
+                final = self.store.get("final_workflow", request.workflow_id)
+                final.status = APPROVED
+                final.app_config_ids = self._make_runtime_configs(final)
+                self.store.put(final)
+                self._audit(user.name, "workflow.approved", final,
+                            {"app_config_ids": final.app_config_ids})
+            self.store.put(request)
+        return self._show_request(request)
+
+    def deny_request(self, user: "User", request_id: str, reason: str) -> dict[str, Any]:
+        """An approver's decline, with its reason: the version is DENIED."""
+        from nitronb.ccm.service import utc_now
+
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError("a decline needs a reason ('reason').")
+        with self.store.transaction():
+            request = self._pending_request(user, request_id)
+            request.status, request.denied_by = DENIED, user.name
+            request.reason, request.decided_at = reason.strip(), utc_now()
+            final = self.store.get("final_workflow", request.workflow_id)
+            final.status = DENIED
+            self.store.put(final)
+            self.store.put(request)
+            self._audit(user.name, "approval_request.deny", request,
+                        {"workflow_id": final.id, "reason": request.reason})
+        return self._show_request(request)
+
+    # --- final versions and runtime configurations ---------------------------------------------
+
+    def list_final_workflows(self, user: "User") -> list[dict[str, Any]]:
+        return [self._show_final(f) for f in self.store.find("final_workflow")]
+
+    def get_final_workflow(self, user: "User", final_id: str) -> dict[str, Any]:
+        return self._show_final(self._resolve("final_workflow", final_id, what="final workflow"))
+
+    def _show_final(self, final: FinalWorkflow) -> dict[str, Any]:
+        out = final.to_dict()
+        request = self.store.get("approval_request", final.approval_request_id)
+        out["approval"] = self._show_request(request) if request else None
+        return out
+
+    def _make_runtime_configs(self, final: FinalWorkflow) -> dict[str, str]:
+        from nitronb.ccm.service import utc_now
+
+        ids = {}
+        for key, obj in final.objects.items():
+            if obj["type"] != "app":
+                continue
+            ac = self.store.get("app_config", obj["app_config_id"])
+            build = self.store.get("build", ac.build_id)
+            app = self.store.get("app", ac.app_id)
+            ports: dict[str, list[dict[str, str]]] = {name: [] for name in ac.ports}
+            for edge in final.edges:
+                if key not in (edge["source"], edge["target"]):
+                    continue
+                other = edge["target"] if edge["source"] == key else edge["source"]
+                dataset = self.store.get("dataset", final.objects[other]["dataset_id"])
+                ports[edge["port"]].append({"dataset": dataset.name,
+                                            "location": dataset.location,
+                                            "dataset_id": dataset.id})
+            config = {
+                "app_config_id": ac.id,
+                "app": {"id": app.id, "name": app.name, "domain": app.domain},
+                "image": ac.image,
+                "build": {"id": build.id, **build.measurements},
+                "ports": ports,
+                "config_items": dict(ac.config_items),
+                "workflow": {"id": final.id, "draft_id": final.draft_id,
+                             "version": final.version, "object": key},
+            }
+            extra = {"name": ac.name, "description": ac.description, "labels": ac.labels,
+                     "port_directions": ac.ports, "approved_at": utc_now()}
+            config_id = app_config_id(config)
+            self.store.put_runtime_config(
+                config_id, final.id, ac.id,
+                json.dumps(config, separators=(",", ":"), ensure_ascii=False),
+                json.dumps(extra, ensure_ascii=False), utc_now())
+            ids[key] = config_id
+        return ids
+
+    def _runtime_config(self, config_id: str) -> tuple[FinalWorkflow, dict[str, Any],
+                                                       dict[str, Any]]:
+        row = self.store.get_runtime_config(config_id) if isinstance(config_id, str) else None
+        if row is None:
+            raise NotFoundError(f"no runtime configuration {config_id!r}.",
+                                hint="The APPCONFIG_ID comes from an approved workflow.")
+        workflow_id, _, config_text, extra_text = row
+        return (self.store.get("final_workflow", workflow_id), json.loads(config_text),
+                json.loads(extra_text))
+
+    def get_runtime_config(self, user: "User", config_id: str) -> dict[str, Any]:
+        """``{"config", "extra"}`` for an approver of its workflow or an administrator."""
+        final, config, extra = self._runtime_config(config_id)
+        request = self.store.get("approval_request", final.approval_request_id)
+        if not user.is_admin and user.name not in request.approvers:
+            raise PermissionDeniedError(f"{user.name} is not a party to workflow {final.id}; "
+                                        "only its approvers see its runtime configurations.")
+        return {"config": config, "extra": extra}
+
+    def list_runtime_configs(self, user: "User") -> list[dict[str, Any]]:
+        out = []
+        for config_id, workflow_id in self.store.runtime_config_ids():
+            final = self.store.get("final_workflow", workflow_id)
+            request = self.store.get("approval_request", final.approval_request_id)
+            if user.is_admin or user.name in request.approvers:
+                out.append({"id": config_id, "workflow_id": workflow_id,
+                            "workflow_name": final.name, "version": final.version})
+        return out

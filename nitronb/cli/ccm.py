@@ -1,0 +1,248 @@
+"""``nitronb ccm --as PARTY …``: what a person does with the manager at a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+ORDER = 40
+
+# kind on the command line -> (client list verb, client show verb, table columns)
+_KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "users": ("list_users", "", ("name", "roles")),
+    "datasets": ("list_datasets", "get_dataset", ("name", "owner", "location", "id")),
+    "apps": ("list_apps", "get_app", ("name", "owner", "domain", "image", "id")),
+    "builds": ("list_builds", "get_build", ("image", "owner", "measurements.pcr0", "id")),
+    "tasks": ("list_tasks", "get_task", ("task_type", "status", "owner", "decided_by", "id")),
+    "app-configs": ("list_app_configs", "get_app_config", ("name", "owner", "image", "id")),
+    "workflows": ("list_workflows", "get_workflow", ("name", "owner", "version", "id")),
+    "finals": ("list_final_workflows", "get_final_workflow",
+               ("name", "version", "status", "owner", "id")),
+    "approvals": ("list_approval_requests", "get_approval_request",
+                  ("status", "approvers", "waiting_for", "workflow_id", "id")),
+    "runtime-configs": ("list_runtime_configs", "get_runtime_config",
+                        ("workflow_name", "version", "id")),
+}
+_SINGULAR = {"user": "users", "dataset": "datasets", "app": "apps", "build": "builds",
+             "task": "tasks", "app-config": "app-configs", "workflow": "workflows",
+             "final": "finals", "approval": "approvals", "runtime-config": "runtime-configs"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ccm", help="list, show, approve and deny in the manager",
+                       description="Act as one party of the manager: list and show objects, "
+                                   "approve or deny tasks and workflows, verify the audit log.")
+    p.add_argument("--as", dest="party", metavar="PARTY",
+                   help="act as this local party (data-owner, output-owner, app-owner, admin)")
+    p.add_argument("--token", help="act with this API token instead of a local party's "
+                                   "(default: $NITRONB_CCM_TOKEN)")
+    p.add_argument("--url", help="the manager's URL (default: the local stack's)")
+    p.add_argument("--workspace", help="workspace folder (default: $NITRONB_WORKSPACE or "
+                                       "~/.nitronb)")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    def verb(name: str, help_text: str, handler) -> argparse.ArgumentParser:
+        v = verbs.add_parser(name, help=help_text, description=help_text)
+        v.add_argument("--json", action="store_true", help="print JSON")
+        v.set_defaults(handler=handler)
+        return v
+
+    verb("whoami", "the user the token belongs to", _whoami)
+    v = verb("list", "list objects of a kind", _list)
+    v.add_argument("kind", choices=sorted(_KINDS))
+    v.add_argument("--status", help="tasks and approvals: only this status (PENDING, …)")
+    v = verb("show", "show one object", _show)
+    v.add_argument("kind", choices=sorted(k for k, s in _SINGULAR.items() if _KINDS[s][1]))
+    v.add_argument("ref", help="its id (or name)")
+    v = verb("approve-task", "approve a whitelisting task (administrator)", _approve_task)
+    v.add_argument("task", help="task id")
+    v = verb("deny-task", "deny a whitelisting task (administrator)", _deny_task)
+    v.add_argument("task", help="task id")
+    v.add_argument("--reason", help="why")
+    v = verb("approve", "approve a workflow (an approval request id, or a workflow draft's "
+                        "id or name with a pending request)", _approve)
+    v.add_argument("ref")
+    v = verb("deny", "decline a workflow, with a reason", _deny)
+    v.add_argument("ref")
+    v.add_argument("--reason", required=True, help="why (shown to every party)")
+    v = verb("workflow", "a workflow draft with the approval state of each submitted version",
+             _workflow)
+    v.add_argument("ref", help="draft id or name")
+    v = verb("audit", "the audit log (latest rows)", _audit)
+    v.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
+    verb("verify-audit", "verify the audit log's hash chain", _verify_audit)
+
+
+# --- plumbing -------------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace):
+    import os
+
+    from nitronb.ccm import CCMClient, manager_url
+    from nitronb.errors import AuthenticationError
+
+    token = args.token or os.environ.get("NITRONB_CCM_TOKEN")
+    if args.party:
+        return CCMClient.for_party(args.party, args.workspace, args.url)
+    if token:
+        return CCMClient(args.url or manager_url(args.workspace), token)
+    raise AuthenticationError("say who acts: --as PARTY (a local party) or --token TOKEN.")
+
+
+def _out(args: argparse.Namespace, data: Any, text: str) -> int:
+    if args.json:
+        json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        print(text)
+    return 0
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    value: Any = row
+    for part in column.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    if isinstance(value, str) and len(value) > 40 and column.endswith("pcr0"):
+        return f"{value[:8]}…{value[-8:]}"
+    return "-" if value in (None, "") else str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[_cell(r, c) for c in columns] for r in rows]
+    heads = [c.split(".")[-1].upper() for c in columns]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _pretty(obj: dict[str, Any]) -> str:
+    lines = []
+    for key, value in obj.items():
+        if isinstance(value, (dict, list)):
+            shown = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+            lines.append(f"{key}: {shown}")
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+def _whoami(args: argparse.Namespace) -> int:
+    user = _client(args).whoami()["user"]
+    return _out(args, user, f"{user['name']} (roles: {', '.join(user['roles'])})")
+
+
+def _list(args: argparse.Namespace) -> int:
+    client = _client(args)
+    verb, _, columns = _KINDS[args.kind]
+    kwargs = {"status": args.status} if args.kind in ("tasks", "approvals") else {}
+    rows = getattr(client, verb)(**kwargs)
+    return _out(args, rows, _table(rows, columns))
+
+
+def _show(args: argparse.Namespace) -> int:
+    obj = getattr(_client(args), _KINDS[_SINGULAR[args.kind]][1])(args.ref)
+    return _out(args, obj, _pretty(obj))
+
+
+def _approve_task(args: argparse.Namespace) -> int:
+    task = _client(args).approve_task(args.task)
+    return _out(args, task, f"task {task['id']} ({task['task_type']}) APPROVED")
+
+
+def _deny_task(args: argparse.Namespace) -> int:
+    task = _client(args).deny_task(args.task, args.reason)
+    return _out(args, task, f"task {task['id']} ({task['task_type']}) DENIED")
+
+
+def _request_id(client, ref: str) -> str:
+    from nitronb.errors import NotFoundError
+
+    try:
+        return client.get_approval_request(ref)["id"]
+    except NotFoundError:
+        pass
+    draft = client.get_workflow(ref)
+    pending = [r for r in client.list_approval_requests(status="PENDING")
+               if r["draft_id"] == draft["id"]]
+    if not pending:
+        raise NotFoundError(f"workflow {draft['name']!r} has no pending approval request.",
+                            hint="Its owner requests one once the draft is ready.")
+    return pending[-1]["id"]
+
+
+def _decision_text(request: dict[str, Any]) -> str:
+    text = f"approval request {request['id']}: {request['status']}"
+    if request["status"] == "PENDING":
+        text += f" (waiting for {', '.join(request['waiting_for'])})"
+    if request.get("reason"):
+        text += f" — declined by {request['denied_by']}: {request['reason']}"
+    return text
+
+
+def _approve(args: argparse.Namespace) -> int:
+    client = _client(args)
+    request = client.approve_request(_request_id(client, args.ref))
+    text = _decision_text(request)
+    if request["status"] == "APPROVED":
+        final = client.get_final_workflow(request["workflow_id"])
+        text += "".join(f"\n  APPCONFIG_ID {k}: {v}" for k, v in final["app_config_ids"].items())
+    return _out(args, request, text)
+
+
+def _deny(args: argparse.Namespace) -> int:
+    client = _client(args)
+    request = client.deny_request(_request_id(client, args.ref), args.reason)
+    return _out(args, request, _decision_text(request))
+
+
+def _workflow(args: argparse.Namespace) -> int:
+    client = _client(args)
+    draft = client.get_workflow(args.ref)
+    finals = [client.get_final_workflow(f["id"]) for f in draft["final_versions"]]
+    lines = [f"workflow {draft['name']} ({draft['id']}), owner {draft['owner']}, "
+             f"draft version {draft['version']}"]
+    for key, obj in draft["objects"].items():
+        ref = obj.get("app_config_id") or obj.get("dataset_id")
+        lines.append(f"  object {key}: {obj['type']} {ref}")
+    for edge in draft["edges"]:
+        lines.append(f"  edge {edge['source']} -> {edge['target']} (port {edge['port']})")
+    for final in finals:
+        approval = final["approval"] or {}
+        lines.append(f"version {final['version']}: {final['status']}")
+        for approver in approval.get("approvers", []):
+            state = ("approved" if approver in approval.get("approvals", {}) else
+                     "declined" if approver == approval.get("denied_by") else "waiting")
+            lines.append(f"  {approver}: {state}")
+        if approval.get("reason"):
+            lines.append(f"  reason: {approval['reason']}")
+        for key, config_id in final["app_config_ids"].items():
+            lines.append(f"  APPCONFIG_ID {key}: {config_id}")
+    return _out(args, {**draft, "final_versions": finals}, "\n".join(lines))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    rows = _client(args).audit_log(limit=args.limit)
+    text = "\n".join(f"{r['id']:>5}  {r['at']}  {r['actor']:<13} {r['action']:<26} "
+                     f"{r['object_type']} {r['object_id']}" for r in rows) or "(empty)"
+    return _out(args, rows, text)
+
+
+def _verify_audit(args: argparse.Namespace) -> int:
+    result = _client(args).verify_audit()
+    if result["ok"]:
+        _out(args, result, f"audit log OK: {result['rows']} rows, chain intact")
+        return 0
+    _out(args, result, f"audit log BROKEN at row {result['bad_row']}: {result['reason']}")
+    return 1

@@ -1,0 +1,71 @@
+"""Persistence across restarts, and the hash-chained audit log."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ccm_flow import approve_all, build_world
+
+
+def test_a_restart_keeps_everything(manager):
+    world = build_world(manager)
+    final = approve_all(world)
+    tokens = manager.tokens
+    admin = world.clients["admin"]
+    before = {
+        "datasets": admin.list_datasets(), "apps": admin.list_apps(),
+        "builds": admin.list_builds(), "tasks": admin.list_tasks(),
+        "configs": admin.list_app_configs(), "drafts": admin.list_workflows(),
+        "finals": admin.list_final_workflows(), "requests": admin.list_approval_requests(),
+        "runtime": admin.get_runtime_config(final["app_config_ids"]["app"]),
+    }
+    manager.restart()
+    assert manager.tokens == tokens
+    admin = manager.client("admin")
+    after = {
+        "datasets": admin.list_datasets(), "apps": admin.list_apps(),
+        "builds": admin.list_builds(), "tasks": admin.list_tasks(),
+        "configs": admin.list_app_configs(), "drafts": admin.list_workflows(),
+        "finals": admin.list_final_workflows(), "requests": admin.list_approval_requests(),
+        "runtime": admin.get_runtime_config(final["app_config_ids"]["app"]),
+    }
+    assert after == before
+    assert len(after["finals"]) == 1 and after["finals"][0]["status"] == "APPROVED"
+    assert admin.verify_audit()["ok"] is True
+    # the sealed credentials still open with the kept manager key
+    assert admin.get_dataset("conditions")["credentials"]["encryption"]["key"].startswith(
+        world.keys["input"][:4])
+
+
+def test_the_audit_chain_verifies_and_detects_an_edited_row(manager):
+    world = build_world(manager)
+    approve_all(world)
+    admin = world.clients["admin"]
+    log = admin.audit_log(limit=1000)
+    assert log[0]["prev_hash"] == "0" * 64
+    assert all(b["prev_hash"] == a["hash"] for a, b in zip(log, log[1:]))
+    assert {"dataset.create", "app.create", "build.create", "task.approved",
+            "app_config.create", "workflow.create", "workflow.submit",
+            "approval_request.approve", "workflow.approved"} <= {r["action"] for r in log}
+    assert admin.verify_audit() == {"ok": True, "rows": len(log), "head": log[-1]["hash"]}
+    target = next(r for r in log if r["action"] == "task.approved")
+    with sqlite3.connect(manager.workspace / "ccm" / "ccm.sqlite3") as db:
+        db.execute("UPDATE audit SET actor = 'data-owner' WHERE id = ?", (target["id"],))
+    result = admin.verify_audit()
+    assert result["ok"] is False and result["bad_row"] == target["id"]
+    assert "edited" in result["reason"]
+
+
+def test_the_audit_chain_detects_deleted_rows(manager):
+    admin = manager.client("admin")
+    build_world(manager)
+    rows = admin.audit_log(limit=1000)
+    db_path = manager.workspace / "ccm" / "ccm.sqlite3"
+    with sqlite3.connect(db_path) as db:
+        db.execute("DELETE FROM audit WHERE id = ?", (rows[-1]["id"],))
+    result = admin.verify_audit()
+    assert result["ok"] is False and "removed" in result["reason"]
+    with sqlite3.connect(db_path) as db:
+        db.execute("DELETE FROM audit WHERE id = 3")
+    result = admin.verify_audit()
+    assert result["ok"] is False and result["bad_row"] == 3

@@ -1,0 +1,156 @@
+"""Releasing a runtime configuration only to an attested enclave (test-only verifier)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from ccm_fake_nsm import make_document
+from ccm_flow import PCRS, approve_all, build_world
+from nitronb.ccm import CCMClient, new_enclave_key, open_envelope
+from nitronb.errors import DecryptionError, NotFoundError, ProvisioningRefusedError
+
+
+def _attest(manager, config_id, *, pcrs=PCRS, bound_to=None, nonce=None):
+    enclave = CCMClient(manager.url)
+    if nonce is None:
+        nonce = base64.b64decode(enclave.issue_nonce()["nonce"])
+    private, public = new_enclave_key()
+    document = make_document(manager.workspace, pcrs=pcrs, public_key=public,
+                             config_id=bound_to or config_id, nonce=nonce)
+    return enclave, private, document, nonce
+
+
+def test_an_attested_enclave_receives_config_and_credentials_sealed_to_its_key(manager):
+    world = build_world(manager)
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    enclave, private, document, nonce = _attest(manager, config_id)
+    released = enclave.provision(config_id, document, nonce)
+    assert released["app_config_id"] == config_id
+    assert world.keys["input"] not in str(released)
+    opened = open_envelope(private, released["envelope"])
+    assert opened["config"] == world.clients["admin"].get_runtime_config(config_id)["config"]
+    assert opened["credentials"]["conditions"]["encryption"]["key"] == world.keys["input"]
+    assert opened["credentials"]["describe-result"]["encryption"]["key"] == world.keys["output"]
+    other, _ = new_enclave_key()
+    with pytest.raises(DecryptionError):
+        open_envelope(other, released["envelope"])
+    # the same document again is a replay
+    with pytest.raises(ProvisioningRefusedError, match="already used"):
+        enclave.provision(config_id, document, nonce)
+    actions = [r["action"] for r in world.clients["admin"].audit_log(object_id=config_id)]
+    assert actions == ["provision.release", "provision.refused"]
+
+
+def test_refusals_name_their_reason(manager):
+    world = build_world(manager)
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    enclave, _, document, nonce = _attest(manager, config_id,
+                                          pcrs={**PCRS, 0: b"\x01" * 48})
+    with pytest.raises(ProvisioningRefusedError, match="pcrs"):
+        enclave.provision(config_id, document, nonce)
+    enclave, _, document, nonce = _attest(manager, config_id, bound_to="f" * 64)
+    with pytest.raises(ProvisioningRefusedError, match="binding"):
+        enclave.provision(config_id, document, nonce)
+    enclave, _, document, _ = _attest(manager, config_id, nonce=b"\x07" * 32)
+    with pytest.raises(ProvisioningRefusedError, match="not issued"):
+        enclave.provision(config_id, document)
+    with pytest.raises(NotFoundError):
+        enclave.provision("0" * 64, document)
+
+
+def test_an_unapproved_build_task_blocks_the_workflow_from_running(manager):
+    world = build_world(manager, approve_tasks=False)
+    admin = world.clients["admin"]
+    domain = next(t for t in world.ids["tasks"] if admin.get_task(t)["task_type"] ==
+                  "DOMAIN_WHITELIST")
+    admin.approve_task(domain)
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    enclave, _, document, nonce = _attest(manager, config_id)
+    with pytest.raises(ProvisioningRefusedError, match=r"build task .* is PENDING"):
+        enclave.provision(config_id, document, nonce)
+    build_task = next(t for t in world.ids["tasks"] if t != domain)
+    admin.approve_task(build_task)
+    enclave, _, document, nonce = _attest(manager, config_id)
+    assert enclave.provision(config_id, document, nonce)["app_config_id"] == config_id
+
+
+def test_a_workflow_that_is_not_approved_releases_nothing(manager):
+    world = build_world(manager)
+    final = approve_all(world)
+    config_id = final["app_config_ids"]["app"]
+    # approved version 1 keeps releasing; a denied workflow never gets a config id at all
+    ao = world.clients["app-owner"]
+    ao.update_workflow(world.ids["draft"], {"description": "v2"})
+    request = ao.request_approval(world.ids["draft"])
+    world.clients["output-owner"].deny_request(request["id"], "no")
+    assert ao.get_final_workflow(request["workflow_id"])["app_config_ids"] == {}
+    enclave, _, document, nonce = _attest(manager, config_id)
+    assert enclave.provision(config_id, document, nonce)["app_config_id"] == config_id
+
+
+def test_the_manager_refuses_when_the_workflow_is_not_approved(tmp_path):
+    """Service level: a runtime config whose workflow is no longer APPROVED is refused."""
+    from ccm_fake_nsm import FakeVerifier
+    from nitronb.ccm.service import Service
+
+    service = Service.open(tmp_path, verifier=FakeVerifier(tmp_path))
+    users = {p: service._user_by_name(p) for p in ("data-owner", "output-owner", "app-owner",
+                                                    "admin")}
+
+    class Local:
+        def __init__(self, user):
+            self.user = user
+
+        def __getattr__(self, name):
+            verb = getattr(service, name)
+            return lambda *a, **k: verb(self.user, *a, **k)
+
+    class Manager:
+        workspace = tmp_path
+
+        def client(self, party):
+            return Local(users[party])
+
+    world = build_world(Manager())
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    final = service.store.get("final_workflow",
+                              service.store.get_runtime_config(config_id)[0])
+    final.status = "DENIED"
+    service.store.put(final)
+    nonce = base64.b64decode(service.issue_nonce()["nonce"])
+    _, public = new_enclave_key()
+    document = make_document(tmp_path, pcrs=PCRS, public_key=public, config_id=config_id,
+                             nonce=nonce)
+    with pytest.raises(ProvisioningRefusedError, match="is not approved: it is DENIED"):
+        service.provision(config_id, base64.b64encode(document).decode())
+
+
+def test_the_default_verifier_trusts_the_local_nsm_root_of_the_workspace(nitro_manager):
+    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
+    from nitronb.attestation import binding_user_data
+
+    world = build_world(nitro_manager)
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    enclave = CCMClient(nitro_manager.url)
+    module = nsm.LocalNSM(nitro_manager.workspace / "nsm")
+    private, public = new_enclave_key()
+
+    def document(pcrs, nonce):
+        return module.attest(pcrs=pcrs, public_key=public, nonce=nonce,
+                             user_data=binding_user_data(public, config_id))
+
+    nonce = base64.b64decode(enclave.issue_nonce()["nonce"])
+    with pytest.raises(ProvisioningRefusedError, match=r"\(pcrs\)"):
+        enclave.provision(config_id, document({**PCRS, 2: b"\x00" * 48}, nonce), nonce)
+    nonce = base64.b64decode(enclave.issue_nonce()["nonce"])
+    released = enclave.provision(config_id, document(PCRS, nonce), nonce)
+    assert open_envelope(private, released["envelope"])["credentials"]["conditions"][
+        "encryption"]["key"] == world.keys["input"]
+    stranger = nsm.LocalNSM(nitro_manager.workspace / "other-nsm")
+    nonce = base64.b64decode(enclave.issue_nonce()["nonce"])
+    forged = stranger.attest(pcrs=PCRS, public_key=public, nonce=nonce,
+                             user_data=binding_user_data(public, config_id))
+    with pytest.raises(ProvisioningRefusedError, match="refused"):
+        enclave.provision(config_id, forged, nonce)
