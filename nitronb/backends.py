@@ -1,0 +1,211 @@
+"""Where an enclave runs: a container engine (Docker Engine API) or a private process.
+
+Each backend measures the image it is asked to launch — the PCRs the node agent attests — and
+starts it with the launcher's environment. A handle has ``poll()``, ``wait()`` and ``stop()``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from nitronb.errors import EngineUnavailableError, ImageBuildError, ValidationError
+from nitronb.measure import Measurements
+
+STOP_TIMEOUT = 10
+
+
+class Handle(Protocol):
+    def poll(self) -> int | None: ...
+    def wait(self) -> int: ...
+    def stop(self) -> None: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def measure(self, image: str) -> Measurements: ...
+
+    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path,
+              command: list[str] | None = None) -> Handle: ...
+
+
+# --- process backend ------------------------------------------------------------------------
+
+
+class _ProcessHandle:
+    def __init__(self, process: subprocess.Popen, cleanup: list[Path]) -> None:
+        self.process = process
+        self.cleanup = cleanup
+        self._lock = threading.Lock()
+        self._cleaned = False
+
+    def poll(self) -> int | None:
+        code = self.process.poll()
+        if code is not None:
+            self._clean()
+        return code
+
+    def wait(self) -> int:
+        code = self.process.wait()
+        self._clean()
+        return code
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._clean()
+
+    def _clean(self) -> None:
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+        for path in self.cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class ProcessBackend:
+    """Runs a prepared image folder (``nitronb.image.prepare_process_image``) as a process group
+    in a private folder; the folder is re-measured at every launch."""
+
+    name = "process"
+
+    def measure(self, image: str) -> Measurements:
+        from nitronb.image import verify_process_image
+
+        return verify_process_image(image).measurements
+
+    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path,
+              command: list[str] | None = None) -> _ProcessHandle:
+        from nitronb.image import launcher_command, verify_process_image
+
+        prepared = verify_process_image(image)
+        root = Path(image)
+        app_command = [self._host_path(root, part) for part in (command or prepared.command)]
+        if app_command and app_command[0] in ("python3", "python"):
+            app_command[0] = sys.executable
+        if not app_command:
+            raise ImageBuildError(f"the image {image} names no command to run.")
+        launcher = launcher_command(prepared.launcher_module, str(root / "launcher"))
+        launcher[0] = sys.executable
+        work = folder / "work"
+        private = folder / "private"
+        for path in (work, private / "tmp"):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+                       "HOME": str(work), "TMPDIR": str(private / "tmp"),
+                       "APP_CONFIG_DIR": str(private / "app-config"), **env}
+        log = open(log_path, "ab", buffering=0)
+        try:
+            process = subprocess.Popen([*launcher, *app_command], cwd=work, env=environment,
+                                       stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+        return _ProcessHandle(process, [private])
+
+    @staticmethod
+    def _host_path(root: Path, part: str) -> str:
+        # the image's /app is the folder's app/: the command runs what was measured
+        if part == "/app" or part.startswith("/app/"):
+            return str(root / "app" / part[len("/app"):].lstrip("/"))
+        return part
+
+
+# --- container backend ----------------------------------------------------------------------
+
+
+class _ContainerHandle:
+    def __init__(self, container, log_path: Path) -> None:
+        self.container = container
+        self.log_path = log_path
+        self.code: int | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        with open(self.log_path, "ab", buffering=0) as log:
+            try:
+                for chunk in self.container.logs(stream=True, follow=True):
+                    log.write(chunk)
+            except Exception:  # noqa: BLE001 - the engine closed the stream
+                pass
+        try:
+            self.code = int(self.container.wait().get("StatusCode", 1))
+        except Exception:  # noqa: BLE001
+            self.code = 1
+        try:
+            self.container.remove(force=True)
+        except Exception:  # noqa: BLE001
+            pass
+        self._done.set()
+
+    def poll(self) -> int | None:
+        return self.code if self._done.is_set() else None
+
+    def wait(self) -> int:
+        self._done.wait()
+        return self.code if self.code is not None else 1
+
+    def stop(self) -> None:
+        try:
+            self.container.stop(timeout=STOP_TIMEOUT)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self._done.wait(STOP_TIMEOUT * 2)
+
+
+class ContainerBackend:
+    """Runs an enclave image through the Docker Engine API (Docker or Podman's service), with the
+    host's network so that the enclave reaches the node agent and the manager on 127.0.0.1."""
+
+    name = "container"
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def measure(self, image: str) -> Measurements:
+        from nitronb.image import verify_container_image
+
+        return verify_container_image(image, engine=self.engine)
+
+    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path,
+              command: list[str] | None = None) -> _ContainerHandle:
+        container = self.engine.containers.run(
+            image, command=command or None, environment=env, network_mode="host",
+            detach=True, labels={"nitronb.enclave": env.get("NITRONB_ENCLAVE_ID", "")})
+        return _ContainerHandle(container, log_path)
+
+
+def choose_backend(name: str, image: str, workspace: Path) -> Backend:
+    """The backend for ``image``: ``auto`` picks the process backend for an image folder and the
+    container engine otherwise."""
+    if name not in ("auto", "process", "container"):
+        raise ValidationError(f"unknown backend {name!r}; choose auto, process or container.")
+    is_folder = Path(image).is_dir()
+    if name == "process" or (name == "auto" and is_folder):
+        if not is_folder:
+            raise ValidationError(f"{image} is not a prepared image folder; the process backend "
+                                  "runs folders made by `prepare_process_image`.")
+        return ProcessBackend()
+    from nitronb.engine import find_engine
+
+    engine = find_engine(workspace)
+    if engine is None:
+        raise EngineUnavailableError(
+            f"no container engine is reachable to run {image}.",
+            hint="Start Docker or Podman's service (scripts/provision-podman.sh), or run a "
+                 "process image folder with the process backend.")
+    return ContainerBackend(engine)

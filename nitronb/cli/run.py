@@ -1,0 +1,39 @@
+"""``nitronb run``: launch a workflow's enclave image with its APPCONFIG_ID."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+ORDER = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run an enclave image for an approved workflow",
+                       description="Launch IMAGE through the node agent with APPCONFIG_ID: the "
+                                   "enclave attests, is provisioned by the manager, runs the app "
+                                   "and uploads its encrypted result. Exits with the app's code.")
+    p.add_argument("image", metavar="IMAGE",
+                   help="enclave image: a container image reference, or a process image folder")
+    p.add_argument("--appconfig-id", required=True, metavar="ID",
+                   help="the APPCONFIG_ID returned when the workflow was approved")
+    p.add_argument("--node-agent", metavar="URL", help="node agent URL (default: the local stack)")
+    p.add_argument("--ccm", metavar="URL", help="manager URL (default: the local stack)")
+    p.add_argument("--backend", choices=("auto", "container", "process"), default="auto",
+                   help="where the enclave runs (default: a container engine when reachable)")
+    p.add_argument("--timeout", type=float, default=900, metavar="SECONDS")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nitronb.runner import run_enclave
+
+    outcome = run_enclave(args.image, args.appconfig_id, node_agent=args.node_agent,
+                          ccm=args.ccm, backend=args.backend, timeout=args.timeout,
+                          on_log=lambda text: (sys.stderr.write(text), sys.stderr.flush()))
+    verdict = "finished" if outcome.ok else f"failed with exit code {outcome.exit_code}"
+    print(f"enclave {outcome.enclave_id} ({outcome.backend}) {verdict} in "
+          f"{outcome.seconds:.1f} s", file=sys.stderr)
+    if outcome.refused:
+        print(f"nitronb: error: the enclave was refused: {outcome.refused}", file=sys.stderr)
+    return outcome.exit_code

@@ -1,0 +1,3 @@
+"""The enclave OS part of an enclave image: the launcher that attests, is provisioned and starts
+the app. Everything in this package is measured into PCR1 and copied into enclave images, so it
+depends on the Python standard library and ``cryptography`` only."""

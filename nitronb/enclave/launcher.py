@@ -1,0 +1,250 @@
+"""The enclave launcher (the enclave OS role): attest, be provisioned, write the app-config
+folder, run the app, wipe the credentials, and exit with the app's code.
+
+    python3 launcher.py [APP COMMAND …]        (default: python3 /app/start.py)
+
+Environment: ``NODE_AGENT`` and ``CCM_BACKEND`` (URLs), ``APPCONFIG_ID``, ``NITRONB_ENCLAVE_ID``
+and ``NITRONB_ENCLAVE_TOKEN`` (given by the node agent that launched this enclave), and
+``APP_CONFIG_DIR`` (default ``/opt/fortanix/enclave-os/app-config/rw``).
+
+Runs inside the enclave image: standard library and ``cryptography`` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+DEFAULT_APP_CONFIG_DIR = "/opt/fortanix/enclave-os/app-config/rw"
+DEFAULT_COMMAND = ["python3", "/app/start.py"]
+ENVELOPE_ALGORITHM = "X25519-HKDF-SHA256-A256GCM"
+_ENVELOPE_INFO = b"nitronb ccm provisioning v1"
+TIMEOUT = 60
+
+
+class LaunchError(Exception):
+    """The enclave could not be provisioned; the message says which step failed."""
+
+
+def log(message: str) -> None:
+    print(f"[enclave-os] {message}", file=sys.stderr, flush=True)
+
+
+# --- talking to the node agent and the manager ------------------------------------------------
+
+
+def _post(url: str, body: dict, *, token: str | None = None, what: str) -> dict:
+    data = json.dumps(body).encode("utf-8")
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        try:
+            detail = json.loads(detail).get("message") or detail
+        except (ValueError, AttributeError):
+            pass
+        raise LaunchError(f"{what} refused (HTTP {exc.code}): {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise LaunchError(f"{what} failed: cannot reach {url} ({exc}).") from None
+
+
+# --- keys, binding and the envelope -------------------------------------------------------------
+
+
+def new_key_pair():
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    private = X25519PrivateKey.generate()
+    return private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def binding(public_key: bytes, config_id: str) -> bytes:
+    """``SHA256(0x01 ‖ SHA256(public_key) ‖ config_id) ‖ config_id`` (DESIGN §3.7)."""
+    cid = config_id.encode("utf-8")
+    return hashlib.sha256(b"\x01" + hashlib.sha256(public_key).digest() + cid).digest() + cid
+
+
+def open_envelope(private_key, envelope: dict) -> dict:
+    """Decrypt the manager's release sealed to this enclave's X25519 key."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    if envelope.get("alg") != ENVELOPE_ALGORITHM:
+        raise LaunchError(f"the release uses {envelope.get('alg')!r}, not {ENVELOPE_ALGORITHM}.")
+    epk = base64.b64decode(envelope["epk"])
+    mine = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    shared = private_key.exchange(X25519PublicKey.from_public_bytes(epk))
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=epk + mine,
+               info=_ENVELOPE_INFO).derive(shared)
+    aad = f"{ENVELOPE_ALGORITHM}|{envelope['config_id']}".encode()
+    try:
+        plain = AESGCM(key).decrypt(base64.b64decode(envelope["nonce"]),
+                                    base64.b64decode(envelope["ciphertext"]), aad)
+    except InvalidTag:
+        raise LaunchError("the release does not open with this enclave's key.") from None
+    return json.loads(plain)
+
+
+def config_id_of(config: dict) -> str:
+    """APPCONFIG_ID (DESIGN §3.5): SHA-256 of the config's compact JSON, keys as stored."""
+    text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- the app-config folder ------------------------------------------------------------------
+
+
+def safe_part(name: str, what: str) -> str:
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name
+            or "\\" in name or "\x00" in name):
+        raise LaunchError(f"unsafe {what} {name!r}: it must not contain '/', '..' or NUL.")
+    return name
+
+
+def safe_relative(path: str, what: str) -> Path:
+    if not isinstance(path, str) or not path or path.startswith("/") or "\x00" in path:
+        raise LaunchError(f"unsafe {what} {path!r}: it must be a relative path.")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise LaunchError(f"unsafe {what} {path!r}: it must stay inside the app-config folder.")
+    return Path(*parts)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def write_app_config(folder: Path, release: dict) -> list[Path]:
+    """Lay out DESIGN §3.3 under ``folder``; return the files written."""
+    config, credentials = release["config"], release.get("credentials", {})
+    written = []
+    for port, entries in config.get("ports", {}).items():
+        safe_part(port, "port name")
+        for entry in entries:
+            name = safe_part(entry["dataset"], "dataset name")
+            if name not in credentials:
+                raise LaunchError(f"the release has no credentials for dataset {name!r}.")
+            base = folder / port / name / "dataset"
+            _write_private(base / "credentials.bin",
+                           json.dumps(credentials[name]).encode("utf-8"))
+            _write_private(base / "location.txt", entry["location"].encode("utf-8"))
+            written += [base / "credentials.bin", base / "location.txt"]
+    for path, contents in config.get("config_items", {}).items():
+        target = folder / safe_relative(path, "configuration item path")
+        data = contents.encode("utf-8") if isinstance(contents, str) else json.dumps(contents).encode()
+        _write_private(target, data)
+        written.append(target)
+    return written
+
+
+def wipe(folder: Path) -> None:
+    """Overwrite every file under ``folder`` with zeros, then remove the tree."""
+    if not folder.exists():
+        return
+    for current, _dirs, names in os.walk(folder):
+        for name in names:
+            path = Path(current) / name
+            try:
+                size = path.lstat().st_size
+                if path.is_file() and not path.is_symlink():
+                    with open(path, "r+b") as handle:
+                        handle.write(bytes(size))
+                        handle.flush()
+                        os.fsync(handle.fileno())
+            except OSError:
+                pass
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the launch -------------------------------------------------------------------------------
+
+
+def provision(env: dict) -> dict:
+    """Attest through the node agent and obtain the release from the manager."""
+    missing = [k for k in ("NODE_AGENT", "CCM_BACKEND", "APPCONFIG_ID", "NITRONB_ENCLAVE_ID")
+               if not env.get(k)]
+    if missing:
+        raise LaunchError(f"missing environment: {', '.join(missing)}; start the enclave with "
+                          "`nitronb run`, which sets them.")
+    node_agent = env["NODE_AGENT"].rstrip("/")
+    ccm = env["CCM_BACKEND"].rstrip("/")
+    config_id = env["APPCONFIG_ID"]
+    private, public = new_key_pair()
+    nonce = _post(f"{ccm}/v1/runtime/nonces", {}, what="asking the manager for a nonce")["nonce"]
+    document = _post(f"{node_agent}/v1/enclaves/{env['NITRONB_ENCLAVE_ID']}/attestation",
+                     {"public_key": base64.b64encode(public).decode(),
+                      "user_data": base64.b64encode(binding(public, config_id)).decode(),
+                      "nonce": nonce},
+                     token=env.get("NITRONB_ENCLAVE_TOKEN"),
+                     what="attestation by the node agent")["document"]
+    log(f"attested: public key and APPCONFIG_ID {config_id[:12]}… bound into the document")
+    reply = _post(f"{ccm}/v1/runtime/app_configs/{config_id}/provision",
+                  {"attestation_document": document, "nonce": nonce},
+                  what="provisioning by the manager")
+    release = open_envelope(private, reply["envelope"])
+    if config_id_of(release["config"]) != config_id:
+        raise LaunchError("the released configuration does not hash to APPCONFIG_ID "
+                          f"{config_id[:12]}…; refusing it.")
+    log(f"provisioned: credentials for {len(release.get('credentials', {}))} dataset(s)")
+    return release
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv or DEFAULT_COMMAND
+    env = dict(os.environ)
+    folder = Path(env.get("APP_CONFIG_DIR") or DEFAULT_APP_CONFIG_DIR)
+    try:
+        release = provision(env)
+    except LaunchError as exc:
+        log(f"refused: {exc}")
+        return 70
+    child = None
+
+    def forward(signum, _frame):
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        written = write_app_config(folder, release)
+        log(f"wrote {len(written)} file(s) under the app-config folder; starting the app")
+        child = subprocess.Popen(command, env=dict(env, APP_CONFIG_DIR=str(folder)))
+        code = child.wait()
+    except LaunchError as exc:
+        log(f"refused: {exc}")
+        code = 70
+    except OSError as exc:
+        log(f"cannot start the app {command!r}: {exc}")
+        code = 71
+    finally:
+        wipe(folder)
+    log(f"app exited with code {code}; credentials wiped")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The local node agent: launches enclaves and plays their Nitro Secure Module.
+
+It measures the image it launches (the same deterministic measurement as the build), starts the
+enclave on a backend (a container engine, or a private process), and issues attestation documents
+for that enclave only, carrying the PCRs it measured — never ones the enclave claims.
+
+    python -m nitronb.node_agent --workspace WS --host 127.0.0.1 --port PORT
+
+HTTP (JSON): ``GET /health``; ``POST /v1/enclaves`` ``{"image", "appconfig_id", "ccm_url",
+"backend"}``; ``GET /v1/enclaves[/{id}[/log]]``; ``POST /v1/enclaves/{id}/attestation``
+``{"public_key", "user_data", "nonce"}`` (base64, with the enclave's bearer token);
+``POST /v1/enclaves/{id}/stop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from nitronb.errors import (AuthenticationError, CCMError, ConflictError, NitronbError,
+                            NotFoundError, ValidationError)
+
+log = logging.getLogger("nitronb.node_agent")
+MAX_BODY = 1 << 20
+LOG_TAIL = 64 * 1024
+
+
+@dataclass
+class Enclave:
+    """One launched enclave and what the node agent knows of it."""
+
+    id: str
+    token: str
+    backend: str
+    image: str
+    appconfig_id: str
+    pcrs: dict[str, str]
+    folder: Path
+    handle: Any = None
+    state: str = "starting"
+    exit_code: int | None = None
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    attestations: int = 0
+
+    def refresh(self) -> None:
+        if self.handle is not None and self.exit_code is None:
+            code = self.handle.poll()
+            if code is not None:
+                self.exit_code = code
+                self.state = "exited"
+                self.ended_at = time.time()
+
+    def public(self) -> dict[str, Any]:
+        self.refresh()
+        return {"id": self.id, "backend": self.backend, "image": self.image,
+                "appconfig_id": self.appconfig_id, "measurements": self.pcrs,
+                "state": self.state, "exit_code": self.exit_code,
+                "started_at": self.started_at, "ended_at": self.ended_at,
+                "attestations": self.attestations}
+
+
+class NodeAgent:
+    """Launch, watch and attest enclaves; state and logs under ``<workspace>/node-agent``."""
+
+    def __init__(self, workspace: Path) -> None:
+        from nitronb.nsm import LocalNSM
+
+        self.workspace = Path(workspace)
+        self.folder = self.workspace / "node-agent"
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.nsm = LocalNSM(self.workspace / "nsm")
+        self.nsm.root_path  # create the local root CA now, so the manager can trust it
+        self.enclaves: dict[str, Enclave] = {}
+        self.lock = threading.Lock()
+
+    def launch(self, image: str, appconfig_id: str, ccm_url: str, backend: str = "auto",
+               command: list[str] | None = None) -> dict[str, Any]:
+        from nitronb.backends import choose_backend
+
+        if not isinstance(image, str) or not image:
+            raise ValidationError("'image' is required: an enclave image reference or folder.")
+        if not isinstance(appconfig_id, str) or not re.fullmatch(r"[0-9a-f]{64}", appconfig_id):
+            raise ValidationError("'appconfig_id' must be the 64 lower-case hex APPCONFIG_ID "
+                                  "the manager returned on approval.")
+        if not isinstance(ccm_url, str) or not ccm_url.startswith(("http://", "https://")):
+            raise ValidationError("'ccm_url' must be the manager's http(s) URL.")
+        chosen = choose_backend(backend, image, self.workspace)
+        measurements = chosen.measure(image)
+        enclave = Enclave(id=f"enc-{secrets.token_hex(8)}", token=secrets.token_urlsafe(32),
+                          backend=chosen.name, image=image, appconfig_id=appconfig_id,
+                          pcrs=measurements.as_dict(), folder=Path())
+        enclave.folder = self.folder / "enclaves" / enclave.id
+        enclave.folder.mkdir(parents=True, mode=0o700)
+        env = {"NODE_AGENT": self.url, "CCM_BACKEND": ccm_url.rstrip("/"),
+               "APPCONFIG_ID": appconfig_id, "NITRONB_ENCLAVE_ID": enclave.id,
+               "NITRONB_ENCLAVE_TOKEN": enclave.token}
+        with self.lock:
+            self.enclaves[enclave.id] = enclave
+        enclave.handle = chosen.start(image, env, enclave.folder, enclave.folder / "enclave.log",
+                                      command)
+        enclave.state = "running"
+        self._save(enclave)
+        log.info("launched %s (%s) for %s", enclave.id, chosen.name, appconfig_id[:12])
+        threading.Thread(target=self._watch, args=(enclave,), daemon=True).start()
+        return enclave.public()
+
+    def _watch(self, enclave: Enclave) -> None:
+        enclave.handle.wait()
+        enclave.refresh()
+        self._save(enclave)
+
+    def _save(self, enclave: Enclave) -> None:
+        record = enclave.folder / "enclave.json"
+        record.write_text(json.dumps(enclave.public(), indent=2))
+
+    def get(self, enclave_id: str) -> Enclave:
+        with self.lock:
+            enclave = self.enclaves.get(enclave_id)
+        if enclave is None:
+            raise NotFoundError(f"no enclave {enclave_id!r} on this node agent.")
+        return enclave
+
+    def attest(self, enclave_id: str, token: str | None, body: dict[str, Any]) -> dict[str, str]:
+        enclave = self.get(enclave_id)
+        if not token or not secrets.compare_digest(token, enclave.token):
+            raise AuthenticationError("only the enclave itself may ask for its attestation "
+                                      "document (bearer token missing or wrong).")
+        enclave.refresh()
+        if enclave.state != "running":
+            raise ConflictError(f"enclave {enclave_id} is {enclave.state}; documents are issued "
+                                "to running enclaves only.")
+        fields = {name: _b64(body.get(name), name) for name in ("public_key", "user_data", "nonce")}
+        document = self.nsm.attest(pcrs={i: enclave.pcrs[f"pcr{i}"] for i in range(3)},
+                                   module_id=f"i-local-{enclave.id}", **fields)
+        enclave.attestations += 1
+        return {"document": base64.b64encode(document).decode("ascii")}
+
+    def stop(self, enclave_id: str) -> dict[str, Any]:
+        enclave = self.get(enclave_id)
+        if enclave.handle is not None and enclave.exit_code is None:
+            enclave.handle.stop()
+        return enclave.public()
+
+    def read_log(self, enclave_id: str) -> str:
+        path = self.get(enclave_id).folder / "enclave.log"
+        if not path.exists():
+            return ""
+        with open(path, "rb") as handle:
+            size = path.stat().st_size
+            handle.seek(max(0, size - LOG_TAIL))
+            return handle.read().decode("utf-8", errors="replace")
+
+    url = ""
+
+
+def _b64(value: Any, name: str) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"'{name}' must be base64 text.")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError(f"'{name}' is not valid base64.") from None
+
+
+_ROUTES = [
+    ("GET", re.compile(r"/health"), lambda a, m, b, t: {"status": "ok"}),
+    ("GET", re.compile(r"/v1/enclaves"),
+     lambda a, m, b, t: [e.public() for e in list(a.enclaves.values())]),
+    ("POST", re.compile(r"/v1/enclaves"),
+     lambda a, m, b, t: a.launch(b.get("image"), b.get("appconfig_id"), b.get("ccm_url"),
+                                 b.get("backend") or "auto", b.get("command"))),
+    ("GET", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)"), lambda a, m, b, t: a.get(m["id"]).public()),
+    ("GET", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/log"),
+     lambda a, m, b, t: {"log": a.read_log(m["id"])}),
+    ("POST", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/attestation"),
+     lambda a, m, b, t: a.attest(m["id"], t, b)),
+    ("POST", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/stop"), lambda a, m, b, t: a.stop(m["id"])),
+]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "nitronb-node-agent"
+    protocol_version = "HTTP/1.1"
+    agent: NodeAgent
+
+    def _handle(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        status, payload = 404, {"error": "NotFoundError", "message": f"no endpoint {path}."}
+        length = int(self.headers.get("Content-Length") or 0)
+        for method, pattern, call in _ROUTES:
+            match = pattern.fullmatch(path)
+            if not match or method != self.command:
+                continue
+            try:
+                if length > MAX_BODY:
+                    raise ValidationError(f"the body exceeds {MAX_BODY} bytes.")
+                raw = self.rfile.read(length) if length else b""
+                length = 0
+                body = json.loads(raw) if raw else {}
+                if not isinstance(body, dict):
+                    raise ValidationError("the request body must be a JSON object.")
+                auth = self.headers.get("Authorization", "")
+                token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+                status, payload = 200, call(self.agent, match, body, token)
+            except json.JSONDecodeError as exc:
+                status, payload = 422, {"error": "ValidationError", "message": f"not JSON: {exc}"}
+            except CCMError as exc:
+                status, payload = exc.status, {"error": type(exc).__name__, "message": str(exc)}
+            except NitronbError as exc:
+                status, payload = 422, {"error": type(exc).__name__, "message": str(exc)}
+            except Exception:  # noqa: BLE001 - one request must never stop the agent
+                log.exception("internal error on %s %s", self.command, path)
+                status, payload = 500, {"error": "InternalError",
+                                        "message": "internal error; see the node agent's log."}
+            break
+        if length:
+            self.rfile.read(length)
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.info("%s %s", self.address_string(), format % args)
+
+
+def make_server(agent: NodeAgent, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    handler = type("Handler", (_Handler,), {"agent": agent})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    agent.url = f"http://{host}:{server.server_address[1]}"
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nitronb.node_agent")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    agent = NodeAgent(Path(args.workspace))
+    server = make_server(agent, args.host, args.port)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    log.info("node agent on %s (NSM root %s)", agent.url, agent.nsm.root_path)
+    try:
+        server.serve_forever()
+    finally:
+        for enclave in list(agent.enclaves.values()):
+            if enclave.handle is not None and enclave.exit_code is None:
+                enclave.handle.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Running a workflow's enclave: ask the node agent to launch the enclave image with an
+APPCONFIG_ID, follow its log, and report how it ended.
+
+The one-command form of the original ``docker run -e NODE_AGENT -e CCM_BACKEND -e APPCONFIG_ID
+IMAGE``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from nitronb.errors import EndpointUnreachableError, NitronbError, RunError
+
+
+@dataclass
+class RunOutcome:
+    """How an enclave run ended."""
+
+    enclave_id: str
+    backend: str
+    exit_code: int
+    measurements: dict[str, str]
+    log: str
+    seconds: float
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def refused(self) -> str | None:
+        """The launcher's refusal line (attestation or provisioning), if the run was refused."""
+        for line in self.log.splitlines():
+            if line.startswith("[enclave-os] refused:"):
+                return line.split("refused:", 1)[1].strip()
+        return None
+
+
+def _service_url(name: str, given: str | None, workspace) -> str:
+    if given:
+        return given.rstrip("/")
+    from nitronb import local
+
+    return local.url(name, workspace)
+
+
+def _call(method: str, url: str, **kwargs):
+    import requests
+
+    try:
+        reply = requests.request(method, url, timeout=60, **kwargs)
+    except requests.ConnectionError:
+        raise EndpointUnreachableError(f"the node agent at {url} does not answer.",
+                                       hint="Start the local stack with `nitronb local up`.")
+    try:
+        body = reply.json()
+    except ValueError:
+        body = {"message": reply.text[:200]}
+    if reply.status_code >= 400:
+        raise RunError(f"the node agent refused the request (HTTP {reply.status_code}): "
+                       f"{body.get('message', body)}")
+    return body
+
+
+def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
+                ccm: str | None = None, backend: str = "auto", workspace=None,
+                timeout: float = 900, poll: float = 0.1,
+                on_log: Callable[[str], None] | None = None) -> RunOutcome:
+    """Launch ``image`` for ``appconfig_id`` and wait for it to end; return the outcome.
+
+    ``on_log`` receives the enclave's log text as it grows (for a live view).
+    """
+    agent = _service_url("node-agent", node_agent, workspace)
+    manager = _service_url("manager", ccm, workspace)
+    started = time.perf_counter()
+    record = _call("POST", f"{agent}/v1/enclaves",
+                   json={"image": str(image), "appconfig_id": appconfig_id, "ccm_url": manager,
+                         "backend": backend})
+    enclave_id = record["id"]
+    shown = 0
+    text = ""
+    deadline = started + timeout
+    delay = poll
+    while True:
+        record = _call("GET", f"{agent}/v1/enclaves/{enclave_id}")
+        finished = record["state"] == "exited"
+        text = _call("GET", f"{agent}/v1/enclaves/{enclave_id}/log")["log"]
+        if on_log and len(text) > shown:
+            on_log(text[shown:])
+            shown = len(text)
+        if finished:
+            break
+        if time.perf_counter() > deadline:
+            _call("POST", f"{agent}/v1/enclaves/{enclave_id}/stop")
+            raise RunError(f"enclave {enclave_id} did not finish within {timeout:.0f} s; "
+                           "it was stopped. Its log ends with:\n" + text[-2000:])
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+    return RunOutcome(enclave_id=enclave_id, backend=record["backend"],
+                      exit_code=int(record["exit_code"]), measurements=record["measurements"],
+                      log=text, seconds=time.perf_counter() - started)

@@ -1,0 +1,477 @@
+"""The walk-through's steps, one verb per notebook, handing their products on through the
+workspace (``<workspace>/walkthrough/``) so that each notebook runs alone after its predecessors.
+
+Every verb returns a small record whose display shows no secret: keys and presigned query
+strings appear redacted, and nothing machine-specific (paths are shown relative to the
+workspace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nitronb.errors import NitronbError, ValidationError
+from nitronb.keys import redact
+
+PARTIES = ("data-owner", "output-owner", "app-owner", "admin")
+INPUT_OBJECT = "conditions.csv.enc"
+OUTPUT_OBJECT = "describe-result.json.enc"
+APP_NAME = "describe-app"
+APP_DOMAIN = "describe.nitronb.local"
+IMAGE_NAME = "nitronb/describe-app-enclave:1"
+WORKFLOW_NAME = "describe-conditions"
+
+
+class StepOrderError(NitronbError):
+    """A step needs the product of an earlier step that has not run in this workspace."""
+
+
+@dataclass
+class Record:
+    """What a step did, as rows of (what, value) for display."""
+
+    title: str
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def _repr_markdown_(self) -> str:
+        lines = [f"**{self.title}**", "", "| | |", "|---|---|"]
+        lines += [f"| {k} | {str(v).replace('|', '&#124;')} |" for k, v in self.rows]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        width = max((len(k) for k, _ in self.rows), default=0)
+        return "\n".join([self.title, *(f"  {k.ljust(width)}  {v}" for k, v in self.rows)])
+
+
+class Walkthrough:
+    """The walk-through's folder in a workspace and the state its steps hand on."""
+
+    def __init__(self, workspace: str | os.PathLike[str] | None = None) -> None:
+        from nitronb.workspace import private_dir, workspace_dir
+
+        self.workspace = workspace_dir(workspace)
+        self.folder = private_dir(self.workspace / "walkthrough")
+        self._state_path = self.folder / "state.json"
+
+    # state: small JSON, mode 0600 (it holds presigned URLs)
+    def state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self._state_path.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def update(self, **values: Any) -> dict[str, Any]:
+        state = {**self.state(), **values}
+        tmp = self._state_path.with_name(".state.json.part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(state, handle, indent=2)
+        os.replace(tmp, self._state_path)
+        return state
+
+    def need(self, key: str, step: str) -> Any:
+        value = self.state().get(key)
+        if value is None:
+            raise StepOrderError(f"this step needs {key.replace('_', ' ')} from {step}, which has "
+                                 f"not run in the workspace {self.shown(self.workspace)}.",
+                                 hint=f"Run {step} first (or the whole walk-through).")
+        return value
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def shown(self, path: str | os.PathLike[str]) -> str:
+        """A path for display: relative to the workspace (``$WORKSPACE/…``)."""
+        path = Path(path)
+        try:
+            return f"$WORKSPACE/{path.resolve().relative_to(self.workspace)}"
+        except ValueError:
+            if path.resolve() == _sample():
+                return f"(shipped sample) {path.name}"
+            return path.name
+
+    def client(self, party: str):
+        from nitronb.ccm import CCMClient
+
+        return CCMClient.for_party(party, self.workspace)
+
+
+def _sample() -> Path:
+    from nitronb import sample_path
+
+    return sample_path().resolve()
+
+
+def _wt(workspace) -> Walkthrough:
+    return workspace if isinstance(workspace, Walkthrough) else Walkthrough(workspace)
+
+
+def start_local_stack(workspace=None) -> Record:
+    """Start the embedded local stack if it is not running (S3 endpoint, manager, node agent)."""
+    from nitronb import local
+
+    wt = _wt(workspace)
+    status = local.ensure_up(wt.workspace)
+    rows = [(name, entry["state"]) for name, entry in status.items()]
+    return Record("local stack", rows, {"status": status})
+
+
+# --- 01 keys --------------------------------------------------------------------------------
+
+
+def generate_keys(workspace=None, *, replace: bool = False) -> Record:
+    """The data owner's input key and the output owner's output key (64 hex, mode 0600).
+
+    Existing keys are kept unless ``replace``: files encrypted with them stay readable.
+    """
+    from nitronb.keys import read_key_file, write_key_file
+
+    wt = _wt(workspace)
+    rows, paths = [], {}
+    for owner, name in (("data owner", "input_key.hex"), ("output owner", "output_key.hex")):
+        path = wt.path(name)
+        if path.exists() and not replace:
+            key, verb = read_key_file(path), "kept"
+        else:
+            key, verb = write_key_file(path, overwrite=replace), "new"
+        rows.append((f"{owner}: {name}", f"{redact(key)} ({verb}, mode 0600)"))
+        paths[name] = str(path)
+    wt.update(input_key=paths["input_key.hex"], output_key=paths["output_key.hex"])
+    return Record("keys", rows, paths)
+
+
+# --- 02 encrypt -----------------------------------------------------------------------------
+
+
+def encrypt_input(workspace=None, input_csv: str | os.PathLike[str] | None = None) -> Record:
+    """Encrypt the input CSV (default: the shipped Synthea sample) with the input key."""
+    from nitronb.crypto import encrypt_file
+    from nitronb.keys import read_key_file
+
+    wt = _wt(workspace)
+    key = read_key_file(wt.need("input_key", "01_generate_keys"))
+    source = Path(input_csv) if input_csv else _sample()
+    target = wt.path(INPUT_OBJECT)
+    encrypt_file(key, source, target)
+    wt.update(input_csv=str(source), encrypted_input=str(target))
+    size = source.stat().st_size
+    return Record("encrypted input", [
+        ("input", wt.shown(source)), ("plaintext", f"{size:,} bytes"),
+        ("encrypted", f"{wt.shown(target)} ({target.stat().st_size:,} bytes = "
+                      f"12 nonce + {size:,} ciphertext + 16 tag)"),
+        ("key", redact(key))], {"encrypted": str(target), "size": size})
+
+
+# --- 03 upload and presign ------------------------------------------------------------------
+
+
+def upload_and_presign(workspace=None, *, profile: str = "local",
+                       s3_dir: str = "s3://nitronb/walkthrough/", expiry: int = 3600,
+                       legacy: bool = False) -> Record:
+    """Upload the encrypted input; presign a GET URL for it and a PUT URL for the output."""
+    from nitronb import presign, storage
+
+    wt = _wt(workspace)
+    encrypted = wt.need("encrypted_input", "02_encrypt_input")
+    if profile == "local":
+        start_local_stack(wt)
+    uri = storage.upload_file(encrypted, s3_dir, profile=profile, key_name=INPUT_OBJECT,
+                              workspace=wt.workspace, progress=False)
+    get = presign.presign_download(profile, s3_dir, INPUT_OBJECT, expiry, legacy=legacy,
+                                   workspace=wt.workspace)
+    put = presign.presign_upload(profile, s3_dir, OUTPUT_OBJECT, expiry, legacy=legacy,
+                                 workspace=wt.workspace)
+    wt.update(profile=profile, s3_dir=s3_dir, input_uri=uri, input_url=get.url,
+              output_url=put.url, output_uri=storage.parse_s3_dir(s3_dir).uri(OUTPUT_OBJECT))
+    return Record("uploaded and presigned", [
+        ("input object", uri),
+        ("download URL (GET) location", _portless(get.location)),
+        ("download query string (base64)", _short(get.query_string_b64)),
+        ("upload URL (PUT) location", _portless(put.location)),
+        ("upload query string (base64)", _short(put.query_string_b64)),
+        ("expiry", f"{expiry} s ({'legacy query form' if legacy else 'SigV4'})"),
+    ], {"input_url": get.url, "output_url": put.url, "input_uri": uri})
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:12]}…{text[-8:]} ({len(text)} characters)"
+
+
+def _portless(url: str) -> str:
+    """A local URL with its port replaced (ports vary from run to run)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname in ("127.0.0.1", "localhost"):
+        return f"{parts.scheme}://{parts.hostname}:PORT{parts.path}"
+    return url
+
+
+# --- 04 datasets ----------------------------------------------------------------------------
+
+
+def create_datasets(workspace=None, *, input_name: str = "synthea-conditions",
+                    output_name: str = "describe-result",
+                    input_description: str = "Synthea synthetic conditions (April 2020 sample)",
+                    output_description: str = "describe() of the conditions, encrypted",
+                    input_labels: dict[str, str] | None = None,
+                    output_labels: dict[str, str] | None = None,
+                    long_description: str = "") -> Record:
+    """Register the input dataset (data owner) and the output dataset (output owner)."""
+    from nitronb.datasets import Dataset, load_long_description
+    from nitronb.keys import read_key_file
+
+    wt = _wt(workspace)
+    state = wt.state()
+    input_url = wt.need("input_url", "03_upload_and_presign")
+    output_url = state["output_url"]
+    long_text = load_long_description(long_description) if long_description else ""
+    definitions = {
+        "data-owner": Dataset.from_url(
+            input_name, input_url, read_key_file(wt.need("input_key", "01_generate_keys")),
+            description=input_description, labels=dict(input_labels or {"source": "synthea"}),
+            long_description=long_text),
+        "output-owner": Dataset.from_url(
+            output_name, output_url, read_key_file(state["output_key"]),
+            description=output_description, labels=dict(output_labels or {"kind": "result"})),
+    }
+    rows, ids = [], {}
+    for party, dataset in definitions.items():
+        dataset.save(wt.path(f"dataset-{dataset.name}.json"))
+        created = _create_or_update_dataset(wt.client(party), dataset)
+        ids[party] = created["id"]
+        key = dataset.credentials["encryption"]["key"]
+        rows.append((f"{party}: {dataset.name}",
+                     f"{_portless(dataset.location)} · key {redact(key)} · labels "
+                     f"{', '.join(f'{k}={v}' for k, v in dataset.labels.items()) or '—'}"))
+    wt.update(input_dataset=input_name, output_dataset=output_name,
+              input_dataset_id=ids["data-owner"], output_dataset_id=ids["output-owner"])
+    return Record("datasets registered", rows, {"ids": ids})
+
+
+def _create_or_update_dataset(client, dataset) -> dict:
+    from nitronb.errors import ConflictError
+
+    try:
+        return client.create_dataset(dataset.payload())
+    except ConflictError:
+        payload = dataset.payload()
+        return client.update_dataset(dataset.name, {
+            k: payload[k] for k in ("description", "labels", "long_description", "credentials")})
+
+
+# --- 05 enclave image -----------------------------------------------------------------------
+
+
+def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: str = "",
+                        app_dir: str | os.PathLike[str] | None = None,
+                        on_log=None) -> Record:
+    """Build the app, convert it into an enclave image, register app and build, and have the
+    administrator approve the domain and build whitelisting tasks."""
+    from nitronb import image as images
+
+    wt = _wt(workspace)
+    start_local_stack(wt)
+    app_dir = Path(app_dir) if app_dir else images.default_app_dir()
+    chosen = _choose_backend(backend, wt)
+    if chosen == "container":
+        from nitronb.engine import require_engine
+
+        engine = require_engine(wt.workspace)
+        base = base_image or images.default_base_image()
+        images.build_app_image(app_dir, "nitronb/describe-app:1", base_image=base,
+                               engine=engine, on_log=on_log)
+        built = images.convert_to_enclave_image("nitronb/describe-app:1", IMAGE_NAME,
+                                                app_dir=app_dir, base_image=base,
+                                                engine=engine,
+                                                on_log=on_log)
+    else:
+        base = base_image or "python3 (host)"
+        built = images.prepare_process_image(app_dir, None, base,
+                                             workspace=wt.workspace)
+    measurements = built.measurements.as_dict()
+    owner, admin = wt.client("app-owner"), wt.client("admin")
+    app = _find(owner.list_apps(), APP_NAME) or owner.create_app(
+        {"name": APP_NAME, "image": IMAGE_NAME, "domain": APP_DOMAIN,
+         "description": "pandas describe() of the DESCRIPTION column"})
+    build = next((b for b in owner.list_builds(app["id"])
+                  if b.get("measurements") == measurements), None)
+    if build is None:
+        build = owner.create_build({"app_id": app["id"], "image": IMAGE_NAME,
+                                    "measurements": measurements})
+    for task_id in (app["domain_task_id"], build["task_id"]):
+        if admin.get_task(task_id)["status"] == "PENDING":
+            admin.approve_task(task_id)
+    tasks = {t: admin.get_task(t)["status"] for t in (app["domain_task_id"], build["task_id"])}
+    wt.update(backend=built.backend, image_reference=built.reference, app_id=app["id"],
+              build_id=build["id"], measurements=measurements)
+    return Record("enclave image", [
+        ("backend", built.backend), ("image", IMAGE_NAME),
+        ("base image", built.base_image or base),
+        *((f"PCR{i}", _pcr(measurements[f"pcr{i}"])) for i in range(3)),
+        ("domain whitelist task", tasks[app["domain_task_id"]]),
+        ("build whitelist task", tasks[build["task_id"]]),
+    ], {"image": built, "app": app, "build": build})
+
+
+def _choose_backend(backend: str, wt: Walkthrough) -> str:
+    if backend not in ("auto", "process", "container"):
+        raise ValidationError(f"unknown backend {backend!r}; choose auto, process or container.")
+    if backend != "auto":
+        return backend
+    from nitronb.engine import find_engine
+
+    return "container" if find_engine(wt.workspace, timeout=10) is not None else "process"
+
+
+def _pcr(value: str) -> str:
+    return f"{value[:16]}…{value[-8:]}"
+
+
+def _find(items: list[dict], name: str) -> dict | None:
+    return next((item for item in items if item.get("name") == name), None)
+
+
+# --- 06 app configuration -------------------------------------------------------------------
+
+
+def create_app_configuration(workspace=None, *, name: str = "describe-app-config",
+                             description: str = "describe() of the input, result to the output",
+                             labels: dict[str, str] | None = None) -> Record:
+    """The application configuration: image, ports ``input`` (in) and ``output`` (out)."""
+    wt = _wt(workspace)
+    build_id = wt.need("build_id", "05_build_enclave_image")
+    owner = wt.client("app-owner")
+    wanted = {"name": name, "image": IMAGE_NAME, "build_id": build_id,
+              "ports": {"input": "in", "output": "out"}, "labels": dict(labels or {}),
+              "description": description, "config_items": {}}
+    existing = _find(owner.list_app_configs(), name)
+    if existing and existing.get("build_id") == build_id:
+        config = existing
+    else:
+        if existing:
+            wanted["name"] = name = f"{name}-{build_id[-6:]}"
+            config = _find(owner.list_app_configs(), name) or owner.create_app_config(wanted)
+        else:
+            config = owner.create_app_config(wanted)
+    wt.update(app_config_id=config["id"], app_config_name=name)
+    return Record("application configuration", [
+        ("name", name), ("image", IMAGE_NAME),
+        ("ports", "input (in) ← dataset, output (out) → dataset"),
+        ("configuration items", str(len(config.get("config_items") or {})))],
+        {"app_config": config})
+
+
+# --- 07 workflow and approvals --------------------------------------------------------------
+
+
+def create_workflow(workspace=None, *, name: str = WORKFLOW_NAME) -> Record:
+    """Draft the workflow graph (input → app → output) and request every owner's approval."""
+    wt = _wt(workspace)
+    state = wt.state()
+    app_config_id = wt.need("app_config_id", "06_app_and_configuration")
+    graph = {"name": name, "description": "describe() of the Synthea conditions",
+             "objects": {"input": {"type": "dataset", "dataset_id": state["input_dataset_id"]},
+                         "app": {"type": "app", "app_config_id": app_config_id},
+                         "output": {"type": "dataset", "dataset_id": state["output_dataset_id"]}},
+             "edges": [{"source": "input", "target": "app", "port": "input"},
+                       {"source": "app", "target": "output", "port": "output"}]}
+    owner = wt.client("app-owner")
+    draft = _find(owner.list_workflows(), name)
+    draft = owner.update_workflow(draft["id"], graph) if draft else owner.create_workflow(graph)
+    request = owner.request_approval(draft["id"])
+    wt.update(workflow_draft_id=draft["id"], approval_request_id=request["id"],
+              final_workflow_id=request["workflow_id"])
+    return Record("workflow drafted, approval requested", [
+        ("workflow", name), ("version", str(request.get("version", draft.get("version", "")))),
+        ("approvers", ", ".join(request["approvers"])), ("status", request["status"])],
+        {"draft": draft, "request": request, "graph": graph})
+
+
+def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None) -> Record:
+    """Every approver approves (or, for a party in ``decline``, declines with the reason)."""
+    wt = _wt(workspace)
+    request_id = wt.need("approval_request_id", "07_workflow_and_approvals")
+    decline = dict(decline or {})
+    rows = []
+    request = wt.client("admin").get_approval_request(request_id)
+    for party in list(request["waiting_for"]):
+        client = wt.client(party)
+        if party in decline:
+            request = client.deny_request(request_id, decline[party])
+            rows.append((party, f"declined: {decline[party]}"))
+            break
+        request = client.approve_request(request_id)
+        rows.append((party, "approved"))
+    final = wt.client("app-owner").get_final_workflow(request["workflow_id"])
+    ids = final.get("app_config_ids") or {}
+    if ids:
+        wt.update(appconfig_id=next(iter(ids.values())))
+    rows.append(("workflow status", request["status"]))
+    if ids:
+        rows.append(("APPCONFIG_ID", next(iter(ids.values()))))
+    return Record("approvals", rows, {"request": request, "final": final, "app_config_ids": ids})
+
+
+def workflow_picture(workspace=None):
+    """The workflow graph with its approval state, as SVG (for display in a notebook)."""
+    from nitronb.pictures import workflow_svg
+
+    wt = _wt(workspace)
+    client = wt.client("app-owner")
+    draft = client.get_workflow(wt.need("workflow_draft_id", "07_workflow_and_approvals"))
+    request = client.get_approval_request(wt.state()["approval_request_id"])
+    return workflow_svg(draft, request)
+
+
+def runtime_configuration(workspace=None) -> dict:
+    """The runtime configuration the manager serves for APPCONFIG_ID, and the id recomputed."""
+    from nitronb.ccm import app_config_id
+
+    wt = _wt(workspace)
+    config_id = wt.need("appconfig_id", "07_workflow_and_approvals")
+    served = wt.client("app-owner").get_runtime_config(config_id)
+    return {"appconfig_id": config_id, "recomputed": app_config_id(served["config"]),
+            "config": served["config"]}
+
+
+# --- 08 run ---------------------------------------------------------------------------------
+
+
+def run_workflow(workspace=None, *, timeout: float = 900, on_log=None):
+    """Launch the enclave image through the node agent with APPCONFIG_ID; wait for the end."""
+    from nitronb.runner import run_enclave
+
+    wt = _wt(workspace)
+    config_id = wt.need("appconfig_id", "07_workflow_and_approvals")
+    reference = wt.need("image_reference", "05_build_enclave_image")
+    start_local_stack(wt)
+    outcome = run_enclave(reference, config_id, backend=wt.state()["backend"],
+                          workspace=wt.workspace, timeout=timeout, on_log=on_log)
+    wt.update(last_run={"enclave_id": outcome.enclave_id, "exit_code": outcome.exit_code})
+    return outcome
+
+
+# --- 09 decrypt the output ------------------------------------------------------------------
+
+
+def decrypt_output(workspace=None):
+    """Download the result object and decrypt it with the output key: a ``RunResult``."""
+    from nitronb import storage
+    from nitronb.keys import read_key_file
+    from nitronb.results import decrypt_run_result
+
+    wt = _wt(workspace)
+    uri = wt.need("output_uri", "03_upload_and_presign")
+    target = wt.path(OUTPUT_OBJECT)
+    storage.download_file(uri, target, profile=wt.state().get("profile", "local"),
+                          workspace=wt.workspace, progress=False)
+    return decrypt_run_result(read_key_file(wt.need("output_key", "01_generate_keys")), target)
