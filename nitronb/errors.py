@@ -191,3 +191,7 @@ class RunError(NitronbError):
 
 class NotebookError(NitronbError):
     """A notebook of the walk-through failed; names the notebook and the cell."""
+
+
+class WidgetsUnavailableError(NitronbError):
+    """The interactive forms need ipywidgets, which is not installed."""

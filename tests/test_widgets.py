@@ -1,0 +1,369 @@
+"""The notebooks' widgets, driven from Python against a real manager."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from nitronb.errors import RunError, ValidationError  # noqa: E402
+from nitronb.keys import generate_key  # noqa: E402
+from nitronb.pictures import annotate_workflow, workflow_svg  # noqa: E402
+from nitronb.widgets import (RUN_STEPS, ApprovalsPanel, DatasetForm, RunMonitor,  # noqa: E402
+                             RunState, parse_labels)
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTIES = ("data-owner", "output-owner", "app-owner", "admin")
+PRESIGNED = ("http://127.0.0.1:9/nitronb/input/{name}.csv.enc?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+             "&X-Amz-Expires=3600&X-Amz-Signature=0123456789abcdef0123456789abcdef")
+
+
+# --- a real manager ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory):
+    """``python -m nitronb.ccm.server`` in a temporary workspace; yields party → CCMClient."""
+    import requests
+
+    from nitronb.ccm.client import CCMClient
+
+    workspace = tmp_path_factory.mktemp("widgets-ws")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(workspace / "manager.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "nitronb.ccm.server", "--workspace",
+                             str(workspace), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail("the manager exited: "
+                            + (workspace / "manager.log").read_text()[-2000:])
+            try:
+                if requests.get(url + "/v1/sys/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the manager did not answer /v1/sys/health within 30 s")
+            time.sleep(0.05)
+        tokens = json.loads((workspace / "ccm" / "tokens.json").read_text())
+        yield {party: CCMClient(url, tokens[party]) for party in PARTIES}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def measurements(seed: str) -> dict[str, str]:
+    return {"hash_algorithm": "Sha384",
+            **{f"pcr{i}": hashlib.sha384(f"{seed} {i}".encode()).hexdigest() for i in range(3)}}
+
+
+def app_with_build(clients, suffix: str) -> tuple[dict, dict]:
+    ao = clients["app-owner"]
+    app = ao.create_app({"name": f"describe{suffix}", "image": "nitronb/describe",
+                         "domain": f"describe{suffix}.nitronb.local"})
+    build = ao.create_build({"app_id": app["id"], "image": f"nitronb/describe:{suffix}-enclave",
+                             "measurements": measurements(suffix)})
+    return app, build
+
+
+def draft_workflow(clients, suffix: str) -> dict:
+    """Two datasets, an approved app build, its configuration and a draft workflow."""
+    def dataset(party, name):
+        from nitronb.datasets import Dataset
+
+        return clients[party].create_dataset(
+            Dataset.from_url(name, PRESIGNED.format(name=name), generate_key()).payload())
+
+    ds_in = dataset("data-owner", f"conditions{suffix}")
+    ds_out = dataset("output-owner", f"result{suffix}")
+    app, build = app_with_build(clients, suffix)
+    for task in clients["admin"].list_tasks("PENDING"):
+        if task["app_id"] == app["id"]:
+            clients["admin"].approve_task(task["id"])
+    config = clients["app-owner"].create_app_config({
+        "name": f"describe-conditions{suffix}", "image": build["image"],
+        "ports": ["input", "output"], "config_items": {}})
+    return clients["app-owner"].create_workflow({
+        "name": f"conditions-describe{suffix}",
+        "objects": {"app": {"type": "app", "app_config_id": config["id"]},
+                    "input": {"type": "dataset", "dataset_id": ds_in["id"]},
+                    "output": {"type": "dataset", "dataset_id": ds_out["id"]}},
+        "edges": [{"source": "input", "target": "app", "port": "input"},
+                  {"source": "app", "target": "output", "port": "output"}]})
+
+
+def all_values(widget) -> list[str]:
+    """Every text a widget tree holds (values, descriptions, outputs)."""
+    found = []
+    for name in ("value", "description", "placeholder"):
+        value = getattr(widget, name, None)
+        if isinstance(value, str):
+            found.append(value)
+    found.extend(json.dumps(o) for o in getattr(widget, "outputs", ()))
+    for child in getattr(widget, "children", ()):
+        found.extend(all_values(child))
+    return found
+
+
+# --- DatasetForm -------------------------------------------------------------------------------
+
+
+def test_dataset_form_creates_a_dataset_shown_redacted(manager):
+    key = generate_key()
+    created = []
+    form = DatasetForm(manager["data-owner"], url=PRESIGNED.format(name="c"), key=key,
+                       on_created=created.append)
+    assert form.location.value == "http://127.0.0.1:9/nitronb/input/c.csv.enc"
+    assert form.location.disabled
+    assert f"{key[:4]}…{key[-4:]}" in form.credentials.value
+    form.name.value = "form-conditions"
+    form.description.value = "Synthea conditions, encrypted"
+    form.labels.value = "source=synthea\nyear = 2020\n"
+    form.long_description.value = "# Conditions\n\n| a | b |\n|---|---|\n| 1 | 2 |"
+    assert form.preview.outputs[0]["data"]["text/markdown"].startswith("# Conditions")
+    assert not any(key in text for text in all_values(form.widget))
+
+    form.create_button.click()
+
+    assert "created" in form.message.value and "#B00020" not in form.message.value
+    assert form.result is not None and created == [form.result]
+    listed = {d["name"]: d for d in manager["data-owner"].list_datasets()}
+    shown = listed["form-conditions"]
+    assert shown["owner"] == "data-owner"
+    assert shown["labels"] == {"source": "synthea", "year": "2020"}
+    assert shown["location"] == "http://127.0.0.1:9/nitronb/input/c.csv.enc"
+    assert shown["long_description"].startswith("# Conditions")
+    assert shown["credentials"]["encryption"]["key"] == f"{key[:4]}…{key[-4:]}"
+    assert key not in json.dumps(listed) and "0123456789abcdef" not in json.dumps(listed)
+    assert not any(key in text for text in all_values(form.widget))
+
+
+def test_a_bad_name_shows_an_inline_error_creates_nothing_and_keeps_the_fields(manager):
+    before = manager["data-owner"].list_datasets()
+    form = DatasetForm(manager["data-owner"], url=PRESIGNED.format(name="x"), key=generate_key())
+    form.name.value = "../escape"
+    form.description.value = "kept"
+    form.labels.value = "team=research"
+    form.long_description.value = "Kept *too*."
+    form.create_button.click()
+    assert "#B00020" in form.message.value and "unsafe dataset name" in form.message.value
+    assert form.result is None
+    assert manager["data-owner"].list_datasets() == before
+    assert (form.name.value, form.description.value, form.labels.value,
+            form.long_description.value) == ("../escape", "kept", "team=research", "Kept *too*.")
+
+    form.labels.value = "team research"
+    form.name.value = "fixed-name"
+    form.create_button.click()
+    assert "not key=value" in form.message.value and form.result is None
+
+    form.labels.value = "team=research"
+    form.create_button.click()
+    assert form.result["name"] == "fixed-name" and form.result["description"] == "kept"
+    form.create_button.click()  # the same name again: the manager's conflict, inline
+    assert "#B00020" in form.message.value and "already exists" in form.message.value
+
+
+def test_a_form_without_url_or_client_explains_what_is_missing(manager, tmp_path):
+    form = DatasetForm(None, url=PRESIGNED.format(name="y"), key=generate_key(), name="y")
+    form.create_button.click()
+    assert "no manager client" in form.message.value
+    form = DatasetForm(manager["data-owner"], name="no-url")
+    form.create_button.click()
+    assert "no presigned URL" in form.message.value
+    (tmp_path / "about.md").write_text("## Loaded\nfrom a file")
+    form.source.value = str(tmp_path / "about.md")
+    form.load_button.click()
+    assert form.long_description.value.startswith("## Loaded")
+    assert form.preview.outputs[0]["data"]["text/markdown"].startswith("## Loaded")
+
+
+def test_parse_labels():
+    assert parse_labels("a=1\n\n b = two words ;c=\n") == {"a": "1", "b": "two words", "c": ""}
+    for bad in ("novalue", "=x", "a=1\na=2"):
+        with pytest.raises(ValidationError):
+            parse_labels(bad)
+
+
+# --- ApprovalsPanel ----------------------------------------------------------------------------
+
+
+def test_the_admin_approves_whitelisting_tasks_from_the_panel(manager):
+    app, build = app_with_build(manager, "-tasks")
+    panel = ApprovalsPanel(manager)
+    mine = [i for i in panel.pending("admin") if i.kind == "task"
+            and manager["admin"].get_task(i.id)["app_id"] == app["id"]]
+    assert sorted(i.title.split(":")[0] for i in mine) == ["BUILD_WHITELIST",
+                                                          "DOMAIN_WHITELIST"]
+    assert all("describe-tasks" in i.title for i in mine)
+    assert not any(i.kind == "task" for i in panel.pending("data-owner"))
+    ids = [i.id for i in mine]
+    for task_id in ids:
+        item = next(i for i in panel.items if i.id == task_id)
+        item.approve_button.click()
+        assert "admin approved task" in panel.status.value
+    assert [manager["admin"].get_task(t)["status"] for t in ids] == ["APPROVED", "APPROVED"]
+    assert not {i.id for i in panel.items} & set(ids)
+
+
+def test_a_workflow_declined_from_the_panel_ends_denied_with_its_reason(manager):
+    draft = draft_workflow(manager, "-deny")
+    request = manager["app-owner"].request_approval(draft["id"])
+    panel = ApprovalsPanel({p: manager[p] for p in ("data-owner", "output-owner", "app-owner")})
+
+    def item(party):
+        found = [i for i in panel.pending(party) if i.id == request["id"]]
+        return found[0] if found else None
+
+    assert "conditions-describe-deny" in item("data-owner").title
+    item("app-owner").approve()
+    assert item("app-owner") is None
+    assert manager["app-owner"].get_approval_request(request["id"])["approvals"].keys() == \
+        {"app-owner"}
+
+    item("data-owner").decline("")
+    assert "needs a reason" in panel.status.value
+    assert manager["data-owner"].get_approval_request(request["id"])["status"] == "PENDING"
+
+    item("data-owner").decline("  not this quarter ")
+    state = manager["data-owner"].get_approval_request(request["id"])
+    assert (state["status"], state["reason"], state["denied_by"]) == \
+        ("DENIED", "not this quarter", "data-owner")
+    assert manager["app-owner"].get_final_workflow(request["workflow_id"])["status"] == "DENIED"
+    assert "data-owner declined" in panel.status.value
+    assert item("output-owner") is None and item("data-owner") is None
+
+
+def test_every_approver_approves_from_the_panel_and_the_picture_follows(manager):
+    draft = draft_workflow(manager, "-ok")
+    request = manager["app-owner"].request_approval(draft["id"])
+    panel = ApprovalsPanel(manager)
+    svg = workflow_svg(annotate_workflow(manager["app-owner"], draft),
+                       manager["app-owner"].get_approval_request(request["id"]))
+    shown = ["".join(t.itertext()) for t in ET.fromstring(svg).iter(
+        "{http://www.w3.org/2000/svg}text")]
+    assert {"conditions-ok", "result-ok", "describe-conditions-ok", "owner: data-owner",
+            "… PENDING"} <= set(shown)
+    for party in request["approvers"]:
+        next(i for i in panel.pending(party) if i.id == request["id"]).approve()
+    final = manager["app-owner"].get_final_workflow(request["workflow_id"])
+    assert final["status"] == "APPROVED" and set(final["app_config_ids"]) == {"app"}
+    shown = ["".join(t.itertext()) for t in ET.fromstring(workflow_svg(annotate_workflow(
+        manager["app-owner"], final))).iter("{http://www.w3.org/2000/svg}text")]
+    assert "✓ APPROVED" in shown
+
+
+# --- RunMonitor --------------------------------------------------------------------------------
+
+LOG = ("launching enclave\n"
+       "[enclave-os] attested: public key and APPCONFIG_ID 0123456789ab… bound\n"
+       "[enclave-os] provisioned: credentials for 2 dataset(s)\n"
+       "[enclave-os] wrote 3 file(s) under the app-config folder; starting the app\n"
+       "describe output\n"
+       "[enclave-os] app exited with code 0; credentials wiped\n")
+
+
+def test_run_monitor_follows_the_launcher_log():
+    monitor = RunMonitor()
+    assert monitor.state == "starting" and monitor.progress.value == 0
+    seen = []
+    for line in LOG.splitlines(keepends=True):
+        monitor.feed(line)
+        seen.append(monitor.state)
+    assert seen == ["attesting", "attesting", "provisioned", "running app", "running app",
+                    "finished"]
+    assert monitor.progress.value == RUN_STEPS.index("finished")
+    assert monitor.progress.bar_style == "success"
+    assert "credentials wiped" in monitor.label.value
+    assert "".join(o["text"] for o in monitor.output.outputs) == LOG == monitor.log
+
+
+def test_run_state_across_chunks_and_failures():
+    state = RunState()
+    state.feed(LOG[:70])
+    state.feed(LOG[70:130])
+    assert state.state == "attesting"
+    state.feed(LOG[130:])
+    assert state.state == "finished" and state.exit_code == 0
+
+    refused = RunState()
+    refused.feed("[enclave-os] refused: provisioning by the manager refused (HTTP 403)\n"
+                 "[enclave-os] app exited with code 70; credentials wiped\n")
+    assert refused.state == "refused" and refused.done and "HTTP 403" in refused.detail
+
+    failed = RunState()
+    failed.feed(LOG.replace("code 0", "code 3"))
+    assert (failed.state, failed.exit_code) == ("failed", 3)
+
+    no_app = RunState()
+    no_app.feed("[enclave-os] provisioned: x\n[enclave-os] cannot start the app ['x']: gone\n"
+                "[enclave-os] app exited with code 71; credentials wiped")
+    assert no_app.state == "failed"
+    no_app.end(71)
+    assert no_app.exit_code == 71 and no_app.state == "failed"
+
+    silent = RunState()
+    silent.end(0)
+    assert silent.state == "finished"
+
+
+def test_run_monitor_run_passes_the_log_through(monkeypatch):
+    from nitronb import runner
+
+    calls = []
+
+    def run_enclave(image, appconfig_id, *, on_log=None, **kwargs):
+        calls.append((image, appconfig_id, kwargs))
+        for chunk in (LOG[:100], LOG[100:]):
+            on_log(chunk)
+        return runner.RunOutcome(enclave_id="e1", backend="process", exit_code=0,
+                                 measurements={}, log=LOG, seconds=1.0)
+
+    monkeypatch.setattr(runner, "run_enclave", run_enclave)
+    monitor = RunMonitor()
+    outcome = monitor.run("img:enclave", "ab" * 32, backend="process")
+    assert outcome.ok and monitor.outcome is outcome and monitor.state == "finished"
+    assert calls == [("img:enclave", "ab" * 32, {"backend": "process"})]
+    assert monitor.log == LOG
+
+    def unreachable(*args, **kwargs):
+        raise RunError("the node agent at http://127.0.0.1:9 does not answer.")
+
+    monkeypatch.setattr(runner, "run_enclave", unreachable)
+    with pytest.raises(RunError):
+        monitor.run("img:enclave", "ab" * 32)
+    assert monitor.state == "failed" and "does not answer" in monitor.label.value
+    assert monitor.progress.bar_style == "danger"
+
+
+def test_widgets_are_not_needed_to_import_nitronb():
+    code = ("import sys; sys.modules['ipywidgets'] = None; import nitronb.widgets as w; "
+            "from nitronb.errors import WidgetsUnavailableError\n"
+            "try:\n    w.RunMonitor()\nexcept WidgetsUnavailableError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pip install ipywidgets" in out
