@@ -89,3 +89,24 @@ def describe_summary(text: str) -> dict[str, dict[str, str | int]]:
         elif line.strip() and not line.startswith(("Name:", "dtype:")) and not match:
             current = summary.setdefault(line.strip(), {})
     return {path: fields for path, fields in summary.items() if fields}
+
+
+_COUNTS_HEADER = re.compile(r"^most frequent values of (\S+) in (.+):$")
+_COUNT_ROW = re.compile(r"^\s*(\d+)  (.+?)\s*$")
+
+
+def value_counts(text: str) -> dict[str, int]:
+    """The "most frequent values" blocks the tutorial's app prints after ``describe()``,
+    added up over the input files: ``{value: count}``."""
+    counts: dict[str, int] = {}
+    inside = False
+    for line in text.splitlines():
+        if _COUNTS_HEADER.match(line):
+            inside = True
+            continue
+        match = _COUNT_ROW.match(line) if inside else None
+        if match:
+            counts[match.group(2)] = counts.get(match.group(2), 0) + int(match.group(1))
+        else:
+            inside = False
+    return counts

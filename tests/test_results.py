@@ -40,3 +40,19 @@ def test_describe_summary():
     assert describe_summary(DESCRIBE) == {"/data/input/conditions/conditions.csv": {
         "count": 8376, "unique": 129, "top": "Viral sinusitis (disorder)", "freq": 1248}}
     assert json.loads(RunResult(3, b"", b"boom").to_json())["stderr"] == "Ym9vbQ=="
+
+
+def test_value_counts_are_parsed_and_added_up():
+    from nitronb.results import value_counts
+
+    text = DESCRIBE + (
+        "most frequent values of DESCRIPTION in /data/input/conditions/conditions.csv:\n"
+        "    1248  Viral sinusitis (disorder)\n"
+        "     900  Acute viral pharyngitis (disorder)\n"
+        "\n"
+        "most frequent values of DESCRIPTION in /data/b.csv:\n"
+        "       2  Viral sinusitis (disorder)\n")
+    assert value_counts(text) == {"Viral sinusitis (disorder)": 1250,
+                                  "Acute viral pharyngitis (disorder)": 900}
+    assert describe_summary(text)["/data/input/conditions/conditions.csv"]["freq"] == 1248
+    assert value_counts(DESCRIBE) == {}
