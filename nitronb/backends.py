@@ -89,7 +89,7 @@ class ProcessBackend:
 
     def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path,
               command: list[str] | None = None) -> _ProcessHandle:
-        from nitronb.image import launcher_command, verify_process_image
+        from nitronb.image import verify_process_image
 
         prepared = verify_process_image(image)
         root = Path(image)
@@ -98,8 +98,12 @@ class ProcessBackend:
             app_command[0] = sys.executable
         if not app_command:
             raise ImageBuildError(f"the image {image} names no command to run.")
-        launcher = launcher_command(prepared.launcher_module, str(root / "launcher"))
-        launcher[0] = sys.executable
+        # run the measured copy of the launcher by its path: an import by module name could
+        # resolve to an installed nitronb instead of the files that were measured
+        script = root / "launcher" / (prepared.launcher_module.replace(".", "/") + ".py")
+        if not script.is_file():
+            raise ImageBuildError(f"the image {image} has no launcher {prepared.launcher_module}.")
+        launcher = [sys.executable, "-I", str(script)]
         work = folder / "work"
         private = folder / "private"
         for path in (work, private / "tmp"):

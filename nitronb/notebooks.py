@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from nitronb.errors import NitronbError, NotebookError
 
@@ -56,12 +57,13 @@ class NotebookRun:
 
 def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any] | None = None,
                   notebooks: list[Path] | None = None,
-                  on_start: Callable[[Path], None] | None = None) -> list[NotebookRun]:
+                  on_start: Callable[[Path], None] | None = None,
+                  on_done: Callable[[NotebookRun], None] | None = None) -> list[NotebookRun]:
     """Execute ``notebooks`` (default: the walk-through) in order with papermill.
 
     Each executed notebook is kept in ``out_dir``; a notebook receives only the parameters its
     ``parameters`` cell declares. The first failing cell raises :class:`NotebookError` naming the
-    notebook and the cell.
+    notebook and the cell. What the kernels write to stderr goes to ``out_dir/kernels.log``.
     """
     import time
 
@@ -86,13 +88,33 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
         target = out / notebook.name
         started = time.perf_counter()
         try:
-            papermill.execute_notebook(str(notebook), str(target), parameters=given,
-                                       kernel_name="python3", progress_bar=False,
-                                       cwd=str(notebook.parent))
+            with _stderr_to(out / "kernels.log"):
+                papermill.execute_notebook(str(notebook), str(target), parameters=given,
+                                           kernel_name="python3", progress_bar=False,
+                                           cwd=str(notebook.parent))
         except PapermillExecutionError as exc:
             raise NotebookError(
                 f"{notebook.name} failed in cell {exc.exec_count or exc.cell_index}: "
                 f"{exc.ename}: {exc.evalue}",
                 hint=f"The executed notebook with the traceback is {target}.") from None
         runs.append(NotebookRun(notebook.name, target, time.perf_counter() - started))
+        if on_done:
+            on_done(runs[-1])
     return runs
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 (which kernels inherit) to ``path`` for the duration."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)

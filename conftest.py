@@ -1,0 +1,30 @@
+"""Test-session set-up shared by the unit tests and the notebook regression (nbval).
+
+The session gets a workspace of its own, so that tests never touch a user's ``~/.nitronb``; the
+notebooks' kernels inherit it. Whatever local stack the notebooks started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+_WORKSPACE: str | None = None
+
+
+def pytest_configure(config) -> None:
+    global _WORKSPACE
+    _WORKSPACE = tempfile.mkdtemp(prefix="nitronb-tests-")
+    os.environ["NITRONB_WORKSPACE"] = _WORKSPACE
+
+
+def pytest_unconfigure(config) -> None:
+    if _WORKSPACE is None:
+        return
+    try:
+        from nitronb import local
+
+        local.down(_WORKSPACE)
+    finally:
+        shutil.rmtree(_WORKSPACE, ignore_errors=True)
