@@ -2,6 +2,7 @@
 """Set up the project in ``.venv`` and run its main job or its tests. Needs only Python 3.11+.
 
     python3 dev.py demo     # set up, then run the walk-through on the embedded local stack
+                            # (extra arguments go to `nitronb walkthrough`, e.g. -p backend auto)
     python3 dev.py test     # set up, then run the whole test suite
     python3 dev.py setup    # set up only
 """
@@ -51,7 +52,7 @@ def main() -> int:
     if command == "setup":
         return 0
     if command == "demo":
-        return run([str(BIN / "nitronb"), "demo", *rest])
+        return run([str(BIN / "nitronb"), "walkthrough", *rest])
     return run([str(BIN / "python"), "-m", "pytest", *rest])
 
 
