@@ -240,7 +240,7 @@ def verify_document(
     from cryptography.exceptions import UnsupportedAlgorithm
 
     roots = _trusted(roots)
-    expected = _normalise_pcrs(expected_pcrs or {})
+    expected = normalise_pcrs(expected_pcrs or {})
     document = data if isinstance(data, AttestationDocument) else parse_document(data)
     when = _resolve_at(at, document)
     try:
@@ -514,7 +514,8 @@ def load_roots(source: bytes | str | Path) -> list["x509.Certificate"]:
     return certs
 
 
-def _normalise_pcrs(expected: Mapping[int, bytes | str]) -> dict[int, bytes]:
+def normalise_pcrs(expected: Mapping[int, bytes | str]) -> dict[int, bytes]:
+    """PCR values given as bytes or hex, keyed by index 0..31, as bytes; ValueError otherwise."""
     result = {}
     for index, value in expected.items():
         if type(index) is not int or not 0 <= index < 32:
@@ -523,7 +524,7 @@ def _normalise_pcrs(expected: Mapping[int, bytes | str]) -> dict[int, bytes]:
             try:
                 value = bytes.fromhex(value)
             except ValueError:
-                raise ValueError(f"expected PCR{index} is not hex: {value[:20]!r}") from None
+                raise ValueError(f"PCR{index} is not hex: {value[:20]!r}") from None
         result[index] = bytes(value)
     return result
 

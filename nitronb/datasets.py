@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from nitronb.presign import credentials_json, split_url, url_from_credentials
 
+from nitronb._files import write_atomic
 from nitronb.errors import NitronbError, UnsafeNameError, ValidationError
 from nitronb.keys import parse_key, redact
 
@@ -93,11 +94,7 @@ class Dataset:
         """Write the definition as JSON, mode 0600 (it holds the key), atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.payload(), handle, indent=2)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.payload(), indent=2).encode("utf-8"), mode=0o600)
         return path
 
     @classmethod

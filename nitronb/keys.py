@@ -7,6 +7,7 @@ import secrets
 import string
 from pathlib import Path
 
+from nitronb._files import write_atomic
 from nitronb.errors import KeyFileError, OutputExistsError
 
 KEY_SIZE = 32
@@ -98,16 +99,7 @@ def write_key_file(path: str | os.PathLike[str], key: str | None = None, *,
             handle.write(data)
         os.chmod(path, 0o600)  # whatever the umask
         return key
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode=0o600)
     return key
 
 

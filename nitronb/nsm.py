@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Mapping
 
+from nitronb._files import write_atomic
 from nitronb.errors import LocalStackError
 from nitronb.workspace import private_dir, workspace_dir
 
@@ -136,8 +137,8 @@ class LocalNSM:
         pem_key = key.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-        _write_atomic(self.folder / key_name, pem_key, mode=0o600)
-        _write_atomic(self.folder / cert_name,
+        write_atomic(self.folder / key_name, pem_key, mode=0o600)
+        write_atomic(self.folder / cert_name,
                       cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
     # --- documents --------------------------------------------------------------------------
@@ -272,18 +273,13 @@ def _usage(*, digital_signature=False, content_commitment=False, key_cert_sign=F
 
 
 def _pcr_map(pcrs: Mapping[int, bytes | str]) -> dict[int, bytes]:
+    from nitronb.attestation import normalise_pcrs
+
     registers = {index: bytes(PCR_SIZE) for index in range(PCR_COUNT)}
-    for index, value in pcrs.items():
-        if type(index) is not int or not 0 <= index < 32:
-            raise ValueError(f"PCR index {index!r} is not an integer from 0 to 31")
-        if isinstance(value, str):
-            try:
-                value = bytes.fromhex(value)
-            except ValueError:
-                raise ValueError(f"PCR{index} is not hex: {value[:20]!r}") from None
-        if not isinstance(value, (bytes, bytearray)) or len(value) != PCR_SIZE:
+    for index, value in normalise_pcrs(pcrs).items():
+        if len(value) != PCR_SIZE:
             raise ValueError(f"PCR{index} must be {PCR_SIZE} bytes (a SHA-384 value)")
-        registers[index] = bytes(value)
+        registers[index] = value
     return dict(sorted(registers.items()))
 
 
@@ -292,20 +288,6 @@ def _pcr_map(pcrs: Mapping[int, bytes | str]) -> dict[int, bytes]:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _write_atomic(path: Path, data: bytes, *, mode: int) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 @contextlib.contextmanager

@@ -69,12 +69,10 @@ class Walkthrough:
             return {}
 
     def update(self, **values: Any) -> dict[str, Any]:
+        from nitronb._files import write_atomic
+
         state = {**self.state(), **values}
-        tmp = self._state_path.with_name(".state.json.part")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state, handle, indent=2)
-        os.replace(tmp, self._state_path)
+        write_atomic(self._state_path, json.dumps(state, indent=2).encode("utf-8"), mode=0o600)
         return state
 
     def need(self, key: str, step: str) -> Any:

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from nitronb._files import write_atomic
 from nitronb.ccm import _checks as check
 from nitronb.ccm import audit
 from nitronb.ccm.models import (APPROVED, DENIED, PARTIES, PENDING, REDACTED, ROLE_ADMIN,
@@ -36,19 +37,6 @@ def utc_now() -> str:
 
 def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class Service(WorkflowVerbs, ProvisioningVerbs):
@@ -100,7 +88,7 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
                     tokens[party] = token
                     changed = True
         if changed or not tokens_path.exists():
-            _write_private(tokens_path, (json.dumps(tokens, indent=2) + "\n").encode())
+            write_atomic(tokens_path, (json.dumps(tokens, indent=2) + "\n").encode())
         os.chmod(tokens_path, 0o600)
         return tokens
 
