@@ -110,8 +110,13 @@ class NodeAgent:
                "NITRONB_ENCLAVE_TOKEN": enclave.token}
         with self.lock:
             self.enclaves[enclave.id] = enclave
-        enclave.handle = chosen.start(image, env, enclave.folder, enclave.folder / "enclave.log",
-                                      command)
+        try:
+            enclave.handle = chosen.start(image, env, enclave.folder,
+                                          enclave.folder / "enclave.log", command)
+        except BaseException:
+            enclave.state, enclave.ended_at = "failed", time.time()
+            self._save(enclave)
+            raise
         enclave.state = "running"
         self._save(enclave)
         log.info("launched %s (%s) for %s", enclave.id, chosen.name, appconfig_id[:12])
@@ -140,7 +145,8 @@ class NodeAgent:
             raise AuthenticationError("only the enclave itself may ask for its attestation "
                                       "document (bearer token missing or wrong).")
         enclave.refresh()
-        if enclave.state != "running":
+        # "starting": an engine may run the enclave before its start call returns
+        if enclave.state not in ("starting", "running"):
             raise ConflictError(f"enclave {enclave_id} is {enclave.state}; documents are issued "
                                 "to running enclaves only.")
         fields = {name: _b64(body.get(name), name) for name in ("public_key", "user_data", "nonce")}

@@ -13,6 +13,9 @@ from typing import Callable
 
 from nitronb.errors import EndpointUnreachableError, NitronbError, RunError
 
+#: the longest pause between two looks at a running enclave: its end is seen within it
+MAX_POLL = 0.25
+
 
 @dataclass
 class RunOutcome:
@@ -98,7 +101,7 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
             raise RunError(f"enclave {enclave_id} did not finish within {timeout:.0f} s; "
                            "it was stopped. Its log ends with:\n" + text[-2000:])
         time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
+        delay = min(delay * 1.5, MAX_POLL)
     return RunOutcome(enclave_id=enclave_id, backend=record["backend"],
                       exit_code=int(record["exit_code"]), measurements=record["measurements"],
                       log=text, seconds=time.perf_counter() - started)

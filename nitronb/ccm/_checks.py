@@ -38,6 +38,20 @@ def text(payload: dict[str, Any], key: str, *, required: bool = True, default: s
     return value
 
 
+def folder_name(payload: dict[str, Any], key: str = "name", *,
+                what: str = "dataset name") -> str:
+    """A name that becomes a folder in the enclave's app-config tree: no '/', '..' or NUL."""
+    from nitronb.datasets import check_name
+    from nitronb.errors import UnsafeNameError
+
+    value = text(payload, key, limit=128)
+    try:
+        return check_name(value, what=what)
+    except UnsafeNameError as exc:
+        raise ValidationError(str(exc), hint="Choose a name of letters, digits, '-', '_' and "
+                                             "'.'.") from None
+
+
 def labels(payload: dict[str, Any], key: str = "labels") -> dict[str, str]:
     value = payload.get(key) or {}
     if not isinstance(value, dict) or not all(

@@ -209,7 +209,7 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
     def create_dataset(self, user: User, payload: dict[str, Any]) -> dict[str, Any]:
         """A dataset owned by ``user`` (DESIGN §2.4); its credentials are sealed at rest."""
         payload = check.body(payload)
-        name = check.text(payload, "name", limit=128)
+        name = check.folder_name(payload)
         dataset = Dataset(
             id=str(uuid.uuid4()), owner=user.name, created_at=utc_now(), name=name,
             description=check.text(payload, "description", required=False, limit=1024),

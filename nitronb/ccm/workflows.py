@@ -307,8 +307,11 @@ class WorkflowVerbs:
                                                        dict[str, Any]]:
         row = self.store.get_runtime_config(config_id) if isinstance(config_id, str) else None
         if row is None:
-            raise NotFoundError(f"no runtime configuration {config_id!r}.",
-                                hint="The APPCONFIG_ID comes from an approved workflow.")
+            raise NotFoundError(
+                f"no runtime configuration {config_id!r}: APPCONFIG_IDs exist only for workflows "
+                "that every owner approved, so this workflow is not approved (yet), was declined, "
+                "or the id is mistyped.",
+                hint="Check the workflow's approval state with `nitronb ccm workflow NAME`.")
         workflow_id, _, config_text, extra_text = row
         return (self.store.get("final_workflow", workflow_id), json.loads(config_text),
                 json.loads(extra_text))

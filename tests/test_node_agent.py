@@ -1,0 +1,227 @@
+"""The node agent over HTTP (an agent served in-process on 127.0.0.1) and the runner's client side:
+launch checks, the enclave's attestation documents (to the enclave only, while it runs), stop."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from nitronb.enclave.launcher import binding
+from nitronb.errors import EndpointUnreachableError, RunError
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    """A node agent in a temporary workspace, served on a free loopback port."""
+    from nitronb.node_agent import NodeAgent, make_server
+
+    workspace = tmp_path_factory.mktemp("agent-ws")
+    node = NodeAgent(workspace)
+    server = make_server(node)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield node
+    finally:
+        for enclave in list(node.enclaves.values()):
+            if enclave.handle is not None and enclave.exit_code is None:
+                enclave.handle.stop()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def image(agent) -> str:
+    from nitronb.image import default_app_dir, prepare_process_image
+
+    return prepare_process_image(default_app_dir(), None, "python3 (host)",
+                                 workspace=agent.workspace).reference
+
+
+@pytest.fixture()
+def silent_manager():
+    """A loopback port that accepts connections and never answers: the launcher waits on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _launch(agent, image, ccm_url, **extra):
+    return requests.post(f"{agent.url}/v1/enclaves", timeout=30,
+                         json={"image": image, "appconfig_id": "ab" * 32, "ccm_url": ccm_url,
+                               "backend": "process", **extra})
+
+
+def _attest(agent, enclave_id, token, public=b"\x01" * 32):
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    body = {"public_key": base64.b64encode(public).decode(),
+            "user_data": base64.b64encode(binding(public, "ab" * 32)).decode(),
+            "nonce": base64.b64encode(b"n" * 32).decode()}
+    return requests.post(f"{agent.url}/v1/enclaves/{enclave_id}/attestation", json=body,
+                         headers=headers, timeout=30)
+
+
+def _wait_exit(agent, enclave_id, timeout=60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = requests.get(f"{agent.url}/v1/enclaves/{enclave_id}", timeout=30).json()
+        if record["state"] == "exited":
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"enclave {enclave_id} did not exit within {timeout} s")
+
+
+def test_health_and_unknown_routes(agent) -> None:
+    assert requests.get(f"{agent.url}/health", timeout=10).json() == {"status": "ok"}
+    reply = requests.get(f"{agent.url}/v1/enclaves/enc-nope", timeout=10)
+    assert reply.status_code == 404 and "no enclave 'enc-nope'" in reply.json()["message"]
+    assert requests.get(f"{agent.url}/v2/x", timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"appconfig_id": "not-hex"}, "64 lower-case hex APPCONFIG_ID"),
+    ({"ccm_url": "ftp://x"}, "manager's http(s) URL"),
+    ({"backend": "vm"}, "unknown backend 'vm'"),
+    ({"image": ""}, "'image' is required"),
+])
+def test_launch_checks_its_request(agent, image, change, message) -> None:
+    body = {"image": image, "appconfig_id": "ab" * 32, "ccm_url": "http://127.0.0.1:1",
+            "backend": "process", **change}
+    reply = requests.post(f"{agent.url}/v1/enclaves", json=body, timeout=30)
+    assert reply.status_code == 422
+    assert message in reply.json()["message"]
+
+
+def test_launch_refuses_a_folder_that_is_not_an_image(agent, tmp_path) -> None:
+    reply = _launch(agent, str(tmp_path), "http://127.0.0.1:1")
+    assert reply.status_code == 422
+    assert "not an enclave image tree" in reply.json()["message"]
+
+
+def test_documents_go_to_the_running_enclave_only(agent, image, silent_manager) -> None:
+    from nitronb.attestation import parse_document, verify_document
+
+    reply = _launch(agent, image, silent_manager)
+    assert reply.status_code == 200, reply.text
+    record = reply.json()
+    assert record["state"] == "running" and record["backend"] == "process"
+    enclave = agent.enclaves[record["id"]]
+    assert "token" not in record
+
+    for token in (None, "wrong", enclave.token[:-1]):
+        denied = _attest(agent, record["id"], token)
+        assert denied.status_code == 401
+        assert "only the enclave itself" in denied.json()["message"]
+
+    public = b"\x02" * 32
+    issued = _attest(agent, record["id"], enclave.token, public)
+    assert issued.status_code == 200, issued.text
+    document = base64.b64decode(issued.json()["document"])
+    parsed = parse_document(document)
+    assert parsed.public_key == public
+    expected = {i: bytes.fromhex(record["measurements"][f"pcr{i}"]) for i in range(3)}
+    verify_document(document, roots=[agent.nsm.root_path.read_bytes()],
+                    expected_pcrs=expected, nonce=b"n" * 32, public_key=public,
+                    config_id="ab" * 32)
+
+    stopped = requests.post(f"{agent.url}/v1/enclaves/{record['id']}/stop", timeout=60).json()
+    assert stopped["state"] == "exited"
+    late = _attest(agent, record["id"], enclave.token)
+    assert late.status_code == 409
+    assert "issued to running enclaves only" in late.json()["message"]
+    listed = requests.get(f"{agent.url}/v1/enclaves", timeout=10).json()
+    assert any(e["id"] == record["id"] and e["attestations"] == 1 for e in listed)
+
+
+def test_attestation_fields_must_be_base64(agent, image, silent_manager) -> None:
+    record = _launch(agent, image, silent_manager).json()
+    try:
+        token = agent.enclaves[record["id"]].token
+        reply = requests.post(f"{agent.url}/v1/enclaves/{record['id']}/attestation",
+                              json={"public_key": "%%%"}, timeout=10,
+                              headers={"Authorization": f"Bearer {token}"})
+        assert reply.status_code == 422 and "not valid base64" in reply.json()["message"]
+    finally:
+        requests.post(f"{agent.url}/v1/enclaves/{record['id']}/stop", timeout=60)
+
+
+def test_unreachable_manager_ends_the_enclave_refused(agent, image) -> None:
+    from nitronb.runner import run_enclave
+
+    outcome = run_enclave(image, "ab" * 32, node_agent=agent.url, ccm=_dead_url(),
+                          backend="process", timeout=60)
+    assert not outcome.ok and outcome.exit_code == 70
+    assert outcome.refused.startswith("asking the manager for a nonce failed: cannot reach")
+    folder = agent.folder / "enclaves" / outcome.enclave_id
+    assert not (folder / "private").exists()
+    assert "refused:" in (folder / "enclave.log").read_text()
+
+
+def test_runner_reports_an_unreachable_agent_and_agent_refusals(agent, tmp_path) -> None:
+    from nitronb.runner import run_enclave
+
+    with pytest.raises(EndpointUnreachableError, match="does not answer"):
+        run_enclave("x", "ab" * 32, node_agent=_dead_url(), ccm="http://127.0.0.1:1")
+    with pytest.raises(RunError, match=r"HTTP 422.*not an enclave image tree"):
+        run_enclave(str(tmp_path), "ab" * 32, node_agent=agent.url, ccm="http://127.0.0.1:1",
+                    backend="process")
+
+
+def test_run_outcome_refused_reads_the_launcher_line() -> None:
+    from nitronb.runner import RunOutcome
+
+    outcome = RunOutcome("enc-1", "process", 70, {}, "a\n[enclave-os] refused: PCR0 differs\n", 1.0)
+    assert outcome.refused == "PCR0 differs" and not outcome.ok
+    assert RunOutcome("enc-2", "process", 0, {}, "fine\n", 1.0).refused is None
+
+
+def test_log_endpoint_returns_the_enclave_log(agent, image) -> None:
+    from nitronb.runner import run_enclave
+
+    outcome = run_enclave(image, "ab" * 32, node_agent=agent.url, ccm=_dead_url(),
+                          backend="process", timeout=60)
+    text = requests.get(f"{agent.url}/v1/enclaves/{outcome.enclave_id}/log", timeout=10).json()
+    assert text["log"] == outcome.log
+    assert Path(agent.folder / "enclaves" / outcome.enclave_id / "enclave.json").is_file()
+
+
+def test_an_enclave_still_starting_gets_its_document(agent) -> None:
+    """An engine may run the enclave before its start call returns: it attests meanwhile."""
+    from nitronb.node_agent import Enclave
+
+    pcrs = {f"pcr{i}": f"{i:02x}" * 48 for i in range(3)}
+    enclave = Enclave(id="enc-starting", token="t0ken", backend="container", image="x",
+                      appconfig_id="ab" * 32, pcrs=pcrs, folder=agent.folder)
+    agent.enclaves[enclave.id] = enclave
+    try:
+        assert _attest(agent, enclave.id, "t0ken").status_code == 200
+        enclave.state = "failed"
+        assert _attest(agent, enclave.id, "t0ken").status_code == 409
+    finally:
+        del agent.enclaves[enclave.id]
+
+
+def test_a_launch_that_fails_to_start_is_recorded_failed(agent, image, monkeypatch) -> None:
+    from nitronb.backends import ProcessBackend
+
+    def broken(self, *args, **kwargs):
+        raise OSError("no such interpreter")
+
+    monkeypatch.setattr(ProcessBackend, "start", broken)
+    reply = _launch(agent, image, "http://127.0.0.1:1")
+    assert reply.status_code == 500
+    failed = [e for e in agent.enclaves.values() if e.state == "failed"]
+    assert len(failed) == 1 and failed[0].handle is None

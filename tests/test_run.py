@@ -1,0 +1,162 @@
+"""The whole walk-through end to end on each backend (keys to decrypted result), and
+``nitronb run`` from the command line: real manager, node agent and S3 endpoint on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPECTED = {"count": 8376, "unique": 129, "top": "Viral sinusitis (disorder)", "freq": 1248}
+
+
+def _approved_walkthrough(workspace: Path, backend: str):
+    from nitronb import steps
+
+    wt = steps.Walkthrough(workspace)
+    steps.generate_keys(wt)
+    steps.encrypt_input(wt)
+    steps.upload_and_presign(wt)
+    steps.create_datasets(wt)
+    record = steps.build_enclave_image(wt, backend=backend)
+    assert record["image"].backend == backend
+    steps.create_app_configuration(wt)
+    steps.create_workflow(wt)
+    approvals = steps.approve_workflow(wt)
+    assert approvals["request"]["status"] == "APPROVED"
+    return wt
+
+
+@pytest.fixture(scope="module")
+def process_wt(tmp_path_factory):
+    from nitronb import local
+
+    workspace = tmp_path_factory.mktemp("run-process-ws")
+    try:
+        local.up(workspace)
+        yield _approved_walkthrough(workspace, "process")
+    finally:
+        local.down(workspace)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from nitronb.engine import find_engine
+
+    found = find_engine(timeout=30)
+    if found is None:
+        pytest.skip("no container engine reachable (set DOCKER_HOST to Docker's or Podman's "
+                    "service socket)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def container_wt(engine, tmp_path_factory):
+    from nitronb import local
+
+    workspace = tmp_path_factory.mktemp("run-container-ws")
+    try:
+        local.up(workspace)
+        yield _approved_walkthrough(workspace, "container")
+    finally:
+        local.down(workspace)
+
+
+def _secrets(wt) -> list[str]:
+    from nitronb.keys import read_key_file
+
+    state = wt.state()
+    keys = [read_key_file(state["input_key"]), read_key_file(state["output_key"])]
+    texts = [k.hex() if isinstance(k, bytes) else str(k) for k in keys]
+    queries = [state[u].split("?", 1)[1] for u in ("input_url", "output_url")]
+    return [t.lower() for t in texts] + [t.upper() for t in texts] + queries
+
+
+def _assert_nothing_left(wt, enclave_id: str) -> None:
+    folder = wt.workspace / "node-agent" / "enclaves" / enclave_id
+    assert folder.is_dir()
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    names = [p.name for p in files]
+    assert "credentials.bin" not in names, names
+    assert not [n for n in names if n.endswith(".csv")], names
+    assert not (folder / "private").exists()
+    for path in files:
+        data = path.read_bytes().decode("utf-8", "replace")
+        assert "Viral sinusitis" not in data, f"plaintext data in {path}"
+        assert "START,STOP,PATIENT" not in data, f"the input's CSV header is in {path}"
+        for secret in _secrets(wt):
+            assert secret not in data, f"a credential is left in {path}"
+
+
+def _check_result(wt) -> None:
+    from nitronb import steps
+    from nitronb.results import describe_summary
+
+    result = steps.decrypt_output(wt)
+    assert result.ok
+    summary = describe_summary(result.text)
+    assert list(summary.values()) == [EXPECTED], summary
+
+
+def test_end_to_end_process_backend(process_wt) -> None:
+    from nitronb import steps
+
+    outcome = steps.run_workflow(process_wt, timeout=300)
+    assert outcome.ok, outcome.log
+    assert outcome.backend == "process" and outcome.refused is None
+    assert outcome.measurements == process_wt.state()["measurements"]
+    for line in ("[enclave-os] attested", "[enclave-os] provisioned: credentials for 2",
+                 "credentials wiped"):
+        assert line in outcome.log
+    _check_result(process_wt)
+    _assert_nothing_left(process_wt, outcome.enclave_id)
+
+
+def test_cli_run_puts_the_result_in_the_store(process_wt) -> None:
+    from nitronb import storage
+
+    wt = process_wt
+    state = wt.state()
+    storage.delete_object(state["output_uri"], workspace=wt.workspace)
+    env = {**os.environ, "NITRONB_WORKSPACE": str(wt.workspace)}
+    done = subprocess.run([sys.executable, "-m", "nitronb", "run", "--appconfig-id",
+                           state["appconfig_id"], "--backend", "process",
+                           state["image_reference"]],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "(process) finished in" in done.stderr
+    assert "credentials wiped" in done.stderr
+    _check_result(wt)
+
+
+def test_cli_run_exits_with_the_refusal(process_wt) -> None:
+    import hashlib
+
+    wt = process_wt
+    env = {**os.environ, "NITRONB_WORKSPACE": str(wt.workspace)}
+    done = subprocess.run([sys.executable, "-m", "nitronb", "run", "--appconfig-id",
+                           hashlib.sha256(b"unknown").hexdigest(), "--backend", "process",
+                           wt.state()["image_reference"]],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 70
+    assert "nitronb: error: the enclave was refused: provisioning by the manager refused " \
+           "(HTTP 404): no runtime configuration" in done.stderr
+
+
+@pytest.mark.engine
+def test_end_to_end_container_backend(container_wt, engine) -> None:
+    from nitronb import steps
+
+    outcome = steps.run_workflow(container_wt, timeout=600)
+    assert outcome.ok, outcome.log
+    assert outcome.backend == "container" and outcome.refused is None
+    assert outcome.measurements == container_wt.state()["measurements"]
+    assert "credentials wiped" in outcome.log
+    _check_result(container_wt)
+    _assert_nothing_left(container_wt, outcome.enclave_id)
+    left = engine.containers.list(all=True,
+                                  filters={"label": f"nitronb.enclave={outcome.enclave_id}"})
+    assert left == [], "the enclave's container must be removed once it exited"

@@ -1,0 +1,355 @@
+"""What the manager, the node agent and the launcher refuse (issue 5): a changed image, a workflow
+that is not approved, replayed or misbound documents, a foreign root, path escapes, documents
+asked by others, altered image folders. Real components over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import requests
+
+from nitronb.enclave.launcher import binding
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def approved(tmp_path_factory):
+    """A workspace whose walk-through (process backend) is approved up to APPCONFIG_ID."""
+    from nitronb import local, steps
+
+    workspace = tmp_path_factory.mktemp("security-ws")
+    try:
+        local.up(workspace)
+        wt = steps.Walkthrough(workspace)
+        steps.generate_keys(wt)
+        steps.encrypt_input(wt)
+        steps.upload_and_presign(wt)
+        steps.create_datasets(wt)
+        steps.build_enclave_image(wt, backend="process")
+        steps.create_app_configuration(wt)
+        steps.create_workflow(wt)
+        steps.approve_workflow(wt)
+        yield wt
+    finally:
+        local.down(workspace)
+
+
+def _manager(wt) -> str:
+    from nitronb import local
+
+    return local.url("manager", wt.workspace)
+
+
+def _agent(wt) -> str:
+    from nitronb import local
+
+    return local.url("node-agent", wt.workspace)
+
+
+def _nonce(wt) -> bytes:
+    reply = requests.post(f"{_manager(wt)}/v1/runtime/nonces", json={}, timeout=30)
+    reply.raise_for_status()
+    return base64.b64decode(reply.json()["nonce"])
+
+
+def _provision(wt, config_id: str, document: bytes, nonce: bytes) -> requests.Response:
+    return requests.post(f"{_manager(wt)}/v1/runtime/app_configs/{config_id}/provision",
+                         json={"attestation_document": base64.b64encode(document).decode(),
+                               "nonce": base64.b64encode(nonce).decode()}, timeout=30)
+
+
+def _document(wt, nsm_folder: Path, *, bound_to: str, nonce: bytes, pcrs=None):
+    """A document from the NSM in ``nsm_folder`` with the approved build's PCRs (or ``pcrs``)."""
+    from nitronb.enclave.launcher import new_key_pair
+    from nitronb.nsm import LocalNSM
+
+    private, public = new_key_pair()
+    measured = pcrs or {i: wt.state()["measurements"][f"pcr{i}"] for i in range(3)}
+    document = LocalNSM(nsm_folder).attest(pcrs=measured, public_key=public,
+                                           user_data=binding(public, bound_to), nonce=nonce)
+    return private, document
+
+
+def _output_missing(wt) -> bool:
+    from nitronb import storage
+    from nitronb.errors import NoSuchObjectError
+
+    try:
+        storage.download_file(wt.state()["output_uri"], wt.workspace / "probe.enc",
+                              workspace=wt.workspace, progress=False)
+    except NoSuchObjectError:
+        return True
+    return False
+
+
+def _delete_output(wt) -> None:
+    from nitronb import storage
+
+    storage.delete_object(wt.state()["output_uri"], workspace=wt.workspace)
+    assert _output_missing(wt)
+
+
+# --- the image ------------------------------------------------------------------------------
+
+
+def test_one_changed_byte_in_the_app_is_refused_provisioning(approved, tmp_path) -> None:
+    from nitronb.image import prepare_process_image
+    from nitronb.runner import run_enclave
+
+    wt = approved
+    app = tmp_path / "enclave_image"
+    shutil.copytree(ROOT / "enclave_image", app)
+    script = app / "describe.py"
+    data = bytearray(script.read_bytes())
+    data[3] ^= 0x20  # the docstring's first letter changes case
+    script.write_bytes(bytes(data))
+    image = prepare_process_image(app, None, "python3 (host)", workspace=wt.workspace)
+    approved_pcrs = wt.state()["measurements"]
+    assert image.measurements.as_dict()["pcr0"] != approved_pcrs["pcr0"]
+    assert image.measurements.as_dict()["pcr2"] != approved_pcrs["pcr2"]
+    assert image.measurements.as_dict()["pcr1"] == approved_pcrs["pcr1"]
+
+    _delete_output(wt)
+    outcome = run_enclave(image.reference, wt.state()["appconfig_id"], backend="process",
+                          workspace=wt.workspace, timeout=120)
+    assert not outcome.ok and outcome.exit_code == 70
+    assert outcome.refused is not None
+    assert "provisioning by the manager refused (HTTP 403)" in outcome.refused
+    assert "PCR0" in outcome.refused and "does not run the measured image" in outcome.refused
+    assert "start.py" not in outcome.log
+    assert _output_missing(wt), "a refused enclave must upload no result"
+
+
+def test_an_altered_image_folder_is_refused_at_launch(approved, tmp_path) -> None:
+    from nitronb.errors import RunError
+    from nitronb.image import default_app_dir, prepare_process_image
+    from nitronb.runner import run_enclave
+
+    wt = approved
+    image = Path(prepare_process_image(default_app_dir(), None, "python3 (host)",
+                                       workspace=tmp_path).reference)
+    assert image.parent == tmp_path / "images"
+    target = image / "app" / "describe.py"
+    os.chmod(target, stat.S_IMODE(target.stat().st_mode) | stat.S_IWUSR)
+    with open(target, "ab") as handle:
+        handle.write(b"\n# changed after preparation\n")
+    before = set((wt.workspace / "node-agent" / "enclaves").glob("*")) \
+        if (wt.workspace / "node-agent" / "enclaves").exists() else set()
+    with pytest.raises(RunError, match=r"HTTP 422.*was altered.*Prepare the image again"):
+        run_enclave(str(image), wt.state()["appconfig_id"], backend="process",
+                    workspace=wt.workspace, timeout=60)
+    after = set((wt.workspace / "node-agent" / "enclaves").glob("*"))
+    assert after == before, "no enclave may start from an altered image"
+
+
+# --- the workflow's approval --------------------------------------------------------------------
+
+
+def _second_workflow(wt, name: str) -> dict:
+    owner = wt.client("app-owner")
+    state = wt.state()
+    graph = {"name": name, "description": "a second version for the refusal tests",
+             "objects": {"input": {"type": "dataset", "dataset_id": state["input_dataset_id"]},
+                         "app": {"type": "app", "app_config_id": state["app_config_id"]},
+                         "output": {"type": "dataset", "dataset_id": state["output_dataset_id"]}},
+             "edges": [{"source": "input", "target": "app", "port": "input"},
+                       {"source": "app", "target": "output", "port": "output"}]}
+    draft = owner.create_workflow(graph)
+    return owner.request_approval(draft["id"])
+
+
+def _candidate_id(wt, final: dict) -> str:
+    """The APPCONFIG_ID the workflow version ``final`` would get on approval."""
+    from nitronb.ccm import app_config_id
+
+    config = dict(wt.client("admin").get_runtime_config(wt.state()["appconfig_id"])["config"])
+    config["workflow"] = {**config["workflow"], "id": final["id"],
+                          "draft_id": final["draft_id"], "version": final["version"]}
+    return app_config_id(config)
+
+
+def _run_refused(wt, config_id: str) -> str:
+    from nitronb.runner import run_enclave
+
+    outcome = run_enclave(wt.state()["image_reference"], config_id, backend="process",
+                          workspace=wt.workspace, timeout=120)
+    assert not outcome.ok and outcome.refused, outcome.log
+    return outcome.refused
+
+
+def test_a_pending_workflow_is_not_provisioned(approved) -> None:
+    wt = approved
+    request = _second_workflow(wt, "pending-version")
+    assert request["status"] == "PENDING"
+    wt.client("data-owner").approve_request(request["id"])
+    final = wt.client("app-owner").get_final_workflow(request["workflow_id"])
+    assert final["status"] == "PENDING" and not final.get("app_config_ids")
+    refused = _run_refused(wt, _candidate_id(wt, final))
+    assert "provisioning by the manager refused (HTTP 404)" in refused
+    assert "no runtime configuration" in refused
+
+
+def test_a_declined_workflow_is_not_provisioned(approved) -> None:
+    from nitronb.errors import ConflictError
+
+    wt = approved
+    request = _second_workflow(wt, "declined-version")
+    declined = wt.client("output-owner").deny_request(request["id"], "not this output")
+    assert declined["status"] == "DENIED"
+    final = wt.client("app-owner").get_final_workflow(request["workflow_id"])
+    assert final["status"] == "DENIED" and not final.get("app_config_ids")
+    with pytest.raises(ConflictError, match="already DENIED"):
+        wt.client("data-owner").approve_request(request["id"])
+    refused = _run_refused(wt, _candidate_id(wt, final))
+    assert "no runtime configuration" in refused
+
+
+# --- the attestation document -------------------------------------------------------------------
+
+
+def test_a_replayed_document_is_refused(approved) -> None:
+    from nitronb.ccm.provisioning import open_envelope
+
+    wt = approved
+    config_id = wt.state()["appconfig_id"]
+    nonce = _nonce(wt)
+    private, document = _document(wt, wt.workspace / "nsm", bound_to=config_id, nonce=nonce)
+    first = _provision(wt, config_id, document, nonce)
+    assert first.status_code == 200, first.text
+    release = open_envelope(private, first.json()["envelope"])
+    assert sorted(release["credentials"]) == ["describe-result", "synthea-conditions"]
+
+    again = _provision(wt, config_id, document, nonce)
+    assert again.status_code == 403
+    assert "already used (replay refused)" in again.json()["message"]
+
+
+def test_a_nonce_not_issued_by_the_manager_is_refused(approved) -> None:
+    wt = approved
+    config_id = wt.state()["appconfig_id"]
+    nonce = os.urandom(32)
+    _, document = _document(wt, wt.workspace / "nsm", bound_to=config_id, nonce=nonce)
+    reply = _provision(wt, config_id, document, nonce)
+    assert reply.status_code == 403 and "not issued by this manager" in reply.json()["message"]
+
+
+def test_a_document_bound_to_another_config_is_refused(approved) -> None:
+    wt = approved
+    config_id = wt.state()["appconfig_id"]
+    other = hashlib.sha256(b"another configuration").hexdigest()
+    nonce = _nonce(wt)
+    _, document = _document(wt, wt.workspace / "nsm", bound_to=other, nonce=nonce)
+    reply = _provision(wt, config_id, document, nonce)
+    assert reply.status_code == 403
+    message = reply.json()["message"]
+    assert "(binding)" in message and "does not bind its public_key" in message
+    # the nonce was not spent by the refusal: a good document with it still provisions
+    _, good = _document(wt, wt.workspace / "nsm", bound_to=config_id, nonce=nonce)
+    assert _provision(wt, config_id, good, nonce).status_code == 200
+
+
+def test_a_document_from_another_root_is_refused(approved, tmp_path) -> None:
+    wt = approved
+    config_id = wt.state()["appconfig_id"]
+    nonce = _nonce(wt)
+    _, document = _document(wt, tmp_path / "other-nsm", bound_to=config_id, nonce=nonce)
+    reply = _provision(wt, config_id, document, nonce)
+    assert reply.status_code == 403
+    message = reply.json()["message"]
+    assert message.startswith("the attestation document was refused (")
+    assert "root" in message or "chain" in message or "trusted" in message, message
+
+
+def test_a_document_with_other_pcrs_is_refused(approved) -> None:
+    wt = approved
+    config_id = wt.state()["appconfig_id"]
+    nonce = _nonce(wt)
+    zeros = {i: bytes(48) for i in range(3)}
+    _, document = _document(wt, wt.workspace / "nsm", bound_to=config_id, nonce=nonce,
+                            pcrs=zeros)
+    reply = _provision(wt, config_id, document, nonce)
+    assert reply.status_code == 403 and "(pcrs)" in reply.json()["message"]
+
+
+# --- names and the node agent -------------------------------------------------------------------
+
+
+def _dataset_payload(wt, name: str) -> dict:
+    import json
+
+    payload = json.loads(wt.path("dataset-synthea-conditions.json").read_text())
+    payload = {k: payload[k] for k in ("description", "labels", "location", "credentials")
+               if k in payload}
+    return {**payload, "name": name, "long_description": ""}
+
+
+@pytest.mark.parametrize("name", ["../x", "a/../../x", "..", "a/b"])
+def test_the_manager_refuses_a_dataset_name_with_a_path(approved, name) -> None:
+    from nitronb.errors import ValidationError
+
+    wt = approved
+    payload = _dataset_payload(wt, name)
+    with pytest.raises(ValidationError) as caught:
+        wt.client("data-owner").create_dataset(payload)
+    assert caught.value.status == 422
+    assert name not in [d["name"] for d in wt.client("admin").list_datasets()]
+
+
+def test_the_node_agent_issues_documents_to_the_enclave_only(approved) -> None:
+    from nitronb.runner import run_enclave
+
+    wt = approved
+    outcome = run_enclave(wt.state()["image_reference"], hashlib.sha256(b"x").hexdigest(),
+                          backend="process", workspace=wt.workspace, timeout=120)
+    public = os.urandom(32)
+    body = {"public_key": base64.b64encode(public).decode(),
+            "user_data": base64.b64encode(binding(public, wt.state()["appconfig_id"])).decode(),
+            "nonce": base64.b64encode(_nonce(wt)).decode()}
+    url = f"{_agent(wt)}/v1/enclaves/{outcome.enclave_id}/attestation"
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": "Basic x"}):
+        reply = requests.post(url, json=body, headers=headers, timeout=30)
+        assert reply.status_code == 401
+        assert "only the enclave itself" in reply.json()["message"]
+    # (409 for an exited enclave holding the right token: tests/test_node_agent.py)
+
+
+def test_a_dataset_name_with_a_path_writes_nothing_outside(approved) -> None:
+    """Whatever the manager accepts, the launcher writes nothing outside its app-config folder."""
+    from nitronb.errors import ValidationError
+    from nitronb.runner import run_enclave
+
+    wt = approved
+    owner, data_owner = wt.client("app-owner"), wt.client("data-owner")
+    try:
+        dataset = data_owner.create_dataset(_dataset_payload(wt, "../escape"))
+    except ValidationError as exc:
+        assert exc.status == 422
+        return
+    state = wt.state()
+    graph = {"name": "escape", "description": "a dataset name with a path",
+             "objects": {"input": {"type": "dataset", "dataset_id": dataset["id"]},
+                         "app": {"type": "app", "app_config_id": state["app_config_id"]},
+                         "output": {"type": "dataset", "dataset_id": state["output_dataset_id"]}},
+             "edges": [{"source": "input", "target": "app", "port": "input"},
+                       {"source": "app", "target": "output", "port": "output"}]}
+    request = owner.request_approval(owner.create_workflow(graph)["id"])
+    for party in request["waiting_for"]:
+        request = wt.client(party).approve_request(request["id"])
+    config_id = next(iter(owner.get_final_workflow(request["workflow_id"])["app_config_ids"]
+                          .values()))
+    outcome = run_enclave(state["image_reference"], config_id, backend="process",
+                          workspace=wt.workspace, timeout=120)
+    assert outcome.exit_code == 70
+    assert "unsafe dataset name '../escape'" in (outcome.refused or "")
+    assert "starting the app" not in outcome.log
+    enclave = wt.workspace / "node-agent" / "enclaves" / outcome.enclave_id
+    assert not (enclave / "private").exists()
+    assert sorted(p.name for p in enclave.rglob("*") if p.is_file()) == \
+        ["enclave.json", "enclave.log"]
