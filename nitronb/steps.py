@@ -60,6 +60,7 @@ class Walkthrough:
         self.workspace = workspace_dir(workspace)
         self.folder = private_dir(self.workspace / "walkthrough")
         self._state_path = self.folder / "state.json"
+        self._stack_checked = False
 
     # state: small JSON, mode 0600 (it holds presigned URLs)
     def state(self) -> dict[str, Any]:
@@ -97,8 +98,12 @@ class Walkthrough:
             return path.name
 
     def client(self, party: str):
+        """The manager's client for ``party``; starts the local stack if it is down."""
         from nitronb.ccm import CCMClient
 
+        if not self._stack_checked:
+            start_local_stack(self)
+            self._stack_checked = True
         return CCMClient.for_party(party, self.workspace)
 
 
@@ -118,6 +123,7 @@ def start_local_stack(workspace=None) -> Record:
 
     wt = _wt(workspace)
     status = local.ensure_up(wt.workspace)
+    wt._stack_checked = True
     rows = [(name, entry["state"]) for name, entry in status.items()]
     return Record("local stack", rows, {"status": status})
 
