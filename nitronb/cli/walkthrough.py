@@ -78,4 +78,6 @@ def run_lab(args: argparse.Namespace) -> int:
     env = dict(os.environ, NITRONB_WORKSPACE=str(workspace))
     command = [sys.executable, "-m", "jupyter", "lab", f"--notebook-dir={notebooks_dir()}",
                *[a for a in args.jupyter_args if a != "--"]]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
+        command.append("--allow-root")  # containers and CI machines often run as root
     return subprocess.call(command, env=env)
