@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 
@@ -11,7 +10,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600
     """Write ``data`` to ``path`` through a temporary file beside it, renamed into place; the
     file has ``mode`` whatever the umask, and a failure leaves any previous file untouched."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -9,8 +9,6 @@ the target and renamed into place only after the tag verified; streams are spool
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,7 +38,7 @@ __all__ = [
 
 def encrypt_bytes(key: Key, plaintext: bytes) -> bytes:
     """Encrypt ``plaintext`` into the file format, with a fresh random nonce."""
-    nonce = secrets.token_bytes(NONCE_SIZE)
+    nonce = os.urandom(NONCE_SIZE)
     encryptor = Cipher(algorithms.AES(key_bytes(key)), modes.GCM(nonce)).encryptor()
     body = encryptor.update(plaintext) + encryptor.finalize()
     return nonce + body + encryptor.tag
@@ -69,7 +67,7 @@ def encrypt_stream(key: Key, src: BinaryIO, dst: BinaryIO, *, size: int | None =
 
     ``size`` (the plaintext length, if known) only sizes the progress bar.
     """
-    nonce = secrets.token_bytes(NONCE_SIZE)
+    nonce = os.urandom(NONCE_SIZE)
     encryptor = Cipher(algorithms.AES(key_bytes(key)), modes.GCM(nonce)).encryptor()
     _write_all(dst, nonce)
     written = NONCE_SIZE
@@ -97,6 +95,8 @@ def decrypt_stream(key: Key, src: BinaryIO, dst: BinaryIO, *, name: str = "the i
     The plaintext is spooled (in memory up to 8 MiB, then on disk) and reaches ``dst`` only after
     the tag verified, so a failure writes nothing to ``dst``.
     """
+    import tempfile
+
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_LIMIT) as spool:
         length = _decrypt_into(key_bytes(key), src, spool, name=name, size=size,
                                progress=progress)
@@ -254,8 +254,8 @@ class _AtomicOutput:
         folder = self.target.parent
         if not folder.is_dir():
             raise NitronbError(f"cannot write {self.target}: the folder {folder} does not exist.")
-        fd, name = tempfile.mkstemp(dir=folder, prefix=f".{self.target.name}.", suffix=".part")
-        self.tmp = Path(name)
+        self.tmp = folder / f".{self.target.name}.{os.urandom(6).hex()}.part"
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.handle = os.fdopen(fd, "wb", buffering=0)
         return self.handle
 

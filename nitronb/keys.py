@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import string
 from pathlib import Path
 
@@ -18,7 +17,7 @@ _FIX = "Generate a key with `nitronb keygen -o FILE`."
 
 def generate_key() -> str:
     """A fresh random 256-bit key as 64 upper-case hex characters."""
-    return secrets.token_bytes(KEY_SIZE).hex().upper()
+    return os.urandom(KEY_SIZE).hex().upper()
 
 
 def parse_key(text: str, *, source: str = "the key") -> str:

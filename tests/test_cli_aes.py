@@ -122,3 +122,14 @@ def test_help_lists_commands():
     assert done.returncode == 0
     for command in ("keygen", "aes"):
         assert command.encode() in done.stdout
+
+
+def test_command_table_matches_what_the_modules_register():
+    from nitronb.cli import COMMANDS, build_parser
+
+    parser = build_parser()
+    registered = set(parser._subparsers._group_actions[0].choices)
+    assert registered == set(COMMANDS)
+    for command, module in COMMANDS.items():
+        only = build_parser(command)._subparsers._group_actions[0].choices
+        assert command in only, (command, module)

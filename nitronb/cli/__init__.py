@@ -1,35 +1,41 @@
 """The ``nitronb`` command line: parses, then calls the library.
 
-Each command group lives in its own module of this package and exposes ``register(subparsers)``
-and an integer ``ORDER`` (its place in ``--help``). Modules here import nothing heavy at import
-time: handlers import what they need when they run.
+Each command group lives in its own module of this package, listed in ``COMMANDS``, and exposes
+``register(subparsers)`` and an integer ``ORDER`` (its place in ``--help``). Only the module of
+the command being run is loaded, and modules here import nothing heavy at import time: handlers
+import what they need when they run.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
-from typing import Sequence
 
 from nitronb.errors import NitronbError
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: each command and the module of this package that registers it
+COMMANDS = {
+    "walkthrough": "walkthrough", "lab": "walkthrough", "local": "local", "keygen": "keys",
+    "aes": "aes", "upload": "storage", "download": "storage", "presign": "storage",
+    "ccm": "ccm", "image": "image", "run": "run", "attestation": "attestation",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with a known ``command``, only that command's module is loaded (start-up)."""
     parser = argparse.ArgumentParser(
         prog="nitronb",
         description="The Nitro Workflow of a confidential computing manager, step by step.",
         allow_abbrev=False,
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=28),
     )
     parser.add_argument("--version", action="version", version=f"nitronb {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    modules = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        modules.append(importlib.import_module(f"{__name__}.{info.name}"))
+    names = [COMMANDS[command]] if command in COMMANDS else sorted(set(COMMANDS.values()))
+    modules = [importlib.import_module(f"{__name__}.{name}") for name in names]
     for module in sorted(modules, key=lambda m: getattr(m, "ORDER", 100)):
         module.register(sub)
     return parser
@@ -41,9 +47,10 @@ def _version() -> str:
     return __version__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         code = args.handler(args)
     except NitronbError as exc:
