@@ -32,8 +32,8 @@ class Backend(Protocol):
 
     def measure(self, image: str) -> Measurements: ...
 
-    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path,
-              command: list[str] | None = None) -> Handle: ...
+    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path) -> Handle:
+        """Start the image's own (measured) command under the launcher."""
 
 
 # --- process backend ------------------------------------------------------------------------
@@ -87,13 +87,13 @@ class ProcessBackend:
 
         return verify_process_image(image).measurements
 
-    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path,
-              command: list[str] | None = None) -> _ProcessHandle:
+    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path
+              ) -> _ProcessHandle:
         from nitronb.image import verify_process_image
 
         prepared = verify_process_image(image)
         root = Path(image)
-        app_command = [self._host_path(root, part) for part in (command or prepared.command)]
+        app_command = [self._host_path(root, part) for part in prepared.command]
         if app_command and app_command[0] in ("python3", "python"):
             app_command[0] = sys.executable
         if not app_command:
@@ -185,10 +185,10 @@ class ContainerBackend:
 
         return verify_container_image(image, engine=self.engine)
 
-    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path,
-              command: list[str] | None = None) -> _ContainerHandle:
+    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path
+              ) -> _ContainerHandle:
         container = self.engine.containers.run(
-            image, command=command or None, environment=env, network_mode="host",
+            image, environment=env, network_mode="host",
             detach=True, labels={"nitronb.enclave": env.get("NITRONB_ENCLAVE_ID", "")})
         return _ContainerHandle(container, log_path)
 

@@ -6,10 +6,13 @@ for that enclave only, carrying the PCRs it measured — never ones the enclave 
 
     python -m nitronb.node_agent --workspace WS --host 127.0.0.1 --port PORT
 
-HTTP (JSON): ``GET /health``; ``POST /v1/enclaves`` ``{"image", "appconfig_id", "ccm_url",
-"backend"}``; ``GET /v1/enclaves[/{id}[/log]]``; ``POST /v1/enclaves/{id}/attestation``
-``{"public_key", "user_data", "nonce"}`` (base64, with the enclave's bearer token);
-``POST /v1/enclaves/{id}/stop``.
+HTTP (JSON bodies only): ``GET /health``; with the operator's bearer token (the file
+``<workspace>/node-agent/operator.token``, mode 0600): ``POST /v1/enclaves`` ``{"image",
+"appconfig_id", "ccm_url", "backend"}``, ``GET /v1/enclaves[/{id}[/log]]``,
+``POST /v1/enclaves/{id}/stop``; with the enclave's own bearer token:
+``POST /v1/enclaves/{id}/attestation`` ``{"public_key", "user_data", "nonce"}`` (base64).
+
+An enclave runs exactly the command of the image that was measured: no request can change it.
 """
 
 from __future__ import annotations
@@ -86,9 +89,16 @@ class NodeAgent:
         self.nsm.root_path  # create the local root CA now, so the manager can trust it
         self.enclaves: dict[str, Enclave] = {}
         self.lock = threading.Lock()
+        self.operator_token = operator_token(self.workspace, create=True)
 
-    def launch(self, image: str, appconfig_id: str, ccm_url: str, backend: str = "auto",
-               command: list[str] | None = None) -> dict[str, Any]:
+    def check_operator(self, token: str | None) -> None:
+        if not token or not secrets.compare_digest(token, self.operator_token):
+            raise AuthenticationError(
+                "the node agent needs its operator token (bearer) for this request.",
+                hint="`nitronb run` reads it from <workspace>/node-agent/operator.token.")
+
+    def launch(self, image: str, appconfig_id: str, ccm_url: str, backend: str = "auto"
+               ) -> dict[str, Any]:
         from nitronb.backends import choose_backend
 
         if not isinstance(image, str) or not image:
@@ -112,7 +122,7 @@ class NodeAgent:
             self.enclaves[enclave.id] = enclave
         try:
             enclave.handle = chosen.start(image, env, enclave.folder,
-                                          enclave.folder / "enclave.log", command)
+                                          enclave.folder / "enclave.log")
         except BaseException:
             enclave.state, enclave.ended_at = "failed", time.time()
             self._save(enclave)
@@ -184,19 +194,29 @@ def _b64(value: Any, name: str) -> bytes | None:
         raise ValidationError(f"'{name}' is not valid base64.") from None
 
 
+def _operator(call):
+    """A route that needs the operator's token."""
+    def checked(agent: NodeAgent, match, body, token):
+        agent.check_operator(token)
+        return call(agent, match, body)
+    return checked
+
+
 _ROUTES = [
     ("GET", re.compile(r"/health"), lambda a, m, b, t: {"status": "ok"}),
     ("GET", re.compile(r"/v1/enclaves"),
-     lambda a, m, b, t: [e.public() for e in list(a.enclaves.values())]),
+     _operator(lambda a, m, b: [e.public() for e in list(a.enclaves.values())])),
     ("POST", re.compile(r"/v1/enclaves"),
-     lambda a, m, b, t: a.launch(b.get("image"), b.get("appconfig_id"), b.get("ccm_url"),
-                                 b.get("backend") or "auto", b.get("command"))),
-    ("GET", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)"), lambda a, m, b, t: a.get(m["id"]).public()),
+     _operator(lambda a, m, b: a.launch(b.get("image"), b.get("appconfig_id"), b.get("ccm_url"),
+                                        b.get("backend") or "auto"))),
+    ("GET", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)"),
+     _operator(lambda a, m, b: a.get(m["id"]).public())),
     ("GET", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/log"),
-     lambda a, m, b, t: {"log": a.read_log(m["id"])}),
+     _operator(lambda a, m, b: {"log": a.read_log(m["id"])})),
     ("POST", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/attestation"),
      lambda a, m, b, t: a.attest(m["id"], t, b)),
-    ("POST", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/stop"), lambda a, m, b, t: a.stop(m["id"])),
+    ("POST", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/stop"),
+     _operator(lambda a, m, b: a.stop(m["id"]))),
 ]
 
 
@@ -218,6 +238,10 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ValidationError(f"the body exceeds {MAX_BODY} bytes.")
                 raw = self.rfile.read(length) if length else b""
                 length = 0
+                kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if raw and kind != "application/json":
+                    raise ValidationError("the request body must be JSON sent as "
+                                          "Content-Type: application/json.")
                 body = json.loads(raw) if raw else {}
                 if not isinstance(body, dict):
                     raise ValidationError("the request body must be a JSON object.")
@@ -248,6 +272,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.info("%s %s", self.address_string(), format % args)
+
+
+def operator_token(workspace: str | Path, *, create: bool = False) -> str:
+    """The node agent's operator token from ``<workspace>/node-agent/operator.token``
+    (``$NITRONB_NODE_AGENT_TOKEN`` overrides it for a node agent elsewhere)."""
+    import os
+
+    from nitronb._files import write_atomic
+
+    given = os.environ.get("NITRONB_NODE_AGENT_TOKEN")
+    if given and not create:
+        return given
+    path = Path(workspace) / "node-agent" / "operator.token"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        if not create:
+            raise AuthenticationError(
+                f"no node agent operator token at {path}.",
+                hint="Start the local stack (`nitronb local up`), or set "
+                     "NITRONB_NODE_AGENT_TOKEN for a node agent elsewhere.") from None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_urlsafe(32)
+    write_atomic(path, (token + "\n").encode("ascii"), mode=0o600)
+    return token
 
 
 def make_server(agent: NodeAgent, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:

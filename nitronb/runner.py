@@ -50,11 +50,12 @@ def _service_url(name: str, given: str | None, workspace) -> str:
     return local.url(name, workspace)
 
 
-def _call(method: str, url: str, **kwargs):
+def _call(method: str, url: str, token: str, **kwargs):
     import requests
 
     try:
-        reply = requests.request(method, url, timeout=60, **kwargs)
+        reply = requests.request(method, url, timeout=60,
+                                 headers={"Authorization": f"Bearer {token}"}, **kwargs)
     except requests.ConnectionError:
         raise EndpointUnreachableError(f"the node agent at {url} does not answer.",
                                        hint="Start the local stack with `nitronb local up`.")
@@ -76,10 +77,14 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
 
     ``on_log`` receives the enclave's log text as it grows (for a live view).
     """
+    from nitronb.node_agent import operator_token
+    from nitronb.workspace import workspace_dir
+
     agent = _service_url("node-agent", node_agent, workspace)
+    token = operator_token(workspace_dir(workspace))
     manager = _service_url("manager", ccm, workspace)
     started = time.perf_counter()
-    record = _call("POST", f"{agent}/v1/enclaves",
+    record = _call("POST", f"{agent}/v1/enclaves", token,
                    json={"image": str(image), "appconfig_id": appconfig_id, "ccm_url": manager,
                          "backend": backend})
     enclave_id = record["id"]
@@ -88,16 +93,16 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
     deadline = started + timeout
     delay = poll
     while True:
-        record = _call("GET", f"{agent}/v1/enclaves/{enclave_id}")
+        record = _call("GET", f"{agent}/v1/enclaves/{enclave_id}", token)
         finished = record["state"] == "exited"
-        text = _call("GET", f"{agent}/v1/enclaves/{enclave_id}/log")["log"]
+        text = _call("GET", f"{agent}/v1/enclaves/{enclave_id}/log", token)["log"]
         if on_log and len(text) > shown:
             on_log(text[shown:])
             shown = len(text)
         if finished:
             break
         if time.perf_counter() > deadline:
-            _call("POST", f"{agent}/v1/enclaves/{enclave_id}/stop")
+            _call("POST", f"{agent}/v1/enclaves/{enclave_id}/stop", token)
             raise RunError(f"enclave {enclave_id} did not finish within {timeout:.0f} s; "
                            "it was stopped. Its log ends with:\n" + text[-2000:])
         time.sleep(delay)

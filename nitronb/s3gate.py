@@ -7,6 +7,10 @@ presigned query or ``Authorization`` header) against the local credentials, chec
 answers the way S3 does (``AccessDenied`` "Request has expired", ``SignatureDoesNotMatch``,
 ``InvalidAccessKeyId`` …). Request and response bodies pass through untouched.
 
+Each successful change is written to :class:`~nitronb.s3store.S3Store` in the workspace before
+it is acknowledged, and the store is loaded back when the endpoint starts; SIGTERM stops it
+cleanly.
+
 Run as ``python -m nitronb.s3gate --workspace WS --host 127.0.0.1 --port PORT``.
 """
 
@@ -18,8 +22,10 @@ import hmac
 import json
 import os
 import secrets
+import signal
 import string
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -361,10 +367,12 @@ class S3Gate:
     """WSGI middleware: lets a request through to ``app`` only if S3 would accept its signature."""
 
     def __init__(self, app: Callable, checker: SignatureChecker, *,
-                 ready: Callable[[], bool] = lambda: True) -> None:
+                 ready: Callable[[], bool] = lambda: True, store: Any = None) -> None:
         self._app = app
         self._checker = checker
         self._ready = ready
+        #: an :class:`~nitronb.s3store.S3Store` that each successful change is written to
+        self.store = store
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -378,10 +386,46 @@ class S3Gate:
         try:
             if path.startswith("/moto-api"):
                 raise Rejection(403, "AccessDenied", "Access Denied")
-            self._checker.check(_Incoming.from_environ(environ))
+            incoming = _Incoming.from_environ(environ)
+            self._checker.check(incoming)
         except Rejection as rejection:
             return self._refuse(environ, start_response, rejection)
-        return self._app(environ, start_response)
+        if self.store is None or incoming.method in ("GET", "HEAD", "OPTIONS"):
+            return self._app(environ, start_response)
+        return self._change(environ, start_response, incoming)
+
+    def _change(self, environ: dict[str, Any], start_response: Callable,
+                req: _Incoming) -> Iterable[bytes]:
+        """Pass a request that may change the store; answer only once the change is on disk."""
+        answer: dict[str, Any] = {}
+
+        def hold(status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], Any]:
+            answer.update(status=status, headers=headers, exc_info=exc_info)
+
+            def write(data: bytes) -> Any:  # the legacy write() path: start for real, once
+                if "write" not in answer:
+                    answer["write"] = start_response(status, headers, exc_info)
+                return answer["write"](data)
+            return write
+
+        with self.store.changing():
+            body = self._app(environ, hold)
+            status = answer.get("status", "200")
+            if status[:1] == "2":
+                try:
+                    self.store.record(req.method, req.raw_path,
+                                      {name for name, _ in req.query})
+                except Exception as exc:  # the change is not durable: do not acknowledge it
+                    if hasattr(body, "close"):
+                        body.close()
+                    print(f"s3gate: could not save {req.method} {req.raw_path} to disk: {exc!r}",
+                          file=sys.stderr, flush=True)
+                    return self._refuse(environ, start_response, Rejection(
+                        500, "InternalError", "The change could not be saved to disk on the "
+                        f"local endpoint ({type(exc).__name__}: {exc}); try again."))
+        if answer and "write" not in answer:
+            start_response(answer["status"], answer["headers"], answer["exc_info"])
+        return body
 
     @staticmethod
     def _refuse(environ: dict[str, Any], start_response: Callable,
@@ -399,7 +443,8 @@ class S3Gate:
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
-_REASONS = {400: "Bad Request", 403: "Forbidden"}
+_REASONS = {400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error"}
+
 
 
 def _drain(environ: dict[str, Any]) -> None:
@@ -421,23 +466,32 @@ def _drain(environ: dict[str, Any]) -> None:
 
 
 def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
-    """The gated moto S3 application for ``workspace``, and a function that creates the bucket."""
+    """The gated moto S3 application for ``workspace`` (``.store`` keeps it on disk), and a
+    function that loads the stored buckets and objects and creates the default bucket."""
     from moto.moto_server.werkzeug_app import create_backend_app
 
     credentials = load_credentials(workspace, create=True)
     checker = SignatureChecker({credentials["access_key_id"]: credentials["secret_access_key"]})
     state = {"ready": False}
 
-    def prepare() -> None:
-        from moto.core import DEFAULT_ACCOUNT_ID
-        from moto.s3.models import s3_backends
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
 
-        backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    from nitronb.s3store import S3Store, data_dir
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    store = S3Store(data_dir(workspace), backend)
+
+    def prepare() -> None:
+        counts = store.restore()
         if DEFAULT_BUCKET not in backend.buckets:
             backend.create_bucket(DEFAULT_BUCKET, LOCAL_REGION)
+            store.sync_bucket(DEFAULT_BUCKET)
+        print(f"restored {counts['objects']} object(s) in {counts['buckets']} bucket(s) from "
+              f"{store.root}", file=sys.stderr, flush=True)
         state["ready"] = True
 
-    gate = S3Gate(create_backend_app("s3"), checker, ready=lambda: state["ready"])
+    gate = S3Gate(create_backend_app("s3"), checker, ready=lambda: state["ready"], store=store)
     return gate, prepare
 
 
@@ -460,12 +514,20 @@ def main(argv: list[str] | None = None) -> int:
     prepare()
     print(f"local S3 endpoint on http://{args.host}:{server.server_port}", file=sys.stderr,
           flush=True)
+
+    def stop(signum: int, frame: Any) -> None:
+        # shutdown() waits for serve_forever() to return: never call it on the serving thread
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
+        app.store.close()
         server.server_close()
+        print("local S3 endpoint stopped; its objects are in "
+              f"{app.store.root}", file=sys.stderr, flush=True)
     return 0
 
 

@@ -53,6 +53,11 @@ def silent_manager():
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
+def _op(agent) -> dict[str, str]:
+    """The operator's bearer header (launch, list, log, stop)."""
+    return {"Authorization": f"Bearer {agent.operator_token}"}
+
+
 def _dead_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -60,7 +65,7 @@ def _dead_url() -> str:
 
 
 def _launch(agent, image, ccm_url, **extra):
-    return requests.post(f"{agent.url}/v1/enclaves", timeout=30,
+    return requests.post(headers=_op(agent), url=f"{agent.url}/v1/enclaves", timeout=30,
                          json={"image": image, "appconfig_id": "ab" * 32, "ccm_url": ccm_url,
                                "backend": "process", **extra})
 
@@ -77,7 +82,7 @@ def _attest(agent, enclave_id, token, public=b"\x01" * 32):
 def _wait_exit(agent, enclave_id, timeout=60.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        record = requests.get(f"{agent.url}/v1/enclaves/{enclave_id}", timeout=30).json()
+        record = requests.get(headers=_op(agent), url=f"{agent.url}/v1/enclaves/{enclave_id}", timeout=30).json()
         if record["state"] == "exited":
             return record
         time.sleep(0.1)
@@ -86,7 +91,7 @@ def _wait_exit(agent, enclave_id, timeout=60.0) -> dict:
 
 def test_health_and_unknown_routes(agent) -> None:
     assert requests.get(f"{agent.url}/health", timeout=10).json() == {"status": "ok"}
-    reply = requests.get(f"{agent.url}/v1/enclaves/enc-nope", timeout=10)
+    reply = requests.get(headers=_op(agent), url=f"{agent.url}/v1/enclaves/enc-nope", timeout=10)
     assert reply.status_code == 404 and "no enclave 'enc-nope'" in reply.json()["message"]
     assert requests.get(f"{agent.url}/v2/x", timeout=10).status_code == 404
 
@@ -100,7 +105,7 @@ def test_health_and_unknown_routes(agent) -> None:
 def test_launch_checks_its_request(agent, image, change, message) -> None:
     body = {"image": image, "appconfig_id": "ab" * 32, "ccm_url": "http://127.0.0.1:1",
             "backend": "process", **change}
-    reply = requests.post(f"{agent.url}/v1/enclaves", json=body, timeout=30)
+    reply = requests.post(headers=_op(agent), url=f"{agent.url}/v1/enclaves", json=body, timeout=30)
     assert reply.status_code == 422
     assert message in reply.json()["message"]
 
@@ -137,12 +142,12 @@ def test_documents_go_to_the_running_enclave_only(agent, image, silent_manager) 
                     expected_pcrs=expected, nonce=b"n" * 32, public_key=public,
                     config_id="ab" * 32)
 
-    stopped = requests.post(f"{agent.url}/v1/enclaves/{record['id']}/stop", timeout=60).json()
+    stopped = requests.post(headers=_op(agent), url=f"{agent.url}/v1/enclaves/{record['id']}/stop", timeout=60).json()
     assert stopped["state"] == "exited"
     late = _attest(agent, record["id"], enclave.token)
     assert late.status_code == 409
     assert "issued to running enclaves only" in late.json()["message"]
-    listed = requests.get(f"{agent.url}/v1/enclaves", timeout=10).json()
+    listed = requests.get(headers=_op(agent), url=f"{agent.url}/v1/enclaves", timeout=10).json()
     assert any(e["id"] == record["id"] and e["attestations"] == 1 for e in listed)
 
 
@@ -155,13 +160,13 @@ def test_attestation_fields_must_be_base64(agent, image, silent_manager) -> None
                               headers={"Authorization": f"Bearer {token}"})
         assert reply.status_code == 422 and "not valid base64" in reply.json()["message"]
     finally:
-        requests.post(f"{agent.url}/v1/enclaves/{record['id']}/stop", timeout=60)
+        requests.post(headers=_op(agent), url=f"{agent.url}/v1/enclaves/{record['id']}/stop", timeout=60)
 
 
 def test_unreachable_manager_ends_the_enclave_refused(agent, image) -> None:
     from nitronb.runner import run_enclave
 
-    outcome = run_enclave(image, "ab" * 32, node_agent=agent.url, ccm=_dead_url(),
+    outcome = run_enclave(image, "ab" * 32, node_agent=agent.url, workspace=agent.workspace, ccm=_dead_url(),
                           backend="process", timeout=60)
     assert not outcome.ok and outcome.exit_code == 70
     assert outcome.refused.startswith("asking the manager for a nonce failed: cannot reach")
@@ -174,9 +179,9 @@ def test_runner_reports_an_unreachable_agent_and_agent_refusals(agent, tmp_path)
     from nitronb.runner import run_enclave
 
     with pytest.raises(EndpointUnreachableError, match="does not answer"):
-        run_enclave("x", "ab" * 32, node_agent=_dead_url(), ccm="http://127.0.0.1:1")
+        run_enclave("x", "ab" * 32, node_agent=_dead_url(), workspace=agent.workspace, ccm="http://127.0.0.1:1")
     with pytest.raises(RunError, match=r"HTTP 422.*not an enclave image tree"):
-        run_enclave(str(tmp_path), "ab" * 32, node_agent=agent.url, ccm="http://127.0.0.1:1",
+        run_enclave(str(tmp_path), "ab" * 32, node_agent=agent.url, workspace=agent.workspace, ccm="http://127.0.0.1:1",
                     backend="process")
 
 
@@ -191,9 +196,9 @@ def test_run_outcome_refused_reads_the_launcher_line() -> None:
 def test_log_endpoint_returns_the_enclave_log(agent, image) -> None:
     from nitronb.runner import run_enclave
 
-    outcome = run_enclave(image, "ab" * 32, node_agent=agent.url, ccm=_dead_url(),
+    outcome = run_enclave(image, "ab" * 32, node_agent=agent.url, workspace=agent.workspace, ccm=_dead_url(),
                           backend="process", timeout=60)
-    text = requests.get(f"{agent.url}/v1/enclaves/{outcome.enclave_id}/log", timeout=10).json()
+    text = requests.get(headers=_op(agent), url=f"{agent.url}/v1/enclaves/{outcome.enclave_id}/log", timeout=10).json()
     assert text["log"] == outcome.log
     assert Path(agent.folder / "enclaves" / outcome.enclave_id / "enclave.json").is_file()
 
@@ -225,3 +230,33 @@ def test_a_launch_that_fails_to_start_is_recorded_failed(agent, image, monkeypat
     assert reply.status_code == 500
     failed = [e for e in agent.enclaves.values() if e.state == "failed"]
     assert len(failed) == 1 and failed[0].handle is None
+
+
+def test_operator_routes_need_the_operator_token(agent, image) -> None:
+    body = {"image": image, "appconfig_id": "ab" * 32, "ccm_url": "http://127.0.0.1:1"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        assert requests.post(f"{agent.url}/v1/enclaves", json=body, headers=headers,
+                             timeout=30).status_code == 401
+        assert requests.get(f"{agent.url}/v1/enclaves", headers=headers,
+                            timeout=30).status_code == 401
+    token = (agent.workspace / "node-agent" / "operator.token")
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert not agent.enclaves or all(e.image == image for e in agent.enclaves.values())
+
+
+def test_a_body_that_is_not_json_is_refused(agent, image) -> None:
+    body = '{"image": "%s", "appconfig_id": "%s", "ccm_url": "http://127.0.0.1:1"}' % (
+        image, "ab" * 32)
+    reply = requests.post(f"{agent.url}/v1/enclaves", data=body, timeout=30,
+                          headers={**_op(agent), "Content-Type": "text/plain"})
+    assert reply.status_code == 422 and "application/json" in reply.json()["message"]
+
+
+def test_a_request_cannot_change_the_measured_command(agent, image, tmp_path) -> None:
+    marker = tmp_path / "injected"
+    reply = _launch(agent, image, _dead_url(),
+                    command=["python3", "-c", f"open({str(marker)!r}, 'w').write('x')"])
+    assert reply.status_code == 200
+    record = _wait_exit(agent, reply.json()["id"])
+    assert record["exit_code"] == 70  # the launcher refused: the manager does not answer
+    assert not marker.exists()

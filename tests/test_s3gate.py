@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from nitronb.s3gate import HEALTH_PATH, S3Gate, SignatureChecker
+from nitronb.s3store import S3Store
 
 ACCESS = "AKIATESTTESTTESTTEST"
 SECRET = "local-secret-0123456789abcdefghijklmnop"
@@ -176,3 +177,86 @@ def test_legacy_header_signed_requests_are_verified():
 
     assert _send_signed(signed(SECRET)).data == b"stored:GET"
     assert _code(_send_signed(signed("wrong"))) == "SignatureDoesNotMatch"
+
+
+# --- write-through to the store -------------------------------------------------------------
+
+
+class _RecordingStore:
+    """Stands in for S3Store: records what the gate asks it to write."""
+
+    def __init__(self, fail: bool = False):
+        import contextlib
+
+        self.calls: list[tuple] = []
+        self.fail = fail
+        self.changing = contextlib.nullcontext
+
+    record = S3Store.record  # the real decision of what a request changed
+
+    def known_buckets(self) -> set[str]:
+        return {"nitronb"}
+
+    def sync_object(self, bucket: str, key: str) -> bool:
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        self.calls.append(("object", bucket, key))
+        return True
+
+    def sync_bucket(self, bucket: str) -> None:
+        self.calls.append(("bucket", bucket))
+
+    def sync_all(self) -> None:
+        self.calls.append(("all",))
+
+
+def _stored_gate(store):
+    from werkzeug.test import Client
+
+    return Client(S3Gate(_store, SignatureChecker({ACCESS: SECRET}), store=store))
+
+
+def _signed(method: str, path: str, query: str = "", body: bytes = b""):
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = f"{ENDPOINT}{path}" + (f"?{query}" if query else "")
+    request = AWSRequest(method, url, data=body)
+    S3SigV4Auth(Credentials(ACCESS, SECRET), "s3", "us-east-1").add_auth(request)
+    parts = urlsplit(request.url)
+    return dict(path=f"{parts.path}?{parts.query}", method=method, data=request.body,
+                headers=dict(request.headers.items()), base_url=f"{parts.scheme}://{parts.netloc}")
+
+
+@pytest.mark.parametrize("method,path,query,expected", [
+    ("PUT", "/nitronb/input/d%C3%A9j%C3%A0%20vu%2Bx.enc", "",
+     ("object", "nitronb", "input/déjà vu+x.enc")),
+    ("DELETE", "/nitronb/input/a", "", ("object", "nitronb", "input/a")),
+    ("POST", "/nitronb/big.bin", "uploadId=abc", ("object", "nitronb", "big.bin")),
+    ("POST", "/nitronb", "delete=", ("bucket", "nitronb")),
+    ("PUT", "/other-bucket", "", ("all",)),
+])
+def test_a_successful_change_is_written_before_it_is_answered(method, path, query, expected):
+    store = _RecordingStore()
+    response = _stored_gate(store).open(**_signed(method, path, query, b"x"))
+    assert response.status_code == 200
+    assert store.calls == [expected]
+
+
+@pytest.mark.parametrize("method,query", [("PUT", "uploadId=abc&partNumber=1"),
+                                          ("POST", "uploads="), ("DELETE", "uploadId=abc"),
+                                          ("GET", ""), ("HEAD", "")])
+def test_reads_and_unfinished_uploads_write_nothing(method, query):
+    store = _RecordingStore()
+    _stored_gate(store).open(**_signed(method, "/nitronb/big.bin", query))
+    assert store.calls == []
+
+
+def test_a_change_that_cannot_be_saved_is_not_acknowledged():
+    response = _stored_gate(_RecordingStore(fail=True)).open(
+        **_signed("PUT", "/nitronb/input/a", body=b"payload"))
+    assert response.status_code == 500
+    assert _code(response) == "InternalError"
+    assert b"No space left on device" in response.data
+    assert b"stored:" not in response.data

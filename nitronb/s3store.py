@@ -1,0 +1,442 @@
+"""Keeps the local S3 endpoint's buckets and objects on disk, so they outlive the process.
+
+moto keeps S3 state in memory. :class:`S3Store` mirrors it into ``<workspace>/local/s3-data/``
+(mode 0700) as objects change, and loads it back into moto's backend when the endpoint starts.
+
+Layout (format 1)::
+
+    s3-data/
+      buckets/<bucket>/bucket.json            {"format", "name", "region", "created"}
+      buckets/<bucket>/objects/<h>.json       the object's description (below)
+      buckets/<bucket>/objects/<h>.<t>.bin    its bytes, exactly as stored
+
+``<bucket>`` is the bucket's name when it is a plain S3 name, else ``b-`` and a hash of it;
+``<h>`` is the SHA-256 of the object key (keys never become paths) and ``<t>`` a random token,
+new for every version of the bytes. The ``.json`` file is the commit point: it is replaced
+atomically (temporary file, fsync, rename) after the ``.bin`` it names is complete on disk, so a
+crash leaves either the previous or the new object, never a mix. Files no ``.json`` names are
+leftovers and are removed at start.
+
+An object's ``.json`` holds: ``bucket``, ``key``, ``data`` (the ``.bin`` name), ``size``,
+``etag`` (as the store computed it, without quotes: an MD5, or ``md5-of-md5s-N`` for a multipart
+object), ``last_modified`` (ISO 8601, UTC), ``metadata`` (content type, ``x-amz-meta-*`` …),
+``storage_class``, ``tags``, ``checksum``, ``encryption`` and, for a multipart object, ``parts``
+(``number``, ``size``, ``etag`` of each part, in order). Object versions, bucket settings other
+than existence, and multipart uploads not yet completed are not kept.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import unquote
+
+FORMAT = 1
+_CHUNK = 1 << 20
+_STRIPES = 64
+_PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def data_dir(workspace: Path) -> Path:
+    """Where the local S3 endpoint keeps its buckets and objects."""
+    return Path(workspace) / "local" / "s3-data"
+
+
+def _private(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def _bucket_folder_name(bucket: str) -> str:
+    if _PLAIN_BUCKET.fullmatch(bucket) and ".." not in bucket:
+        return bucket
+    return "b-" + hashlib.sha256(bucket.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` atomically and durably."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=True, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _iso(moment: datetime.datetime) -> str:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds") + "Z"
+
+
+def _parse_iso(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.rstrip("Z"))
+
+
+class RestoreError(Exception):
+    """A stored object whose bytes do not match its recorded ETag or size."""
+
+
+class S3Store:
+    """The on-disk mirror of one moto S3 backend."""
+
+    def __init__(self, root: Path, backend: Any) -> None:
+        self.root = Path(root)
+        self._backend = backend
+        self._buckets_dir = self.root / "buckets"
+        #: bucket -> key -> the description last written (with its "data" file name)
+        self._index: dict[str, dict[str, dict[str, Any]]] = {}
+        self._index_lock = threading.Lock()
+        self._bucket_lock = threading.RLock()
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+        self._active = 0
+        self._idle = threading.Condition()
+
+    # --- start ----------------------------------------------------------------------------
+
+    def restore(self) -> dict[str, int]:
+        """Load every stored bucket and object into the backend; ``{"buckets", "objects"}``.
+
+        An object whose bytes no longer match its ETag is moved to ``s3-data/damaged/`` and
+        reported on stderr instead of being served.
+        """
+        _private(self.root)
+        _private(self._buckets_dir)
+        counts = {"buckets": 0, "objects": 0}
+        for folder in sorted(p for p in self._buckets_dir.iterdir() if p.is_dir()):
+            try:
+                info = json.loads((folder / "bucket.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                print(f"s3-data: {folder} has no readable bucket.json; skipped", file=sys.stderr)
+                continue
+            name = info["name"]
+            if name not in self._backend.buckets:
+                bucket = self._backend.create_bucket(name, info.get("region") or "us-east-1")
+                if info.get("created"):
+                    created = _parse_iso(info["created"]).replace(tzinfo=datetime.timezone.utc)
+                    bucket.creation_date = created
+            counts["buckets"] += 1
+            self._index[name] = {}
+            counts["objects"] += self._restore_objects(name, folder / "objects")
+        return counts
+
+    def _restore_objects(self, bucket: str, folder: Path) -> int:
+        if not folder.is_dir():
+            return 0
+        referenced: set[str] = set()
+        restored = 0
+        for meta_path in sorted(folder.glob("*.json")):
+            try:
+                header = json.loads(meta_path.read_text(encoding="utf-8"))
+                data_path = folder / header["data"]
+                self._load_object(bucket, header, data_path)
+            except (OSError, ValueError, KeyError, RestoreError) as exc:
+                self._set_aside(meta_path, exc)
+                continue
+            referenced.add(header["data"])
+            self._index[bucket][header["key"]] = header
+            restored += 1
+        for leftover in folder.iterdir():
+            if leftover.suffix in (".bin", ".tmp") and leftover.name not in referenced:
+                leftover.unlink(missing_ok=True)
+        return restored
+
+    def _set_aside(self, meta_path: Path, reason: BaseException) -> None:
+        damaged = _private(self.root / "damaged")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        print(f"s3-data: {meta_path} could not be restored ({reason}); moved to {damaged}",
+              file=sys.stderr, flush=True)
+        try:
+            data_name = json.loads(meta_path.read_text(encoding="utf-8")).get("data")
+        except (OSError, ValueError):
+            data_name = None
+        for path in (meta_path, meta_path.parent / data_name if data_name else None):
+            if path is not None and path.exists():
+                os.replace(path, damaged / f"{stamp}-{path.name}")
+
+    def _load_object(self, bucket: str, header: dict[str, Any], data_path: Path) -> None:
+        from moto.s3.models import FakeKey, FakeMultipart
+
+        backend = self._backend
+        account, region = backend.account_id, backend.region_name
+        parts = header.get("parts") or []
+        with open(data_path, "rb") as fh:
+            multipart = None
+            if parts:
+                multipart = FakeMultipart(header["key"], {}, account, region)
+                part_md5s = b""
+                for part in parts:
+                    piece = FakeKey(part["number"], b"", account, region)
+                    digest = _fill(piece, fh, part["size"])
+                    if digest.hexdigest() != part["etag"]:
+                        raise RestoreError(f"part {part['number']} does not match its ETag")
+                    piece._etag = part["etag"]
+                    multipart.parts[part["number"]] = piece
+                    multipart.partlist.append(part["number"])
+                    part_md5s += digest.digest()
+                computed = f"{hashlib.md5(part_md5s).hexdigest()}-{len(parts)}"
+                fh.seek(0)
+            key = FakeKey(header["key"], b"", account, region, multipart=multipart,
+                          storage=header.get("storage_class"), bucket_name=bucket,
+                          version_id="null", encryption=header.get("encryption"),
+                          kms_key_id=header.get("kms_key_id"),
+                          bucket_key_enabled=header.get("bucket_key_enabled"))
+            digest = _fill(key, fh, header["size"])
+            if fh.read(1):
+                raise RestoreError("the stored bytes are longer than the recorded size")
+        if not parts:
+            computed = digest.hexdigest()
+        if "-" not in header["etag"] and parts:
+            computed = digest.hexdigest()
+        if computed != header["etag"]:
+            raise RestoreError(f"ETag {computed} does not match the recorded {header['etag']}")
+        key._etag = header["etag"]
+        key.last_modified = _parse_iso(header["last_modified"])
+        key.set_metadata(dict(header.get("metadata") or {}))
+        checksum = header.get("checksum") or {}
+        key.checksum_algorithm = checksum.get("algorithm")
+        key.checksum_value = checksum.get("value")
+        key.checksum_type = checksum.get("type")
+        key.checksum_parts = checksum.get("parts")
+        key.website_redirect_location = header.get("website_redirect_location")
+        backend.buckets[bucket].keys.setlist(header["key"], [key])
+        if header.get("tags"):
+            backend.tagger.tag_resource(
+                key.arn, [{"Key": k, "Value": v} for k, v in header["tags"].items()])
+
+    # --- write-through --------------------------------------------------------------------
+
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """Mark a request that may change the store as in flight (see :meth:`close`)."""
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def close(self, timeout: float = 8.0) -> None:
+        """Wait (up to ``timeout`` s) for changes in flight, then write whatever differs."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._active and time.monotonic() < deadline:
+                self._idle.wait(max(0.0, deadline - time.monotonic()))
+        self.sync_all()
+
+    def record(self, method: str, raw_path: str, params: set[str]) -> None:
+        """Write what a successful path-style request (``/bucket/key`` percent-encoded, the
+        names of its query parameters) changed in the backend."""
+        if "uploadId" in params and method in ("PUT", "DELETE"):
+            return  # a part uploaded or an upload aborted: no object changed
+        if "uploads" in params:
+            return  # a multipart upload started
+        head, _, rest = raw_path.lstrip("/").partition("/")
+        bucket, key = unquote(head), unquote(rest)
+        if not bucket or bucket not in self.known_buckets():
+            self.sync_all()  # another addressing style, or an unknown bucket: check everything
+        elif not key:
+            self.sync_bucket(bucket)
+        elif not self.sync_object(bucket, key) and method != "DELETE":
+            self.sync_bucket(bucket)  # the object is not where the path says: check the bucket
+
+    def known_buckets(self) -> set[str]:
+        """The buckets the backend has or the disk holds."""
+        with self._index_lock:
+            return _snapshot(self._backend.buckets) | set(self._index)
+
+    def sync_all(self) -> None:
+        """Make the disk match the backend: every bucket and object."""
+        with self._bucket_lock:
+            names = self.known_buckets()
+            for name in sorted(names):
+                self.sync_bucket(name)
+
+    def sync_bucket(self, bucket: str) -> None:
+        """Make the disk match the backend for one bucket and all its objects."""
+        with self._bucket_lock:
+            live = self._backend.buckets.get(bucket)
+            folder = self._buckets_dir / _bucket_folder_name(bucket)
+            if live is None:
+                with self._index_lock:
+                    self._index.pop(bucket, None)
+                if folder.exists():
+                    shutil.rmtree(folder)
+                    _fsync_dir(self._buckets_dir)
+                return
+            self._write_bucket(bucket, live, folder)
+            with self._index_lock:
+                stored = set(self._index.get(bucket, {}))
+            present = _snapshot(live.keys)
+            for key in sorted(stored | present):
+                self.sync_object(bucket, key)
+
+    def _write_bucket(self, bucket: str, live: Any, folder: Path) -> None:
+        with self._index_lock:
+            known = bucket in self._index
+            self._index.setdefault(bucket, {})
+        if known and (folder / "bucket.json").exists():
+            return
+        _private(self._buckets_dir)
+        _private(folder)
+        _private(folder / "objects")
+        _write_json(folder / "bucket.json", {
+            "format": FORMAT, "name": bucket, "region": live.region_name,
+            "created": _iso(live.creation_date)})
+
+    def sync_object(self, bucket: str, key: str) -> bool:
+        """Make the disk match the backend for one object; whether the object exists."""
+        if bucket not in self._backend.buckets:
+            self.sync_bucket(bucket)
+            return False
+        with self._stripes[hash((bucket, key)) % _STRIPES]:
+            return self._sync_object(bucket, key)
+
+    def _sync_object(self, bucket: str, key: str) -> bool:
+        from moto.s3.models import FakeKey
+
+        live_bucket = self._backend.buckets.get(bucket)
+        if live_bucket is None:
+            return False
+        folder = self._buckets_dir / _bucket_folder_name(bucket)
+        if bucket not in self._index or not (folder / "bucket.json").exists():
+            self._write_bucket(bucket, live_bucket, folder)
+        objects = folder / "objects"
+        name = _key_hash(key)
+        previous = self._index[bucket].get(key)
+        fake = live_bucket.keys.get(key)
+        if not isinstance(fake, FakeKey):
+            if previous is not None:
+                (objects / f"{name}.json").unlink(missing_ok=True)
+                (objects / previous["data"]).unlink(missing_ok=True)
+                _fsync_dir(objects)
+                with self._index_lock:
+                    self._index[bucket].pop(key, None)
+            return False
+        header = self._describe(bucket, key, fake)
+        if previous is not None and _same_bytes(previous, header):
+            header["data"] = previous["data"]
+            if header == previous:
+                return True
+        else:
+            header["data"] = self._write_bytes(fake, objects, name)
+        _write_json(objects / f"{name}.json", header)
+        if previous is not None and previous["data"] != header["data"]:
+            (objects / previous["data"]).unlink(missing_ok=True)
+        with self._index_lock:
+            self._index[bucket][key] = header
+        return True
+
+    def _describe(self, bucket: str, key: str, fake: Any) -> dict[str, Any]:
+        header: dict[str, Any] = {
+            "format": FORMAT, "bucket": bucket, "key": key, "size": int(fake.size),
+            "etag": fake.etag.strip('"'), "last_modified": _iso(fake.last_modified),
+            "metadata": {str(k): str(v) for k, v in dict(fake.metadata).items()},
+            "storage_class": fake.storage_class,
+            "tags": {t["Key"]: t["Value"] for t in
+                     self._backend.tagger.list_tags_for_resource(fake.arn).get("Tags", [])},
+        }
+        checksum = {"algorithm": fake.checksum_algorithm, "value": fake.checksum_value,
+                    "type": fake.checksum_type, "parts": fake.checksum_parts}
+        if any(v is not None for v in checksum.values()):
+            header["checksum"] = checksum
+        for field in ("encryption", "kms_key_id", "bucket_key_enabled",
+                      "website_redirect_location"):
+            value = getattr(fake, field, None)
+            if value is not None:
+                header[field] = value
+        multipart = fake.multipart
+        if multipart is not None and multipart.partlist:
+            parts = [{"number": int(n), "size": int(multipart.parts[n].size),
+                      "etag": multipart.parts[n].etag.strip('"')} for n in multipart.partlist]
+            if sum(p["size"] for p in parts) == header["size"]:
+                header["parts"] = parts
+        return header
+
+    @staticmethod
+    def _write_bytes(fake: Any, objects: Path, name: str) -> str:
+        """Copy the object's bytes from the backend into a new data file; its name."""
+        _private(objects)
+        data_name = f"{name}.{secrets.token_hex(6)}.bin"
+        temp = objects / f".{data_name}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                with fake.lock:
+                    buffer = fake._value_buffer
+                    buffer.seek(0)
+                    while True:
+                        chunk = buffer.read(_CHUNK)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, objects / data_name)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return data_name
+
+
+def _snapshot(mapping: Any) -> set[str]:
+    """The keys of a dict other threads may be changing."""
+    while True:
+        try:
+            return set(mapping.keys())
+        except RuntimeError:  # changed size while being copied: copy again
+            continue
+
+
+def _same_bytes(previous: dict[str, Any], header: dict[str, Any]) -> bool:
+    return all(previous.get(f) == header.get(f) for f in ("etag", "size", "parts"))
+
+
+def _fill(fake: Any, source: Any, size: int) -> Any:
+    """Stream ``size`` bytes of ``source`` into a fresh moto key; the MD5 of those bytes."""
+    digest = hashlib.md5()
+    buffer = fake._value_buffer
+    buffer.seek(0)
+    buffer.truncate()
+    remaining = size
+    while remaining > 0:
+        chunk = source.read(min(_CHUNK, remaining))
+        if not chunk:
+            raise RestoreError("the stored bytes are shorter than the recorded size")
+        buffer.write(chunk)
+        digest.update(chunk)
+        remaining -= len(chunk)
+    fake.contentsize = size
+    return digest
