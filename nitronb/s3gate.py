@@ -495,6 +495,21 @@ def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
     return gate, prepare
 
 
+def _quiet_handler():
+    """moto's request handler, logging each request without its query string: a presigned
+    URL's query is a credential, and the log is a file anyone reading the workspace sees."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class Handler(MotoRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            path = getattr(self, "path", "").split("?", 1)[0]
+            query = " (query withheld)" if "?" in getattr(self, "path", "") else ""
+            self.log("info", '"%s %s%s" %s %s', getattr(self, "command", "-"), path, query,
+                     code, size)
+
+    return Handler
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nitronb.s3gate",
                                      description="The local S3 endpoint (moto behind a gate).")
@@ -505,12 +520,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the local S3 endpoint binds the loopback interface only")
 
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
 
     app, prepare = build_app(Path(args.workspace))
     server = make_server(args.host, args.port, app, threaded=True,
-                         request_handler=MotoRequestHandler)
+                         request_handler=_quiet_handler())
     prepare()
     print(f"local S3 endpoint on http://{args.host}:{server.server_port}", file=sys.stderr,
           flush=True)

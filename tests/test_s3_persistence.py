@@ -221,3 +221,25 @@ def test_leftovers_of_an_interrupted_write_are_cleared_at_start(workspace):
 
     assert _body(_client(workspace), "kept") == b"kept bytes"
     assert sorted(p.suffix for p in objects.iterdir()) == [".bin", ".json"]
+
+
+def test_the_access_log_never_holds_a_presigned_query(tmp_path) -> None:
+    import requests
+
+    from nitronb import local
+    from nitronb.presign import presign_download
+
+    ws = tmp_path / "ws"
+    local.up(ws, only=["s3"])
+    try:
+        (tmp_path / "f").write_bytes(b"rows")
+        from nitronb.storage import upload_file
+
+        upload_file(tmp_path / "f", "s3://nitronb/x/", workspace=ws)
+        url = presign_download("local", "s3://nitronb/x/", "f", 60, workspace=ws).url
+        assert requests.get(url, timeout=30).content == b"rows"
+    finally:
+        local.down(ws)
+    log = (ws / "local" / "logs" / "s3.log").read_text()
+    assert "GET /nitronb/x/f (query withheld)" in log
+    assert "Signature" not in log and "X-Amz-Credential" not in log
