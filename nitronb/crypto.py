@@ -117,10 +117,15 @@ def encrypt_file(key: Key, src: str | os.PathLike[str], dst: str | os.PathLike[s
     key = key_bytes(key)
     src, dst = Path(src), Path(dst)
     _refuse_same_file(src, dst)
+    target, special = _output_target(dst)
     with _open_input(src) as reader:
         size = os.fstat(reader.fileno()).st_size
-        with _AtomicOutput(dst, mode=0o666 & ~_umask()) as writer:
-            encrypt_stream(key, reader, writer, size=size, progress=progress)
+        if special:
+            with open(target, "wb") as writer:
+                encrypt_stream(key, reader, writer, size=size, progress=progress)
+        else:
+            with _AtomicOutput(target, mode=0o666 & ~_umask()) as writer:
+                encrypt_stream(key, reader, writer, size=size, progress=progress)
     return dst
 
 
@@ -131,12 +136,17 @@ def decrypt_file(key: Key, src: str | os.PathLike[str], dst: str | os.PathLike[s
     key = key_bytes(key)
     src, dst = Path(src), Path(dst)
     _refuse_same_file(src, dst)
+    target, special = _output_target(dst)
     with _open_input(src) as reader:
         size = os.fstat(reader.fileno()).st_size
         if size < OVERHEAD:
             raise _truncated(str(src), size)
-        with _AtomicOutput(dst, mode=0o600) as writer:
-            _decrypt_into(key, reader, writer, name=str(src), size=size, progress=progress)
+        if special:  # a device or a pipe: written only once the tag verified
+            with open(target, "wb") as writer:
+                decrypt_stream(key, reader, writer, name=str(src), size=size, progress=progress)
+        else:
+            with _AtomicOutput(target, mode=0o600) as writer:
+                _decrypt_into(key, reader, writer, name=str(src), size=size, progress=progress)
     return dst
 
 
@@ -224,6 +234,16 @@ def _refuse_same_file(src: Path, dst: Path) -> None:
         pass
 
 
+def _output_target(path: Path) -> tuple[Path, bool]:
+    """Where to write for ``path``: symbolic links are followed (the file they name is
+    replaced, not the link); ``True`` when it is a device or a pipe, which is written in place
+    rather than replaced; a folder is refused."""
+    target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise NitronbError(f"{path} is a folder; give the path of a file to write.")
+    return target, target.exists() and not target.is_file()
+
+
 def _open_input(path: Path) -> BinaryIO:
     try:
         return open(path, "rb", buffering=0)
@@ -255,7 +275,10 @@ class _AtomicOutput:
         if not folder.is_dir():
             raise NitronbError(f"cannot write {self.target}: the folder {folder} does not exist.")
         self.tmp = folder / f".{self.target.name}.{os.urandom(6).hex()}.part"
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise NitronbError(f"cannot write {self.target}: {exc.strerror}.") from None
         self.handle = os.fdopen(fd, "wb", buffering=0)
         return self.handle
 

@@ -92,8 +92,9 @@ def write_key_file(path: str | os.PathLike[str], key: str | None = None, *,
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            raise OutputExistsError(path, hint="Pass overwrite=True (CLI: --force) to replace "
-                                               "the key; the old key cannot decrypt new files.") from None
+            raise OutputExistsError(path, hint="Replace it with --force (overwrite=True from "
+                                               "Python); files encrypted with the old key then "
+                                               "cannot be decrypted with the new one.") from None
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(path, 0o600)  # whatever the umask

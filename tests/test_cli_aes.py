@@ -133,3 +133,13 @@ def test_command_table_matches_what_the_modules_register():
     for command, module in COMMANDS.items():
         only = build_parser(command)._subparsers._group_actions[0].choices
         assert command in only, (command, module)
+
+
+def test_paths_that_cannot_be_written_give_one_line(tmp_path):
+    done = nitronb("keygen", "-o", tmp_path / "no" / "such" / "k.hex")
+    assert done.returncode == 1 and b"Traceback" not in done.stderr
+    assert done.stderr.decode().count("\n") == 1
+    main(["keygen", "-o", str(tmp_path / "k")])
+    (tmp_path / "d").mkdir()
+    done = nitronb("aes", "enc", "-K", tmp_path / "k", "-in", sample_path(), "-out", tmp_path / "d")
+    assert done.returncode == 1 and b"is a folder" in done.stderr

@@ -195,3 +195,42 @@ def test_sample_round_trip(tmp_path):
     encrypt_file(KEY, sample_path(), tmp_path / "c.enc")
     decrypt_file(KEY, tmp_path / "c.enc", tmp_path / "c.csv")
     assert (tmp_path / "c.csv").read_bytes() == sample_path().read_bytes()
+
+
+def test_output_to_a_folder_is_refused(tmp_path):
+    (tmp_path / "in").write_bytes(b"rows")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(NitronbError, match="is a folder"):
+        encrypt_file(KEY, tmp_path / "in", tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_output_through_a_symlink_replaces_the_file_it_names(tmp_path):
+    (tmp_path / "in").write_bytes(b"rows")
+    (tmp_path / "real.enc").write_bytes(b"old")
+    (tmp_path / "link.enc").symlink_to(tmp_path / "real.enc")
+    encrypt_file(KEY, tmp_path / "in", tmp_path / "link.enc")
+    assert (tmp_path / "link.enc").is_symlink()
+    assert decrypt_bytes(KEY, (tmp_path / "real.enc").read_bytes()) == b"rows"
+
+
+def test_output_to_a_pipe_is_written_in_place_after_verification(tmp_path):
+    import threading
+
+    (tmp_path / "in").write_bytes(b"rows " * 1000)
+    encrypt_file(KEY, tmp_path / "in", tmp_path / "enc")
+    os.mkfifo(tmp_path / "fifo")
+    received = []
+    reader = threading.Thread(target=lambda: received.append((tmp_path / "fifo").read_bytes()))
+    reader.start()
+    decrypt_file(KEY, tmp_path / "enc", tmp_path / "fifo")
+    reader.join(10)
+    assert received == [b"rows " * 1000]
+    assert stat.S_ISFIFO((tmp_path / "fifo").stat().st_mode)
+
+
+def test_decrypting_to_dev_null_keeps_the_device(tmp_path):
+    (tmp_path / "in").write_bytes(b"rows")
+    encrypt_file(KEY, tmp_path / "in", tmp_path / "enc")
+    decrypt_file(KEY, tmp_path / "enc", "/dev/null")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nitronb: interrupted", file=sys.stderr)
         return 130
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        # a path the user gave that the handler did not check: still one line, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"nitronb: error: {exc.strerror}{where}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # the reader went away (``nitronb … | head``): nothing more to say
         sys.stderr.close()
