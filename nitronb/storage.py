@@ -370,9 +370,12 @@ def download_file(s3uri: str, path: str | os.PathLike[str], *, profile: str = LO
     from nitronb._progress import progress_bar
 
     bucket, key = parse_s3_uri(s3uri)
-    target = Path(path)
-    if target.is_dir():
-        target = target / Path(key).name
+    target = Path(os.path.realpath(path))  # through a symlink: replace the file it names
+    if target.is_dir() or str(path).endswith(("/", os.sep)):
+        target = target / Path(key).name  # a folder (new when given with a trailing "/")
+    if target.exists() and not target.is_file():
+        raise StorageError(f"{target} is not a regular file; download into a file or a folder.",
+                           hint="Give a file path, or a folder to keep the object's name.")
     client, profile = _resolve(client, profile, endpoint_url, workspace)
     if parallel is None:
         parallel = profile != LOCAL_PROFILE

@@ -106,6 +106,18 @@ def test_a_download_into_a_folder_keeps_the_object_name(local_stack, tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read VmHWM")
+def test_a_download_into_a_new_folder_or_a_device(local_stack, tmp_path):
+    from nitronb.errors import StorageError
+
+    (tmp_path / "f.bin").write_bytes(b"rows")
+    uri = upload_file(tmp_path / "f.bin", "s3://nitronb/targets/", workspace=local_stack.workspace)
+    got = download_file(uri, f"{tmp_path / 'newdir'}/", workspace=local_stack.workspace)
+    assert got == tmp_path / "newdir" / "f.bin" and got.read_bytes() == b"rows"
+    with pytest.raises(StorageError, match="not a regular file"):
+        download_file(uri, "/dev/null", workspace=local_stack.workspace)
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
 def test_a_200_mb_object_is_streamed_in_bounded_memory(local_stack, tmp_path):
     """Upload and download in a child process whose peak memory must stay below the object."""
     big = tmp_path / "big.bin"
