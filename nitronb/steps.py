@@ -393,7 +393,8 @@ def create_workflow(workspace=None, *, name: str = WORKFLOW_NAME) -> Record:
     draft = owner.update_workflow(draft["id"], graph) if draft else owner.create_workflow(graph)
     request = owner.request_approval(draft["id"])
     wt.update(workflow_draft_id=draft["id"], approval_request_id=request["id"],
-              final_workflow_id=request["workflow_id"])
+              final_workflow_id=request["workflow_id"], appconfig_id=None,
+              workflow_status={"status": request["status"]})
     return Record("workflow drafted, approval requested", [
         ("workflow", name), ("version", str(request.get("version", draft.get("version", "")))),
         ("approvers", ", ".join(request["approvers"])), ("status", request["status"])],
@@ -417,8 +418,11 @@ def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None) -
         rows.append((party, "approved"))
     final = wt.client("app-owner").get_final_workflow(request["workflow_id"])
     ids = final.get("app_config_ids") or {}
-    if ids:
-        wt.update(appconfig_id=next(iter(ids.values())))
+    # only an approved version has an APPCONFIG_ID; forget any earlier version's
+    wt.update(appconfig_id=next(iter(ids.values())) if ids else None,
+              workflow_status={"status": request["status"], "version": final.get("version"),
+                               "denied_by": request.get("denied_by"),
+                               "reason": request.get("reason")})
     rows.append(("workflow status", request["status"]))
     if ids:
         rows.append(("APPCONFIG_ID", next(iter(ids.values()))))
@@ -443,13 +447,33 @@ def run_workflow(workspace=None, *, timeout: float = 900, on_log=None):
     """Launch the enclave image through the node agent with APPCONFIG_ID; wait for the end."""
     from nitronb.runner import run_enclave
 
+    from nitronb import storage
+    from nitronb.errors import RunError
+
     wt = _wt(workspace)
+    state = wt.state()
+    decided = state.get("workflow_status") or {}
+    if not state.get("appconfig_id") and decided.get("status") in ("PENDING", "DENIED"):
+        why = (f"version {decided.get('version')} was declined by {decided.get('denied_by')}: "
+               f"{decided.get('reason')}" if decided["status"] == "DENIED"
+               else "its approval is still pending")
+        raise RunError(f"the workflow is not approved ({why}); no enclave is provisioned for it.",
+                       hint="Approve it in 07_workflow_and_approvals, or draft a new version.")
     config_id = wt.need("appconfig_id", "07_workflow_and_approvals")
     reference = wt.need("image_reference", "05_build_enclave_image")
     start_local_stack(wt)
-    outcome = run_enclave(reference, config_id, backend=wt.state()["backend"],
+    # a result left by an earlier run must not pass for this run's
+    storage.delete_object(state["output_uri"], profile=state.get("profile", "local"),
+                          workspace=wt.workspace)
+    wt.update(last_run=None)
+    outcome = run_enclave(reference, config_id, backend=state["backend"],
                           workspace=wt.workspace, timeout=timeout, on_log=on_log)
     wt.update(last_run={"enclave_id": outcome.enclave_id, "exit_code": outcome.exit_code})
+    if not outcome.ok:
+        lines = outcome.log.strip().splitlines()
+        reason = outcome.refused or (lines[-1] if lines else "it wrote no log")
+        raise RunError(f"enclave {outcome.enclave_id} ended with exit code {outcome.exit_code}: "
+                       f"{reason}")
     return outcome
 
 
@@ -462,8 +486,15 @@ def decrypt_output(workspace=None):
     from nitronb.keys import read_key_file
     from nitronb.results import decrypt_run_result
 
+    from nitronb.errors import RunError
+
     wt = _wt(workspace)
     uri = wt.need("output_uri", "03_upload_and_presign")
+    last = wt.need("last_run", "08_run_workflow")
+    if last.get("exit_code") != 0:
+        raise RunError(f"the last run (enclave {last.get('enclave_id')}) failed with exit code "
+                       f"{last.get('exit_code')}; it uploaded no result to decrypt.",
+                       hint="See 08_run_workflow's log, fix the cause and run it again.")
     target = wt.path(OUTPUT_OBJECT)
     storage.download_file(uri, target, profile=wt.state().get("profile", "local"),
                           workspace=wt.workspace, progress=False)

@@ -160,3 +160,28 @@ def test_end_to_end_container_backend(container_wt, engine) -> None:
     left = engine.containers.list(all=True,
                                   filters={"label": f"nitronb.enclave={outcome.enclave_id}"})
     assert left == [], "the enclave's container must be removed once it exited"
+
+
+def test_a_declined_version_runs_nothing_and_says_why(process_wt) -> None:
+    """After a decline the earlier approved version's id is forgotten: 08 fails, naming the
+    decline, and no result of an earlier run passes for this one."""
+    from nitronb import steps
+    from nitronb.errors import RunError
+
+    wt = process_wt
+    steps.create_workflow(wt, name="describe-declined")
+    record = steps.approve_workflow(wt, decline={"output-owner": "not this quarter"})
+    assert ("workflow status", "DENIED") in record.rows
+    assert wt.state()["appconfig_id"] is None
+    with pytest.raises(RunError, match="declined by output-owner: not this quarter"):
+        steps.run_workflow(wt)
+
+
+def test_a_failed_run_leaves_no_result_to_decrypt(process_wt) -> None:
+    from nitronb import steps
+    from nitronb.errors import RunError
+
+    wt = process_wt
+    wt.update(last_run={"enclave_id": "enc-x", "exit_code": 70})
+    with pytest.raises(RunError, match="failed with exit code 70"):
+        steps.decrypt_output(wt)
