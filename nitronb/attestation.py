@@ -413,7 +413,8 @@ def _verify_validity(chain: Sequence["x509.Certificate"], when: datetime, at: An
         if at == "document":
             hint = "the document's own time is outside it: it was not issued by this chain"
         else:
-            hint = 'to check a document as of its issuing time, verify with at="document"'
+            hint = ("to check a document as of its issuing time, verify at the document's own "
+                    "time (at=\"document\", CLI --at document)")
         if when > end:
             message = f"certificate {_name(cert)} expired at {_iso(end)} (checked at {_iso(when)})"
         else:

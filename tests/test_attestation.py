@@ -623,3 +623,13 @@ def test_the_protected_header_must_be_exactly_alg_es384(pki):
         with pytest.raises(AttestationError) as excinfo:
             verify_document(data, roots=[pki["root"]])
         assert _reason(excinfo) == "malformed"
+
+
+def test_cli_refuses_a_debug_mode_document_unless_allowed(capsys):
+    debug = NITRO / "blocky_nitro_attestation_debug.cbor"
+    code = main(["attestation", "verify", str(debug), "--root", str(ROOT_PEM), "--at", "document"])
+    out = capsys.readouterr().out
+    assert code == 1 and "INVALID: debug" in out and "--allow-debug" in out
+    code = main(["attestation", "verify", str(debug), "--root", str(ROOT_PEM), "--at", "document",
+                 "--allow-debug"])
+    assert code == 0 and "VALID" in capsys.readouterr().out

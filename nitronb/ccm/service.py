@@ -118,7 +118,7 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
             return named[0]
         if len(named) > 1:
             raise ConflictError(f"{len(named)} {what}s are named {ref!r}; use the id.")
-        raise NotFoundError(f"no {what} {ref!r}.", hint=f"List them with `nitronb ccm {kind}s`."
+        raise NotFoundError(f"no {what} {ref!r}.", hint=f"List them with `nitronb ccm --as PARTY list {kind}s`."
                             if kind in ("dataset", "app", "build", "task") else None)
 
     def _unique_name(self, kind: str, name: str) -> None:

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="expected configuration id bound in user_data")
     v.add_argument("--max-age", type=float, metavar="SECONDS",
                    help="reject documents older than this at --at")
+    v.add_argument("--allow-debug", action="store_true",
+                   help="accept a document from an enclave in debug mode (its PCRs are zero, so "
+                        "its contents are not attested); refused by default")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     v.set_defaults(handler=run_verify)
 
@@ -62,6 +65,11 @@ def run_verify(args: argparse.Namespace) -> int:
         verify_document(document, roots=roots, at=args.at, expected_pcrs=dict(args.pcr) or None,
                         nonce=args.nonce, public_key=args.public_key, config_id=args.config_id,
                         max_age=None if args.max_age is None else timedelta(seconds=args.max_age))
+        if document.debug_mode and not args.allow_debug:
+            raise AttestationError(
+                "the document comes from an enclave in debug mode: its PCRs are zero, so what "
+                "runs in it is not attested.", reason="debug",
+                hint="Pass --allow-debug to accept it anyway (for development only).")
     except AttestationError as exc:
         error = exc
     if args.json:
