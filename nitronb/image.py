@@ -55,6 +55,10 @@ def default_app_dir() -> Path:
     return beside if (beside / "Dockerfile").is_file() else Path.cwd() / "enclave_image"
 
 
+#: the base of a process image: the host's own Python, named so in PCR2
+HOST_PYTHON = "python3 (host)"
+
+
 def default_base_image() -> str:
     """``$NITRONB_BASE_IMAGE``, else the Debian base image that nitronb makes for Podman."""
     from nitronb.engine import BASE_IMAGE_NAME

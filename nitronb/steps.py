@@ -298,7 +298,7 @@ def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: st
                                                 engine=engine,
                                                 on_log=on_log)
     else:
-        base = base_image or "python3 (host)"
+        base = base_image or images.HOST_PYTHON
         built = images.prepare_process_image(app_dir, None, base,
                                              workspace=wt.workspace)
     measurements = built.measurements.as_dict()

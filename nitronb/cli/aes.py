@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             from nitronb.crypto import _AtomicOutput
             from pathlib import Path
 
-            mode = 0o600 if args.mode == "dec" else 0o644
+            mode = 0o600 if args.mode == "dec" else 0o666 & ~crypto._umask()
             with _AtomicOutput(Path(args.outfile), mode=mode) as dst:
                 _stream(args.mode, key, src, dst, "stdin", show)
     finally:

@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     verb("whoami", "the user the token belongs to", _whoami)
     v = verb("list", "list objects of a kind", _list)
     v.add_argument("kind", choices=sorted(_KINDS))
-    v.add_argument("--status", help="tasks and approvals: only this status (PENDING, …)")
+    v.add_argument("--status", type=str.upper, choices=("PENDING", "APPROVED", "DENIED"),
+                   help="tasks and approvals: only this status")
     v = verb("show", "show one object", _show)
     v.add_argument("kind", choices=sorted(k for k, s in _SINGULAR.items() if _KINDS[s][1]))
     v.add_argument("ref", help="its id (or name)")

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="the app's build context (default: enclave_image/)")
         q.add_argument("--base-image", metavar="REF",
                        help="the base image (default: $NITRONB_BASE_IMAGE or "
-                            "localhost/nitronb-python-base)")
+                            "localhost/nitronb-python-base; for `prepare`, the host's Python, "
+                            "named 'python3 (host)'); it is part of PCR2")
         q.add_argument("--launcher-module", metavar="MODULE",
                        help="the launcher module the enclave image starts "
                             "(default: nitronb.enclave.launcher)")
@@ -48,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = verbs.add_parser("prepare", help="prepare the enclave image as a folder for the "
                                          "process backend")
     common(q)
-    q.add_argument("--workspace", metavar="DIR", help="the workspace (default: ~/.nitronb)")
+    q.add_argument("--workspace", metavar="DIR", help="the workspace (default: $NITRONB_WORKSPACE, else "
+                        "~/.nitronb)")
     q.set_defaults(handler=prepare)
 
     q = verbs.add_parser("engine", help="show the container engine; optionally start Podman "
@@ -57,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start Podman's Docker-API service in the workspace if none answers")
     q.add_argument("--base-image", action="store_true",
                    help="make the Debian base image in Podman if it is missing")
-    q.add_argument("--workspace", metavar="DIR", help="the workspace (default: ~/.nitronb)")
+    q.add_argument("--workspace", metavar="DIR", help="the workspace (default: $NITRONB_WORKSPACE, else "
+                        "~/.nitronb)")
     q.set_defaults(handler=engine)
 
 
@@ -113,8 +116,11 @@ def convert(args: argparse.Namespace) -> int:
 def prepare(args: argparse.Namespace) -> int:
     from nitronb.image import prepare_process_image
 
+    from nitronb.image import HOST_PYTHON
+
     given = _inputs(args)
-    image = prepare_process_image(given["app_dir"], None, given["base_image"],
+    base = args.base_image or HOST_PYTHON
+    image = prepare_process_image(given["app_dir"], None, base,
                                   launcher_module=given["launcher_module"],
                                   workspace=args.workspace)
     _print_record(image.as_dict())

@@ -15,13 +15,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and uploads its encrypted result. Exits with the app's code.")
     p.add_argument("image", metavar="IMAGE",
                    help="enclave image: a container image reference, or a process image folder")
-    p.add_argument("--appconfig-id", required=True, metavar="ID",
+    p.add_argument("--appconfig-id", required=True, metavar="ID", type=str.lower,
                    help="the APPCONFIG_ID returned when the workflow was approved")
     p.add_argument("--node-agent", metavar="URL", help="node agent URL (default: the local stack)")
     p.add_argument("--ccm", metavar="URL", help="manager URL (default: the local stack)")
     p.add_argument("--backend", choices=("auto", "container", "process"), default="auto",
                    help="where the enclave runs (default: a container engine when reachable)")
     p.add_argument("--timeout", type=float, default=900, metavar="SECONDS")
+    p.add_argument("--workspace", metavar="DIR",
+                   help="workspace of the local stack (default: $NITRONB_WORKSPACE, else "
+                        "~/.nitronb)")
     p.set_defaults(handler=run)
 
 
@@ -30,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     outcome = run_enclave(args.image, args.appconfig_id, node_agent=args.node_agent,
                           ccm=args.ccm, backend=args.backend, timeout=args.timeout,
+                          workspace=args.workspace,
                           on_log=lambda text: (sys.stderr.write(text), sys.stderr.flush()))
     verdict = "finished" if outcome.ok else f"failed with exit code {outcome.exit_code}"
     print(f"enclave {outcome.enclave_id} ({outcome.backend}) {verdict} in "

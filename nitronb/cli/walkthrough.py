@@ -58,6 +58,8 @@ def run_walkthrough(args: argparse.Namespace) -> int:
           file=sys.stderr)
     result = steps.decrypt_output(workspace)
     print(result.text, end="" if result.text.endswith("\n") else "\n")
+    print("\nthe local stack is still running (`nitronb local status`); stop it with "
+          "`nitronb local down`.", file=sys.stderr)
     if not result.ok:
         print(f"nitronb: error: the enclave's app exited with code {result.returncode}: "
               f"{result.stderr.decode(errors='replace')[-500:]}", file=sys.stderr)
