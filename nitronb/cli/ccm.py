@@ -216,7 +216,9 @@ def _workflow(args: argparse.Namespace) -> int:
              f"draft version {draft['version']}"]
     for key, obj in draft["objects"].items():
         ref = obj.get("app_config_id") or obj.get("dataset_id")
-        lines.append(f"  object {key}: {obj['type']} {ref}")
+        named = (client.get_app_config(ref) if obj["type"] == "app" else client.get_dataset(ref))
+        lines.append(f"  object {key}: {obj['type']} {named.get('name')} of "
+                     f"{named.get('owner')} ({ref})")
     for edge in draft["edges"]:
         lines.append(f"  edge {edge['source']} -> {edge['target']} (port {edge['port']})")
     for final in finals:
