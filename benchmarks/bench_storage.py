@@ -3,10 +3,11 @@
 
     python benchmarks/bench_storage.py [SIZE_MB]      (default 512)
 
-Each transfer runs in its own child process, which reports its wall time and its own peak
+Each transfer runs in its own child process, which reports its wall time, its own CPU time
+(not the endpoint's: that runs in another process, on the same cores) and its own peak
 resident memory (VmHWM). After one unmeasured warm-up upload, each round runs both sides, the
-order alternating between rounds; the best time of each is kept. Prints throughput, peak RSS
-and nitronb/boto3 ratios; asserts nothing.
+order alternating between rounds; the best time of each is kept. Prints throughput, client
+CPU, peak RSS and nitronb/boto3 ratios; asserts nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import json, sys, time
 kind, src, dst = sys.argv[1:4]
 from nitronb.storage import client_for, upload_file, download_file
 client = client_for("local")
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 if kind == "nitronb-upload":
     upload_file(src, dst, client=client)
 elif kind == "boto3-upload":
@@ -38,10 +39,10 @@ elif kind == "nitronb-download":
 elif kind == "boto3-download":
     bucket, _, key = src[len("s3://"):].partition("/")
     client.download_file(bucket, key, dst)
-seconds = time.perf_counter() - start
+seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 status = open("/proc/self/status").read()
 peak = int(status.split("VmHWM:")[1].split()[0]) * 1024
-print(json.dumps({"seconds": seconds, "peak_rss": peak}))
+print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_rss": peak}))
 """
 
 
@@ -95,8 +96,8 @@ def main() -> int:
                     downloads.reverse()
                 for kind, src, dst in uploads + downloads:
                     result = _run(kind, src, dst, env)
-                    print(f"  round {round_number + 1}: {kind:<17} {result['seconds']:6.2f} s",
-                          flush=True)
+                    print(f"  round {round_number + 1}: {kind:<17} {result['seconds']:6.2f} s "
+                          f"(client CPU {result['cpu']:5.2f} s)", flush=True)
                     best = results.get(kind)
                     if best is None or result["seconds"] < best["seconds"]:
                         results[kind] = result
@@ -109,10 +110,10 @@ def main() -> int:
 
     print(f"object: {size / MiB:.0f} MiB against the local S3 endpoint "
           f"(best of {args.rounds}, each side in its own process)")
-    print(f"{'transfer':<18}{'seconds':>9}{'MiB/s':>9}{'peak RSS MiB':>14}")
+    print(f"{'transfer':<18}{'seconds':>9}{'MiB/s':>9}{'client CPU s':>14}{'peak RSS MiB':>14}")
     for kind, r in results.items():
         print(f"{kind:<18}{r['seconds']:>9.2f}{size / MiB / r['seconds']:>9.1f}"
-              f"{r['peak_rss'] / MiB:>14.1f}")
+              f"{r['cpu']:>14.2f}{r['peak_rss'] / MiB:>14.1f}")
     for verb in ("upload", "download"):
         ours, theirs = results[f"nitronb-{verb}"], results[f"boto3-{verb}"]
         print(f"{verb}: throughput nitronb/boto3 = {theirs['seconds'] / ours['seconds']:.2f}x "

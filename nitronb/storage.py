@@ -3,20 +3,26 @@
 The profile ``local`` is the embedded local endpoint (``nitronb local up``); any other name is a
 boto3 profile; ``endpoint_url`` reaches any S3-compatible store. Uploads are multipart above a
 threshold, parts sent in parallel, each read from the file into its worker's reusable buffer,
-so memory stays at ``concurrency × part_size``. Downloads are streamed to a temporary file beside the target and
-renamed when complete. Both check the bytes end to end against the object's ETag (the MD5 of
-the object, or of its parts' MD5s for a multipart object) whenever the store exposes it.
+so memory stays at ``concurrency × part_size``; each part carries its CRC32 (in a signed header),
+and the store's composite CRC32 of the completed object is compared with the one of the bytes
+read. A single-request upload is checked against its ETag (the MD5 of the object). Downloads
+are streamed to a temporary file beside the target, checked against the ETag (the MD5 of the
+object, or of its parts' MD5s) and renamed when complete. Checks are made whenever the store
+exposes the checksum.
 
 Presigning and dataset credentials are in :mod:`nitronb.presign` and re-exported here.
 """
 
 from __future__ import annotations
 
+import base64
+import contextvars
 import hashlib
 import os
 import re
 import secrets
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,6 +254,70 @@ def _clean_etag(etag: str | None) -> str:
     return (etag or "").strip('"').lower()
 
 
+def _b64_crc(crc: int) -> str:
+    """A CRC32 as S3 writes it: the base64 of its 4 big-endian bytes."""
+    return base64.b64encode(crc.to_bytes(4, "big")).decode()
+
+
+def _composite_matches(client: Any, profile: str, bucket: str, key: str,
+                       response: dict[str, Any], expected: str) -> bool:
+    """Whether the store's composite CRC32 of a completed multipart upload is ``expected``
+    (``base64-N``: the CRC32 of the parts' CRC32s, and the number of parts).
+
+    S3 answers it on completion; a store that does not is asked with a checksum-mode HEAD of
+    the version just written. A store that keeps no checksum cannot be checked (True).
+    """
+    value, kind = response.get("ChecksumCRC32"), response.get("ChecksumType")
+    if not value:
+        same = {"IfMatch": response["ETag"]} if response.get("ETag") else {}
+        head = _call(client.head_object, bucket=bucket, key=key, profile=profile, Bucket=bucket,
+                     Key=key, ChecksumMode="ENABLED", **same)
+        value, kind = head.get("ChecksumCRC32"), head.get("ChecksumType")
+    want_digest, _, want_parts = expected.partition("-")
+    etag = _clean_etag(response.get("ETag"))
+    if _etag_checkable(etag, response) and "-" in etag and etag.split("-")[1] != want_parts:
+        return False  # the store did not assemble the object from the parts sent
+    if not value or (kind or "COMPOSITE") != "COMPOSITE":
+        return True
+    digest, _, parts = value.partition("-")
+    return digest == want_digest and parts in ("", want_parts)
+
+
+#: set while a part is sent whose body need not be SHA-256 hashed for its signature
+_UNSIGNED_PAYLOAD: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "nitronb_unsigned_payload", default=False)
+
+
+def _part_payload_unsigned(client: Any) -> bool:
+    """Whether parts sent through ``client`` go with an unsigned payload (SigV4
+    ``UNSIGNED-PAYLOAD``: the body is covered by its signed CRC32 header, not a SHA-256 of it).
+
+    That is botocore's own rule for a checksummed body over HTTPS; over plain HTTP it hashes
+    every body, which is waived only for a loopback endpoint (the bytes never leave the machine).
+    """
+    from urllib.parse import urlsplit
+
+    url = urlsplit(client.meta.endpoint_url or "")
+    if url.scheme != "https" and url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return False
+    client.meta.events.register("before-sign.s3.UploadPart", _unsigned_when_asked,
+                                unique_id="nitronb-unsigned-part-payload")
+    return True
+
+
+def _unsigned_when_asked(request: Any, **_: Any) -> None:
+    if not _UNSIGNED_PAYLOAD.get():
+        return
+    config = request.context.get("client_config")
+    if config is None:
+        return
+    from botocore.config import Config
+
+    s3_options = dict(getattr(config, "s3", None) or {})
+    s3_options["payload_signing_enabled"] = False
+    request.context["client_config"] = config.merge(Config(s3=s3_options))
+
+
 # --- upload ---------------------------------------------------------------------------------
 
 
@@ -261,8 +331,9 @@ def upload_file(path: str | os.PathLike[str], s3dir_or_uri: str | S3Dir, *,
 
     ``s3dir_or_uri`` is a directory (ends with ``/``, or ``key_name`` is given: the object is
     named ``key_name`` or the file's name) or a full object URI. ``progress`` shows a bar (default:
-    when stderr is a terminal). Raises :class:`~nitronb.errors.IntegrityError` if the stored
-    object's ETag does not match the bytes sent.
+    when stderr is a terminal). Raises :class:`~nitronb.errors.IntegrityError` (and removes the
+    object) if the store's checksum of the object does not match the bytes sent: its ETag (MD5)
+    for a single request, its composite CRC32 for a multipart upload.
     """
     from nitronb._progress import progress_bar
 
@@ -279,15 +350,16 @@ def upload_file(path: str | os.PathLike[str], s3dir_or_uri: str | S3Dir, *,
             data = fh.read()
             response = _call(client.put_object, bucket=bucket, key=key, profile=profile,
                              Bucket=bucket, Key=key, Body=data)
-            md5s, multipart = [hashlib.md5(data).digest()], False
+            expected = hashlib.md5(data).hexdigest()
             bar.update(len(data))
             del data
+            etag = _clean_etag(response.get("ETag"))
+            matches = not _etag_checkable(etag, response) or etag == expected
         else:
-            response, md5s = _multipart_upload(client, profile, fh.fileno(), size, bucket, key,
-                                               part_size, concurrency, bar)
-            multipart = True
-    etag = _clean_etag(response.get("ETag"))
-    if _etag_checkable(etag, response) and etag != _expected_etag(md5s, multipart):
+            response, composite = _multipart_upload(client, profile, fh.fileno(), size, bucket,
+                                                    key, part_size, concurrency, bar)
+            matches = _composite_matches(client, profile, bucket, key, response, composite)
+    if not matches:
         _call(client.delete_object, bucket=bucket, key=key, profile=profile, Bucket=bucket, Key=key)
         raise IntegrityError(f"the store's checksum of {uri} does not match the file sent; the "
                              "object was removed.", url=uri, hint="Upload it again.")
@@ -295,46 +367,47 @@ def upload_file(path: str | os.PathLike[str], s3dir_or_uri: str | S3Dir, *,
 
 
 def _multipart_upload(client: Any, profile: str, fd: int, size: int, bucket: str, key: str,
-                      part_size: int, concurrency: int, bar: Any) -> tuple[dict, list[bytes]]:
+                      part_size: int, concurrency: int, bar: Any) -> tuple[dict, str]:
+    """Send the file as parts in parallel; the completed upload's answer and the composite
+    CRC32 (``base64-N``) the store must report for the bytes sent."""
     part_size = max(part_size, -(-size // _MAX_PARTS), 5 * MiB)
     count = -(-size // part_size)
-    # per-part CRC32s, checked by the store as each part arrives and combined (not recomputed
-    # over the whole object) at completion
     created = _call(client.create_multipart_upload, bucket=bucket, key=key, profile=profile,
                     Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32")
     upload_id = created["UploadId"]
     lock = threading.Lock()
-
     buffers = _PartBuffers()
+    unsigned = _part_payload_unsigned(client)
 
-    def send(number: int) -> tuple[dict[str, Any], bytes]:
+    def send(number: int) -> tuple[dict[str, Any], int]:
         offset = (number - 1) * part_size
         body = buffers.read(fd, offset, min(part_size, size - offset))
-        digest = hashlib.md5(body).digest()
-        answer = _call(client.upload_part, bucket=bucket, key=key, profile=profile,
-                       Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
-                       ChecksumAlgorithm="CRC32")
+        crc = zlib.crc32(body)
+        token = _UNSIGNED_PAYLOAD.set(unsigned)
+        try:
+            answer = _call(client.upload_part, bucket=bucket, key=key, profile=profile,
+                           Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                           Body=body, ChecksumCRC32=_b64_crc(crc))
+        finally:
+            _UNSIGNED_PAYLOAD.reset(token)
         with lock:
             bar.update(len(body))
-        part = {"PartNumber": number, "ETag": answer["ETag"]}
-        if answer.get("ChecksumCRC32"):
-            part["ChecksumCRC32"] = answer["ChecksumCRC32"]
-        return part, digest
+        return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": _b64_crc(crc)}, crc
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             results = list(pool.map(send, range(1, count + 1)))
-        parts = [part for part, _ in results]
         response = _call(client.complete_multipart_upload, bucket=bucket, key=key,
                          profile=profile, Bucket=bucket, Key=key, UploadId=upload_id,
-                         MultipartUpload={"Parts": parts})
+                         MultipartUpload={"Parts": [part for part, _ in results]})
     except BaseException:
         try:
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         except Exception:  # the original failure is what the user needs to see
             pass
         raise
-    return response, [digest for _, digest in results]
+    composite = b"".join(crc.to_bytes(4, "big") for _, crc in results)
+    return response, f"{_b64_crc(zlib.crc32(composite))}-{count}"
 
 
 class _PartBuffers(threading.local):

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -92,9 +93,79 @@ def test_a_multipart_object_round_trips_and_is_checked(local_stack, tmp_path, pa
     uri = upload_file(source, "s3://nitronb/multi/obj.bin", part_size=5 * 1024 * 1024,
                       multipart_threshold=1024 * 1024)
     head = client_for().head_object(Bucket="nitronb", Key="multi/obj.bin")
-    assert head["ETag"].strip('"').endswith("-3")  # stored as 3 parts, ETag checked on upload
+    assert head["ETag"].strip('"').endswith("-3")  # stored as 3 parts
     target = download_file(uri, tmp_path / "out.bin", parallel=parallel, concurrency=3)
     assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def _composite_crc32(data: bytes, part_size: int) -> str:
+    crcs = b"".join(zlib.crc32(data[i:i + part_size]).to_bytes(4, "big")
+                    for i in range(0, len(data), part_size))
+    return base64.b64encode(zlib.crc32(crcs).to_bytes(4, "big")).decode()
+
+
+def test_a_multipart_upload_is_stored_with_the_composite_crc32_of_its_parts(local_stack,
+                                                                            tmp_path):
+    data = os.urandom(12 * 1024 * 1024 + 7)
+    (tmp_path / "crc.bin").write_bytes(data)
+    upload_file(tmp_path / "crc.bin", "s3://nitronb/crc/obj.bin", part_size=5 * 1024 * 1024,
+                multipart_threshold=1024 * 1024, concurrency=2)
+    head = client_for().head_object(Bucket="nitronb", Key="crc/obj.bin", ChecksumMode="ENABLED")
+    stored = head["ChecksumCRC32"].partition("-")
+    assert stored[0] == _composite_crc32(data, 5 * 1024 * 1024)
+    assert stored[2] in ("", "3")
+
+
+def _corrupt_part(number: int):
+    """A before-send hook that flips one byte of part ``number`` after it was checksummed and
+    signed: what a faulty network or disk would do to the bytes in flight."""
+    def hook(request, **_):
+        if f"partNumber={number}&" in request.url + "&":
+            body = bytearray(request.body)
+            body[len(body) // 2] ^= 0x01
+            request.body = bytes(body)
+    return hook
+
+
+def test_bytes_changed_in_flight_are_caught_and_the_object_removed(local_stack, tmp_path):
+    data = os.urandom(11 * 1024 * 1024)
+    (tmp_path / "bad.bin").write_bytes(data)
+    client = client_for()
+    client.meta.events.register("before-send.s3.UploadPart", _corrupt_part(2))
+    with pytest.raises(errors.IntegrityError, match="does not match the file sent"):
+        upload_file(tmp_path / "bad.bin", "s3://nitronb/corrupt/obj.bin", client=client,
+                    part_size=5 * 1024 * 1024, multipart_threshold=1024 * 1024)
+    with pytest.raises(errors.NoSuchObjectError):
+        download_file("s3://nitronb/corrupt/obj.bin", tmp_path / "never.bin")
+    assert not (tmp_path / "never.bin").exists()
+
+
+def test_parts_to_a_loopback_endpoint_sign_their_crc32_instead_of_hashing_the_body(local_stack,
+                                                                                   tmp_path):
+    (tmp_path / "p.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+    client = client_for()
+    seen = []
+    client.meta.events.register("before-send.s3.UploadPart",
+                                lambda request, **_: seen.append(dict(request.headers)))
+    upload_file(tmp_path / "p.bin", "s3://nitronb/unsigned/p.bin", client=client,
+                part_size=5 * 1024 * 1024, multipart_threshold=1024 * 1024)
+    assert len(seen) == 2
+    for headers in seen:
+        headers = {k.lower(): (v.decode() if isinstance(v, bytes) else v)
+                   for k, v in headers.items()}
+        assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+        signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+        assert "x-amz-checksum-crc32" in signed and "x-amz-content-sha256" in signed
+    # the client's own calls keep botocore's default: a plain-HTTP body is hashed
+    seen.clear()
+    upload = client.create_multipart_upload(Bucket="nitronb", Key="unsigned/own.bin")
+    client.upload_part(Bucket="nitronb", Key="unsigned/own.bin", UploadId=upload["UploadId"],
+                       PartNumber=1, Body=b"x" * 10)
+    client.abort_multipart_upload(Bucket="nitronb", Key="unsigned/own.bin",
+                                  UploadId=upload["UploadId"])
+    sent = {k.lower(): v for k, v in seen[0].items()}
+    assert sent["x-amz-content-sha256"] in (hashlib.sha256(b"x" * 10).hexdigest(),
+                                            hashlib.sha256(b"x" * 10).hexdigest().encode())
 
 
 def test_a_download_into_a_folder_keeps_the_object_name(local_stack, tmp_path):
@@ -146,6 +217,80 @@ def _sha(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+
+class _FakeS3:
+    """Answers a client's multipart requests in place of the network, checking each part's
+    CRC32 header against its body and answering the composite at completion, as S3 does."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, bytes] = {}
+        self.headers: list[dict[str, str]] = []
+
+    def __call__(self, request, **_):
+        from botocore.awsrequest import AWSResponse
+
+        headers = {k.lower(): (v.decode() if isinstance(v, bytes) else v)
+                   for k, v in request.headers.items()}
+        query = dict(p.split("=", 1) for p in request.url.split("?", 1)[1].split("&") if "=" in p)
+        body, answer, reply = b"", {}, b""
+        if "uploads" in request.url.split("?", 1)[1].split("&"):
+            reply = (b"<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key>"
+                     b"<UploadId>up1</UploadId></InitiateMultipartUploadResult>")
+        elif request.method == "PUT":
+            self.headers.append(headers)
+            body = bytes(request.body)
+            crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+            if headers.get("x-amz-checksum-crc32") != crc:
+                return AWSResponse(request.url, 400, {}, _Raw(b"<Error><Code>BadDigest</Code>"
+                                                             b"</Error>"))
+            self.parts[int(query["partNumber"])] = body
+            answer = {"ETag": f'"{hashlib.md5(body).hexdigest()}"',
+                      "x-amz-checksum-crc32": crc}
+        elif request.method == "POST":
+            crcs = b"".join(zlib.crc32(self.parts[n]).to_bytes(4, "big")
+                            for n in sorted(self.parts))
+            composite = base64.b64encode(zlib.crc32(crcs).to_bytes(4, "big")).decode()
+            md5s = b"".join(hashlib.md5(self.parts[n]).digest() for n in sorted(self.parts))
+            reply = (f"<CompleteMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><ETag>"
+                     f"&quot;{hashlib.md5(md5s).hexdigest()}-{len(self.parts)}&quot;</ETag>"
+                     f"<ChecksumCRC32>{composite}-{len(self.parts)}</ChecksumCRC32>"
+                     f"<ChecksumType>COMPOSITE</ChecksumType>"
+                     f"</CompleteMultipartUploadResult>").encode()
+        return AWSResponse(request.url, 200, answer, _Raw(reply))
+
+
+class _Raw:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_):
+        yield self.data
+
+
+@pytest.mark.parametrize("endpoint, unsigned", [("https://s3.example.invalid", True),
+                                                ("http://s3.example.invalid", False)])
+def test_parts_are_sent_unsigned_only_over_tls_or_loopback(tmp_path, endpoint, unsigned):
+    import boto3
+    from botocore.config import Config
+
+    data = os.urandom(11 * 1024 * 1024)
+    (tmp_path / "f.bin").write_bytes(data)
+    client = boto3.session.Session(aws_access_key_id="AKIAEXAMPLEEXAMPLE00",
+                                   aws_secret_access_key="x" * 40, region_name="eu-west-1"
+                                   ).client("s3", endpoint_url=endpoint,
+                                            config=Config(s3={"addressing_style": "path"}))
+    fake = _FakeS3()
+    client.meta.events.register("before-send.s3", fake)
+    upload_file(tmp_path / "f.bin", "s3://bucket/k", client=client, part_size=5 * 1024 * 1024,
+                multipart_threshold=1024 * 1024)
+    assert b"".join(fake.parts[n] for n in sorted(fake.parts)) == data
+    assert len(fake.headers) == 3
+    for headers in fake.headers:
+        signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+        assert "x-amz-checksum-crc32" in signed
+        assert (headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD") == unsigned
 
 
 # --- presigned URLs, used as the enclave app does -------------------------------------------
