@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from nitronb.errors import EndpointUnreachableError, NitronbError, RunError
+from nitronb.errors import EndpointUnreachableError, RunError
 
 #: the longest pause between two looks at a running enclave: its end is seen within it
 MAX_POLL = 0.25
