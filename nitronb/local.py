@@ -164,7 +164,17 @@ def _port_free(port: int) -> bool:
     return True
 
 
+#: ports chosen for services lie below the kernel's ephemeral range, where outgoing connections
+#: take their ports, so that a remembered port is still free at the next ``up``
+_SERVICE_PORTS = range(20000, 32768)
+
+
 def _free_port() -> int:
+    import random
+
+    for port in random.sample(_SERVICE_PORTS, 64):
+        if _port_free(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
