@@ -108,6 +108,33 @@ class Dataset:
         return cls(**doc)
 
 
+def parse_labels(text: str | dict) -> dict[str, str]:
+    """Labels from a dict, a JSON object, or ``key=value`` pairs (one a line, or ``;``-separated);
+    blank entries are skipped."""
+    if isinstance(text, str) and text.strip().startswith("{"):
+        try:
+            text = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"the labels are not a JSON object: {exc}.") from None
+    if isinstance(text, dict):
+        if not all(isinstance(k, str) and k and isinstance(v, str) for k, v in text.items()):
+            raise ValidationError("labels are text keys and text values.")
+        return dict(text)
+    labels: dict[str, str] = {}
+    for pair in (p for line in str(text).splitlines() for p in line.split(";")):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ValidationError(f"label {pair.strip()!r} is not key=value.",
+                                  hint="Write one label per line, like source=synthea.")
+        if key in labels:
+            raise ValidationError(f"label {key!r} is given twice.")
+        labels[key] = value
+    return labels
+
+
 def load_long_description(source: str) -> str:
     """Markdown from a file path, an http(s) URL, or the text itself."""
     if source.startswith(("http://", "https://")):

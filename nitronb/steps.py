@@ -226,11 +226,11 @@ def create_datasets(workspace=None, *, input_name: str = "synthea-conditions",
                     output_name: str = "describe-result",
                     input_description: str = "Synthea synthetic conditions (April 2020 sample)",
                     output_description: str = "describe() of the conditions, encrypted",
-                    input_labels: dict[str, str] | None = None,
-                    output_labels: dict[str, str] | None = None,
+                    input_labels: dict[str, str] | str | None = None,
+                    output_labels: dict[str, str] | str | None = None,
                     long_description: str = "") -> Record:
     """Register the input dataset (data owner) and the output dataset (output owner)."""
-    from nitronb.datasets import Dataset, load_long_description
+    from nitronb.datasets import Dataset, load_long_description, parse_labels
     from nitronb.keys import read_key_file
 
     wt = _wt(workspace)
@@ -241,11 +241,13 @@ def create_datasets(workspace=None, *, input_name: str = "synthea-conditions",
     definitions = {
         "data-owner": Dataset.from_url(
             input_name, input_url, read_key_file(wt.need("input_key", "01_generate_keys")),
-            description=input_description, labels=dict(input_labels or {"source": "synthea"}),
+            description=input_description,
+            labels=parse_labels(input_labels or {"source": "synthea"}),
             long_description=long_text),
         "output-owner": Dataset.from_url(
             output_name, output_url, read_key_file(state["output_key"]),
-            description=output_description, labels=dict(output_labels or {"kind": "result"})),
+            description=output_description,
+            labels=parse_labels(output_labels or {"kind": "result"})),
     }
     rows, ids = [], {}
     for party, dataset in definitions.items():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 
+from nitronb.datasets import parse_labels  # noqa: F401 - part of this module's API
 from nitronb.errors import NitronbError, ValidationError, WidgetsUnavailableError
 
 _ERROR = '<span style="color:#B00020"><b>✗</b> {}</span>'
@@ -54,24 +55,6 @@ def _show_markdown(output: Any, text: str) -> None:
 
 
 # --- dataset definitions -----------------------------------------------------------------------
-
-
-def parse_labels(text: str) -> dict[str, str]:
-    """Labels from ``key=value`` lines (or ``;``-separated pairs); blank lines are skipped."""
-    labels: dict[str, str] = {}
-    pairs = [p for line in text.splitlines() for p in line.split(";")]
-    for pair in pairs:
-        if not pair.strip():
-            continue
-        key, sep, value = pair.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise ValidationError(f"label {pair.strip()!r} is not key=value.",
-                                  hint="Write one label per line, like source=synthea.")
-        if key in labels:
-            raise ValidationError(f"label {key!r} is given twice.")
-        labels[key] = value
-    return labels
 
 
 class DatasetForm(_Shown):

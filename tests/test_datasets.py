@@ -63,3 +63,15 @@ def test_long_description_from_file_or_text(tmp_path):
     (tmp_path / "long.md").write_text("# Title\n\nBody")
     assert load_long_description(str(tmp_path / "long.md")) == "# Title\n\nBody"
     assert load_long_description("plain *markdown*") == "plain *markdown*"
+
+
+def test_labels_from_pairs_json_or_a_dict():
+    from nitronb.datasets import parse_labels
+
+    assert parse_labels("source=synthea; year = 2020\nkind=csv") == {
+        "source": "synthea", "year": "2020", "kind": "csv"}
+    assert parse_labels('{"source": "synthea"}') == {"source": "synthea"}
+    assert parse_labels({"a": "b"}) == {"a": "b"}
+    for bad in ("novalue", "a=1;a=2", '{"a": 1}', "{broken"):
+        with pytest.raises(ValidationError):
+            parse_labels(bad)

@@ -12,7 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("walkthrough", help="run the whole walk-through's notebooks (papermill)",
                        description="Run notebooks 01 to 09 in order with papermill on the local "
                                    "stack (started if needed), keep each executed notebook in "
-                                   "the run folder, and print the decrypted result.")
+                                   "the run folder, and print the decrypted result.",
+                       epilog=_parameters_help() if "-h" in sys.argv or "--help" in sys.argv
+                       else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                    metavar=("NAME", "VALUE"), help="a notebook parameter (repeatable)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<UTC time>)")
@@ -27,6 +30,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     lab.add_argument("jupyter_args", nargs=argparse.REMAINDER,
                      help="further arguments for `jupyter lab`")
     lab.set_defaults(handler=run_lab)
+
+
+def _parameters_help() -> str:
+    """The notebooks' parameters (name = default  # what), read from their parameters cells."""
+    import json
+
+    from nitronb.notebooks import walkthrough_notebooks
+
+    seen: dict[str, str] = {}
+    try:
+        for notebook in walkthrough_notebooks():
+            for cell in json.loads(notebook.read_text())["cells"]:
+                if "parameters" in cell.get("metadata", {}).get("tags", []):
+                    for line in "".join(cell["source"]).splitlines():
+                        name = line.split("=", 1)[0].strip()
+                        if "=" in line and name.isidentifier():
+                            seen.setdefault(name, f"  {line.strip()}   [{notebook.stem}]")
+    except Exception:  # noqa: BLE001 - help must show even without the notebooks
+        return ""
+    return "notebook parameters (-p NAME VALUE):\n" + "\n".join(seen.values())
 
 
 def run_walkthrough(args: argparse.Namespace) -> int:
