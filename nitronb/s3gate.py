@@ -5,7 +5,10 @@ front of moto's S3 app (same process, no extra hop): it recomputes every request
 botocore's own signers (SigV4 and the legacy ``AWSAccessKeyId``/``Signature``/``Expires`` form,
 presigned query or ``Authorization`` header) against the local credentials, checks expiry, and
 answers the way S3 does (``AccessDenied`` "Request has expired", ``SignatureDoesNotMatch``,
-``InvalidAccessKeyId`` …). Request and response bodies pass through untouched.
+``InvalidAccessKeyId`` …). Request bodies stream through to moto, hashed on the way: one that
+does not match its ``Content-MD5``, ``x-amz-checksum-*`` or hex ``x-amz-content-sha256`` header
+is refused as S3 refuses it (``BadDigest``, ``XAmzContentSHA256Mismatch``) before moto stores it.
+Response bodies pass through untouched.
 
 Each successful change is written to :class:`~nitronb.s3store.S3Store` in the workspace before
 it is acknowledged, and the store is loaded back when the endpoint starts; SIGTERM stops it
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import contextlib
 import hmac
 import json
 import os
@@ -34,6 +38,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
+
+from nitronb.s3digest import BodyMismatch, Rejection, VerifyingInput, verifying_input
 
 #: the bucket the walk-through uses, created when the endpoint starts
 DEFAULT_BUCKET = "nitronb"
@@ -89,16 +95,6 @@ def load_credentials(workspace: Path, *, create: bool = False) -> dict[str, str]
 
 
 # --- the checks -----------------------------------------------------------------------------
-
-
-@dataclass
-class Rejection(Exception):
-    """A request the gate refuses, with the S3 error it answers."""
-
-    status: int
-    code: str
-    message: str
-    extra: dict[str, str] | None = None
 
 
 @dataclass
@@ -388,15 +384,18 @@ class S3Gate:
                 raise Rejection(403, "AccessDenied", "Access Denied")
             incoming = _Incoming.from_environ(environ)
             self._checker.check(incoming)
+            reader = verifying_input(environ, incoming.headers)
         except Rejection as rejection:
             return self._refuse(environ, start_response, rejection)
-        if self.store is None or incoming.method in ("GET", "HEAD", "OPTIONS"):
+        changes = self.store is not None and incoming.method not in ("GET", "HEAD", "OPTIONS")
+        if reader is None and not changes:
             return self._app(environ, start_response)
-        return self._change(environ, start_response, incoming)
+        return self._change(environ, start_response, incoming, reader, changes)
 
-    def _change(self, environ: dict[str, Any], start_response: Callable,
-                req: _Incoming) -> Iterable[bytes]:
-        """Pass a request that may change the store; answer only once the change is on disk."""
+    def _change(self, environ: dict[str, Any], start_response: Callable, req: _Incoming,
+                reader: VerifyingInput | None, changes: bool) -> Iterable[bytes]:
+        """Pass a request whose body must match its headers or that may change the store;
+        answer only once its body is known to match and the change is on disk."""
         answer: dict[str, Any] = {}
 
         def hold(status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], Any]:
@@ -408,10 +407,17 @@ class S3Gate:
                 return answer["write"](data)
             return write
 
-        with self.store.changing():
-            body = self._app(environ, hold)
+        with self.store.changing() if changes else contextlib.nullcontext():
+            try:
+                body = self._app(environ, hold)
+            except BodyMismatch as mismatch:  # raised by the reader, before moto acted on it
+                return self._refuse(environ, start_response, mismatch)
+            if reader is not None and reader.rejection is not None:
+                if hasattr(body, "close"):  # the application answered the error itself
+                    body.close()
+                return self._refuse(environ, start_response, reader.rejection)
             status = answer.get("status", "200")
-            if status[:1] == "2":
+            if changes and status[:1] == "2":
                 try:
                     self.store.record(req.method, req.raw_path,
                                       {name for name, _ in req.query})
@@ -454,6 +460,8 @@ def _drain(environ: dict[str, Any]) -> None:
     except ValueError:
         return
     stream = environ.get("wsgi.input")
+    if getattr(stream, "finished", False):  # already read to its end
+        return
     remaining = min(remaining, _DRAIN_LIMIT)
     while stream is not None and remaining > 0:
         chunk = stream.read(min(remaining, 1 << 20))

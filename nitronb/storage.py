@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nitronb.errors import (BadS3PathError, CredentialsMissingError, EndpointUnreachableError,
-                            LocalStackError, NoSuchBucketError, NoSuchObjectError,
+                            IntegrityError, LocalStackError, NoSuchBucketError, NoSuchObjectError,
                             PresignedURLExpiredError, SignatureMismatchError, StorageError)
 from nitronb.presign import (PresignedURL, credentials_json, error_from_response,  # noqa: F401
                              presign_download, presign_upload, split_url, url_from_credentials)
@@ -200,6 +200,11 @@ def storage_error(exc: BaseException, *, bucket: str | None = None, key: str | N
             return SignatureMismatchError(
                 f"the store rejected the signature of the request to {where}.", url=where,
                 hint=f"Check the secret key of {_describe_profile(profile)}.")
+        if code in ("BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest"):
+            return IntegrityError(
+                f"what reached {where} does not match the file sent: the store refused it "
+                f"({code}): the bytes changed on the way or while being read.", url=where,
+                hint="Upload it again.")
         if code in ("InvalidAccessKeyId", "ExpiredToken", "InvalidToken"):
             return CredentialsMissingError(
                 f"the store does not accept the credentials of {_describe_profile(profile)} "

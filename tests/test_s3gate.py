@@ -54,7 +54,8 @@ def _send(url: str, method: str = "GET", clock=time.time, data: bytes | None = N
 
 
 def _code(response) -> str:
-    match = re.search(rb"<Code>(.*?)</Code>", response.data)
+    body = response.data if hasattr(response, "data") else response.content
+    match = re.search(rb"<Code>(.*?)</Code>", body)
     return match.group(1).decode() if match else ""
 
 
@@ -260,3 +261,254 @@ def test_a_change_that_cannot_be_saved_is_not_acknowledged():
     assert _code(response) == "InternalError"
     assert b"No space left on device" in response.data
     assert b"stored:" not in response.data
+
+
+# --- the body's integrity headers -----------------------------------------------------------
+
+
+def _b64(raw: bytes) -> str:
+    import base64
+
+    return base64.b64encode(raw).decode()
+
+
+def _md5(body: bytes) -> str:
+    import hashlib
+
+    return _b64(hashlib.md5(body).digest())
+
+
+def _crc32(body: bytes) -> str:
+    import zlib
+
+    return _b64(zlib.crc32(body).to_bytes(4, "big"))
+
+
+class _ReadingStore:
+    """Stands in for moto: reads the whole body as werkzeug hands it over, then keeps it."""
+
+    def __init__(self):
+        self.kept: list[bytes] = []
+
+    def __call__(self, environ, start_response):
+        from werkzeug.wrappers import Request
+
+        self.kept.append(Request(environ).get_data())
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+
+def _put(headers: dict[str, str], body: bytes, sent: bytes | None = None):
+    """A header-signed PUT of ``body`` with extra signed headers; ``sent`` goes instead of it."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from werkzeug.test import Client
+
+    request = AWSRequest("PUT", f"{ENDPOINT}/nitronb/input/data.enc", data=body, headers=headers)
+    S3SigV4Auth(Credentials(ACCESS, SECRET), "s3", "us-east-1").add_auth(request)
+    store = _ReadingStore()
+    response = Client(S3Gate(store, SignatureChecker({ACCESS: SECRET}))).open(
+        "/nitronb/input/data.enc", method="PUT", data=body if sent is None else sent,
+        headers=dict(request.headers.items()), base_url=ENDPOINT)
+    return response, store.kept
+
+
+BODY = b"object bytes " * 1000
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Content-MD5": _md5(BODY)}, {"x-amz-checksum-crc32": _crc32(BODY)},
+    {"x-amz-checksum-sha256": _b64(__import__("hashlib").sha256(BODY).digest())},
+    {"x-amz-checksum-sha1": _b64(__import__("hashlib").sha1(BODY).digest())},
+    {"x-amz-checksum-crc32c": "AAAAAA=="},  # not computable here: passed on unchecked
+])
+def test_a_body_that_matches_its_headers_is_kept_whole(headers):
+    response, kept = _put(headers, BODY)
+    assert (response.status_code, kept) == (200, [BODY])
+
+
+@pytest.mark.parametrize("headers,message", [
+    ({"Content-MD5": _md5(b"other")},
+     b"The Content-MD5 you specified did not match what was received."),
+    ({"x-amz-checksum-crc32": _crc32(b"other")},
+     b"The CRC32 you specified did not match the calculated checksum."),
+    ({"x-amz-checksum-sha256": _b64(bytes(32))},
+     b"The SHA256 you specified did not match the calculated checksum."),
+    ({"x-amz-checksum-sha1": _b64(bytes(20))},
+     b"The SHA1 you specified did not match the calculated checksum."),
+])
+def test_a_body_that_does_not_match_is_bad_digest_and_not_kept(headers, message):
+    response, kept = _put(headers, BODY)
+    assert (response.status_code, _code(response)) == (400, "BadDigest")
+    assert message in response.data
+    assert kept == []
+
+
+def test_an_empty_body_is_checked_too():
+    assert _put({"Content-MD5": _md5(b"")}, b"")[0].status_code == 200
+    response, kept = _put({"Content-MD5": _md5(b"x")}, b"")
+    assert (response.status_code, _code(response), kept) == (400, "BadDigest", [])
+
+
+def test_a_body_other_than_the_signed_sha256_is_refused():
+    altered = BODY.replace(b"object", b"OBJECT")  # same length, same signature, other bytes
+    response, kept = _put({}, BODY, sent=altered)
+    assert (response.status_code, _code(response)) == (400, "XAmzContentSHA256Mismatch")
+    assert kept == []
+
+
+@pytest.mark.parametrize("headers,code", [({"Content-MD5": "not base64!"}, "InvalidDigest"),
+                                          ({"Content-MD5": _b64(b"short")}, "InvalidDigest"),
+                                          ({"x-amz-checksum-crc32": "AAAA"}, "InvalidRequest")])
+def test_a_malformed_digest_is_refused_before_the_body_is_read(headers, code):
+    response, kept = _put(headers, BODY)
+    assert (response.status_code, _code(response), kept) == (400, code, [])
+
+
+def test_a_chunked_body_is_checked_at_its_end():
+    import io
+
+    from nitronb.s3digest import BodyMismatch, Rejection, VerifyingInput, _Expectation
+
+    def reader(crc: str) -> VerifyingInput:
+        import base64
+
+        expected = _Expectation("crc32", base64.b64decode(crc), Rejection(400, "BadDigest", ""))
+        return VerifyingInput(io.BytesIO(BODY), [expected], None)
+
+    good = reader(_crc32(BODY))
+    assert b"".join(iter(lambda: good.read(4096), b"")) == BODY and good.rejection is None
+    bad = reader(_crc32(b"other"))
+    with pytest.raises(BodyMismatch):
+        while bad.read(4096):
+            pass
+    with pytest.raises(BodyMismatch):  # and stays refused
+        bad.read(1)
+
+
+# --- the real endpoint: a body that does not match is refused and nothing is kept -----------
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    """A running local S3 endpoint in its own workspace: (workspace, boto3 client)."""
+    from nitronb import local, storage
+
+    ws = tmp_path_factory.mktemp("gate") / "ws"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(local, "SERVICES", {"s3": local.SERVICES["s3"]})
+        patch.setenv("NITRONB_WORKSPACE", str(ws))
+        local.up(ws)
+        try:
+            yield ws, storage.client_for(workspace=ws)
+        finally:
+            local.down(ws)
+
+
+def _on_disk(ws) -> set[str]:
+    from nitronb.s3store import data_dir
+
+    return {str(p.relative_to(data_dir(ws))) for p in data_dir(ws).rglob("*") if p.is_file()}
+
+
+def _absent(client, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        client.head_object(Bucket="nitronb", Key=key)
+    except ClientError as error:
+        return error.response["Error"]["Code"] in ("404", "NoSuchKey")
+    return False
+
+
+def _error_code(call) -> str:
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as caught:
+        call()
+    return caught.value.response["Error"]["Code"]
+
+
+def test_boto3_puts_with_a_wrong_checksum_are_bad_digest(endpoint):
+    ws, client = endpoint
+    before = _on_disk(ws)
+    put = dict(Bucket="nitronb", Key="gate/boto3.bin", Body=BODY)
+    assert _error_code(lambda: client.put_object(**put, ChecksumCRC32=_crc32(b"x"))) == \
+        "BadDigest"
+    assert _error_code(lambda: client.put_object(**put, ContentMD5=_md5(b"x"))) == "BadDigest"
+    assert _absent(client, "gate/boto3.bin") and _on_disk(ws) == before
+    client.put_object(**put, ChecksumCRC32=_crc32(BODY), ContentMD5=_md5(BODY))
+    assert client.get_object(Bucket="nitronb", Key="gate/boto3.bin")["Body"].read() == BODY
+    assert _on_disk(ws) != before
+
+
+def test_a_part_with_a_wrong_checksum_is_bad_digest(endpoint):
+    _, client = endpoint
+    upload = client.create_multipart_upload(Bucket="nitronb", Key="gate/parts.bin",
+                                            ChecksumAlgorithm="CRC32")["UploadId"]
+    part = dict(Bucket="nitronb", Key="gate/parts.bin", UploadId=upload, PartNumber=1, Body=BODY)
+    try:
+        assert _error_code(lambda: client.upload_part(**part, ChecksumCRC32=_crc32(b"x"))) == \
+            "BadDigest"
+        listed = client.list_parts(Bucket="nitronb", Key="gate/parts.bin", UploadId=upload)
+        assert listed.get("Parts", []) == []
+        client.upload_part(**part, ChecksumCRC32=_crc32(BODY))
+        listed = client.list_parts(Bucket="nitronb", Key="gate/parts.bin", UploadId=upload)
+        assert [p["PartNumber"] for p in listed["Parts"]] == [1]
+    finally:
+        client.abort_multipart_upload(Bucket="nitronb", Key="gate/parts.bin", UploadId=upload)
+
+
+def test_a_presigned_put_with_a_wrong_md5_is_bad_digest(endpoint):
+    import requests
+
+    ws, client = endpoint
+    url = client.generate_presigned_url("put_object", Params={"Bucket": "nitronb",
+                                                              "Key": "gate/presigned.bin"})
+    before = _on_disk(ws)
+    refused = requests.put(url, data=BODY, headers={"Content-MD5": _md5(b"x")}, timeout=30)
+    assert (refused.status_code, _code(refused)) == (400, "BadDigest")
+    assert _absent(client, "gate/presigned.bin") and _on_disk(ws) == before
+    accepted = requests.put(url, data=BODY, headers={"Content-MD5": _md5(BODY)}, timeout=30)
+    assert accepted.status_code == 200
+
+
+def test_curl_on_a_presigned_url_gets_bad_digest(endpoint, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    ws, client = endpoint
+    url = client.generate_presigned_url("put_object", Params={"Bucket": "nitronb",
+                                                              "Key": "gate/curl.bin"})
+    source = tmp_path / "body.bin"
+    source.write_bytes(BODY)
+    before = _on_disk(ws)
+    done = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "-T", str(source),
+                           "-H", f"Content-MD5: {_md5(b'x')}", url],
+                          capture_output=True, timeout=60, check=True)
+    answer, _, status = done.stdout.rpartition(b"\n")
+    assert status == b"400" and b"<Code>BadDigest</Code>" in answer
+    assert _absent(client, "gate/curl.bin") and _on_disk(ws) == before
+
+
+def test_a_body_other_than_its_signed_sha256_is_refused_by_the_endpoint(endpoint):
+    import requests
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from nitronb.s3gate import load_credentials
+
+    ws, client = endpoint
+    keys = load_credentials(ws)
+    request = AWSRequest("PUT", f"{client.meta.endpoint_url}/nitronb/gate/sha.bin", data=BODY)
+    S3SigV4Auth(Credentials(keys["access_key_id"], keys["secret_access_key"]), "s3",
+                "us-east-1").add_auth(request)
+    before = _on_disk(ws)
+    refused = requests.put(request.url, data=BODY.upper(), headers=dict(request.headers.items()),
+                           timeout=30)
+    assert (refused.status_code, _code(refused)) == (400, "XAmzContentSHA256Mismatch")
+    assert _absent(client, "gate/sha.bin") and _on_disk(ws) == before
