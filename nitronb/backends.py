@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -30,10 +31,20 @@ class Handle(Protocol):
 class Backend(Protocol):
     name: str
 
-    def measure(self, image: str) -> Measurements: ...
+    def prepare(self, image: str, folder: Path) -> "Prepared":
+        """Measure ``image`` as it will run (a private copy, or a fixed image id)."""
 
-    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path) -> Handle:
-        """Start the image's own (measured) command under the launcher."""
+    def start(self, prepared: "Prepared", env: dict[str, str], folder: Path,
+              log_path: Path) -> Handle:
+        """Start the prepared image's own measured command under the launcher."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An image measured as it will run: its PCRs and what the backend launches."""
+
+    measurements: Measurements
+    launch: dict
 
 
 # --- process backend ------------------------------------------------------------------------
@@ -77,32 +88,39 @@ class _ProcessHandle:
 
 
 class ProcessBackend:
-    """Runs a prepared image folder (``nitronb.image.prepare_process_image``) as a process group
-    in a private folder; the folder is re-measured at every launch."""
+    """Runs a prepared image folder (``nitronb.image.prepare_process_image``) as a process group.
+    The folder is copied into the enclave's private folder and the copy is measured: what runs is
+    exactly what was measured, whatever happens to the original meanwhile."""
 
     name = "process"
 
-    def measure(self, image: str) -> Measurements:
+    def prepare(self, image: str, folder: Path) -> Prepared:
         from nitronb.image import verify_process_image
 
-        return verify_process_image(image).measurements
+        source = verify_process_image(image)  # refuse an altered folder with a clear message
+        copy = folder / "private" / source.measurements.pcr0[:16]
+        shutil.copytree(image, copy)
+        os.chmod(folder / "private", 0o700)
+        prepared = verify_process_image(copy)
+        if prepared.measurements != source.measurements:
+            raise ImageBuildError(f"the image {image} changed while it was being launched.")
+        return Prepared(prepared.measurements, {"root": str(copy),
+                                                "module": prepared.launcher_module,
+                                                "command": list(prepared.command)})
 
-    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path
+    def start(self, prepared: Prepared, env: dict[str, str], folder: Path, log_path: Path
               ) -> _ProcessHandle:
-        from nitronb.image import verify_process_image
-
-        prepared = verify_process_image(image)
-        root = Path(image)
-        app_command = [self._host_path(root, part) for part in prepared.command]
+        root = Path(prepared.launch["root"])
+        app_command = [self._host_path(root, part) for part in prepared.launch["command"]]
         if app_command and app_command[0] in ("python3", "python"):
             app_command[0] = sys.executable
         if not app_command:
-            raise ImageBuildError(f"the image {image} names no command to run.")
+            raise ImageBuildError("the image's Dockerfile names no exec-form CMD to run.")
         # run the measured copy of the launcher by its path: an import by module name could
         # resolve to an installed nitronb instead of the files that were measured
-        script = root / "launcher" / (prepared.launcher_module.replace(".", "/") + ".py")
+        script = root / "launcher" / (prepared.launch["module"].replace(".", "/") + ".py")
         if not script.is_file():
-            raise ImageBuildError(f"the image {image} has no launcher {prepared.launcher_module}.")
+            raise ImageBuildError(f"the image has no launcher {prepared.launch['module']}.")
         launcher = [sys.executable, "-I", str(script)]
         work = folder / "work"
         private = folder / "private"
@@ -180,15 +198,18 @@ class ContainerBackend:
     def __init__(self, engine) -> None:
         self.engine = engine
 
-    def measure(self, image: str) -> Measurements:
-        from nitronb.image import verify_container_image
+    def prepare(self, image: str, folder: Path) -> Prepared:
+        from nitronb.image import inspect_container_image
 
-        return verify_container_image(image, engine=self.engine)
+        measurements, launch = inspect_container_image(image, engine=self.engine)
+        return Prepared(measurements, launch)
 
-    def start(self, image: str, env: dict[str, str], folder: Path, log_path: Path
+    def start(self, prepared: Prepared, env: dict[str, str], folder: Path, log_path: Path
               ) -> _ContainerHandle:
+        launch = prepared.launch
         container = self.engine.containers.run(
-            image, environment=env, network_mode="host",
+            launch["image_id"], entrypoint=launch["entrypoint"], command=launch["command"],
+            environment=env, network_mode="host",
             detach=True, labels={"nitronb.enclave": env.get("NITRONB_ENCLAVE_ID", "")})
         return _ContainerHandle(container, log_path)
 

@@ -188,10 +188,19 @@ def verify_container_image(image: str,
                            engine: "docker.DockerClient | None" = None) -> Measurements:
     """Measure an enclave image from the inputs it carries at ``/opt/nitronb`` (not from its
     labels); raise :class:`ImageBuildError` if they no longer match what it was converted with."""
+    return inspect_container_image(image, engine)[0]
+
+
+def inspect_container_image(image: str, engine: "docker.DockerClient | None" = None
+                            ) -> tuple[Measurements, dict]:
+    """:func:`verify_container_image`, plus what to launch: ``{"image_id", "entrypoint",
+    "command"}`` — the image measured (by id, so a re-tag cannot swap it), the launcher, and the
+    measured Dockerfile's command (the image's own ENTRYPOINT and CMD are not trusted)."""
     client = engine or _require_engine()
     docker_errors = _docker_errors()
     try:
-        container = client.containers.create(image)
+        image_id = client.images.get(image).id
+        container = client.containers.create(image_id)
     except docker_errors.ImageNotFound:
         raise ImageBuildError(f"the image {image} does not exist.") from None
     except docker_errors.APIError as exc:
@@ -216,7 +225,10 @@ def verify_container_image(image: str,
         raise ImageBuildError(f"{image} was altered after it was converted: the inputs it "
                               f"carries no longer match its measurements.",
                               hint="Convert the app image again.")
-    return found
+    if not record["command"]:
+        raise ImageBuildError(f"{image}'s Dockerfile names no exec-form CMD to run.")
+    return found, {"image_id": image_id, "command": record["command"],
+                   "entrypoint": launcher_command(record["launcher_module"])}
 
 
 def image_measurements(image: str, engine: "docker.DockerClient | None" = None) -> Measurements:
@@ -403,8 +415,10 @@ def _measure_tree(folder: Path) -> tuple[Measurements, dict]:
     except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError, ImageBuildError):
         raise ImageBuildError(f"{folder} is not an enclave image tree (no valid "
                               f"image.json).") from None
-    found = _measure(tree_files(folder / "launcher"), tree_files(folder / "app"), base_image,
-                     module)
+    app_files = tree_files(folder / "app")
+    found = _measure(tree_files(folder / "launcher"), app_files, base_image, module)
+    # the command is the measured Dockerfile's CMD: what image.json says is not trusted
+    record["command"] = _dockerfile_cmd(app_files)
     return found, record
 
 

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -109,19 +110,24 @@ class NodeAgent:
         if not isinstance(ccm_url, str) or not ccm_url.startswith(("http://", "https://")):
             raise ValidationError("'ccm_url' must be the manager's http(s) URL.")
         chosen = choose_backend(backend, image, self.workspace)
-        measurements = chosen.measure(image)
-        enclave = Enclave(id=f"enc-{secrets.token_hex(8)}", token=secrets.token_urlsafe(32),
-                          backend=chosen.name, image=image, appconfig_id=appconfig_id,
-                          pcrs=measurements.as_dict(), folder=Path())
-        enclave.folder = self.folder / "enclaves" / enclave.id
-        enclave.folder.mkdir(parents=True, mode=0o700)
+        enclave_id = f"enc-{secrets.token_hex(8)}"
+        folder = self.folder / "enclaves" / enclave_id
+        folder.mkdir(parents=True, mode=0o700)
+        try:
+            prepared = chosen.prepare(image, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        enclave = Enclave(id=enclave_id, token=secrets.token_urlsafe(32), backend=chosen.name,
+                          image=image, appconfig_id=appconfig_id,
+                          pcrs=prepared.measurements.as_dict(), folder=folder)
         env = {"NODE_AGENT": self.url, "CCM_BACKEND": ccm_url.rstrip("/"),
                "APPCONFIG_ID": appconfig_id, "NITRONB_ENCLAVE_ID": enclave.id,
                "NITRONB_ENCLAVE_TOKEN": enclave.token}
         with self.lock:
             self.enclaves[enclave.id] = enclave
         try:
-            enclave.handle = chosen.start(image, env, enclave.folder,
+            enclave.handle = chosen.start(prepared, env, enclave.folder,
                                           enclave.folder / "enclave.log")
         except BaseException:
             enclave.state, enclave.ended_at = "failed", time.time()

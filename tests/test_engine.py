@@ -316,6 +316,26 @@ def test_an_enclave_image_altered_after_conversion_is_detected(engine, app_image
 
 
 @pytest.mark.engine
+def test_a_new_command_on_top_of_an_enclave_image_is_not_what_runs(engine, app_image, tags,
+                                                                   tmp_path):
+    """Re-tagging or a new ENTRYPOINT/CMD cannot choose what runs: the launch uses the measured
+    image's id, the launcher and the measured Dockerfile's command."""
+    from nitronb.image import inspect_container_image, launcher_command
+
+    enclave_tag, other_tag = tags("enclave"), tags("other-cmd")
+    image = convert_to_enclave_image(app_image, enclave_tag, app_dir=APP_DIR, engine=engine)
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {enclave_tag}\nENTRYPOINT [\"python3\", \"-c\", \"print('not measured')\"]\n"
+        "CMD []\n")
+    build_app_image(tmp_path, other_tag, base_image="unused", engine=engine)
+    measurements, launch = inspect_container_image(other_tag, engine)
+    assert measurements == image.measurements
+    assert launch["entrypoint"] == launcher_command()
+    assert launch["command"] == ["python3", "/app/start.py"]
+    assert launch["image_id"] == engine.images.get(other_tag).id
+
+
+@pytest.mark.engine
 def test_convert_refuses_an_app_dir_the_image_was_not_built_from(engine, app_image, tags,
                                                                  tmp_path):
     other = tmp_path / "app"

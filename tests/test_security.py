@@ -353,3 +353,36 @@ def test_a_dataset_name_with_a_path_writes_nothing_outside(approved) -> None:
     assert not (enclave / "private").exists()
     assert sorted(p.name for p in enclave.rglob("*") if p.is_file()) == \
         ["enclave.json", "enclave.log"]
+
+
+def test_an_edited_image_record_cannot_change_the_command(tmp_path) -> None:
+    """The command comes from the measured Dockerfile, not from the editable image.json."""
+    import json
+    import os
+
+    from nitronb.image import HOST_PYTHON, default_app_dir, prepare_process_image, verify_process_image
+
+    image = prepare_process_image(default_app_dir(), None, HOST_PYTHON, workspace=tmp_path)
+    record = Path(image.reference) / "image.json"
+    os.chmod(record, 0o644)
+    data = json.loads(record.read_text())
+    data["command"] = ["python3", "-c", "print('not the measured app')"]
+    record.write_text(json.dumps(data))
+    again = verify_process_image(image.reference)
+    assert again.measurements == image.measurements
+    assert list(again.command) == ["python3", "/app/start.py"]
+
+
+def test_the_process_backend_runs_a_private_copy_it_measured(tmp_path) -> None:
+    from nitronb.backends import ProcessBackend
+    from nitronb.image import HOST_PYTHON, default_app_dir, prepare_process_image
+
+    image = prepare_process_image(default_app_dir(), None, HOST_PYTHON, workspace=tmp_path)
+    folder = tmp_path / "enclave"
+    folder.mkdir()
+    prepared = ProcessBackend().prepare(image.reference, folder)
+    root = Path(prepared.launch["root"])
+    assert root.is_relative_to(folder / "private") and root != Path(image.reference)
+    assert prepared.measurements == image.measurements
+    assert (root / "app" / "describe.py").read_bytes() == \
+        (Path(image.reference) / "app" / "describe.py").read_bytes()
