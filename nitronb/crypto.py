@@ -115,9 +115,9 @@ def encrypt_file(key: Key, src: str | os.PathLike[str], dst: str | os.PathLike[s
                  progress: bool | None = None) -> Path:
     """Encrypt the file ``src`` into ``dst`` atomically (an existing ``dst`` is replaced whole)."""
     key = key_bytes(key)
+    target, special = _output_target(dst)  # before Path() drops a trailing "/"
     src, dst = Path(src), Path(dst)
     _refuse_same_file(src, dst)
-    target, special = _output_target(dst)
     with _open_input(src) as reader:
         size = os.fstat(reader.fileno()).st_size
         if special:
@@ -134,9 +134,9 @@ def decrypt_file(key: Key, src: str | os.PathLike[str], dst: str | os.PathLike[s
     """Decrypt the file ``src`` into ``dst`` (mode 0600); nothing appears at ``dst`` unless the
     tag verifies, and an existing ``dst`` is untouched on failure."""
     key = key_bytes(key)
+    target, special = _output_target(dst)  # before Path() drops a trailing "/"
     src, dst = Path(src), Path(dst)
     _refuse_same_file(src, dst)
-    target, special = _output_target(dst)
     with _open_input(src) as reader:
         size = os.fstat(reader.fileno()).st_size
         if size < OVERHEAD:
@@ -225,7 +225,7 @@ def _bad_tag(name: str) -> DecryptionError:
 
 
 def _refuse_same_file(src: Path, dst: Path) -> None:
-    if src.resolve() == dst.resolve():
+    if os.path.realpath(src) == os.path.realpath(dst):
         raise SameFileError(dst)
     try:
         if dst.exists() and os.path.samefile(src, dst):
@@ -234,10 +234,12 @@ def _refuse_same_file(src: Path, dst: Path) -> None:
         pass
 
 
-def _output_target(path: Path) -> tuple[Path, bool]:
+def _output_target(path: str | os.PathLike[str]) -> tuple[Path, bool]:
     """Where to write for ``path``: symbolic links are followed (the file they name is
     replaced, not the link); ``True`` when it is a device or a pipe, which is written in place
     rather than replaced; a folder is refused."""
+    if str(path).endswith(("/", os.sep)):
+        raise NitronbError(f"{path} names a folder; give the path of a file to write.")
     target = Path(os.path.realpath(path))
     if target.is_dir():
         raise NitronbError(f"{path} is a folder; give the path of a file to write.")

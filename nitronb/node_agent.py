@@ -234,14 +234,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         status, payload = 404, {"error": "NotFoundError", "message": f"no endpoint {path}."}
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = self.headers.get("Content-Length") or "0"
+        if not declared.isdigit() or int(declared) > MAX_BODY:
+            # unreadable or oversized: answer without reading it, and close the connection
+            self.close_connection = True
+            self._send(413 if declared.isdigit() else 400, {
+                "error": "ValidationError",
+                "message": f"the body must have a Content-Length of at most {MAX_BODY} bytes."})
+            return
+        length = int(declared)
         for method, pattern, call in _ROUTES:
             match = pattern.fullmatch(path)
             if not match or method != self.command:
                 continue
             try:
-                if length > MAX_BODY:
-                    raise ValidationError(f"the body exceeds {MAX_BODY} bytes.")
                 raw = self.rfile.read(length) if length else b""
                 length = 0
                 kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -266,7 +272,10 @@ class _Handler(BaseHTTPRequestHandler):
                                         "message": "internal error; see the node agent's log."}
             break
         if length:
-            self.rfile.read(length)
+            self.rfile.read(length)  # at most MAX_BODY, checked above
+        self._send(status, payload)
+
+    def _send(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

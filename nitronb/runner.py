@@ -59,6 +59,8 @@ def _call(method: str, url: str, token: str, **kwargs):
     except requests.ConnectionError:
         raise EndpointUnreachableError(f"the node agent at {url} does not answer.",
                                        hint="Start the local stack with `nitronb local up`.")
+    except requests.RequestException as exc:
+        raise RunError(f"the request to the node agent at {url} failed: {exc}.") from None
     try:
         body = reply.json()
     except ValueError:

@@ -410,6 +410,10 @@ def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None) -
     decline = dict(decline or {})
     rows = []
     request = wt.client("admin").get_approval_request(request_id)
+    strangers = sorted(set(decline) - set(request["approvers"]))
+    if strangers:
+        raise ValidationError(f"{', '.join(strangers)} cannot decline: the approvers of this "
+                              f"workflow are {', '.join(request['approvers'])}.")
     for party in list(request["waiting_for"]):
         client = wt.client(party)
         if party in decline:
@@ -463,13 +467,15 @@ def run_workflow(workspace=None, *, timeout: float = 900, on_log=None):
                        hint="Approve it in 07_workflow_and_approvals, or draft a new version.")
     config_id = wt.need("appconfig_id", "07_workflow_and_approvals")
     reference = wt.need("image_reference", "05_build_enclave_image")
+    output_uri = wt.need("output_uri", "03_upload_and_presign")
     start_local_stack(wt)
     # a result left by an earlier run must not pass for this run's
-    storage.delete_object(state["output_uri"], profile=state.get("profile", "local"),
+    storage.delete_object(output_uri, profile=state.get("profile", "local"),
                           workspace=wt.workspace)
     wt.update(last_run=None)
-    outcome = run_enclave(reference, config_id, backend=state["backend"],
-                          workspace=wt.workspace, timeout=timeout, on_log=on_log)
+    backend = wt.need("backend", "05_build_enclave_image")
+    outcome = run_enclave(reference, config_id, backend=backend, workspace=wt.workspace,
+                          timeout=timeout, on_log=on_log)
     wt.update(last_run={"enclave_id": outcome.enclave_id, "exit_code": outcome.exit_code})
     if not outcome.ok:
         lines = outcome.log.strip().splitlines()

@@ -143,3 +143,36 @@ def test_paths_that_cannot_be_written_give_one_line(tmp_path):
     (tmp_path / "d").mkdir()
     done = nitronb("aes", "enc", "-K", tmp_path / "k", "-in", sample_path(), "-out", tmp_path / "d")
     assert done.returncode == 1 and b"is a folder" in done.stderr
+
+
+def test_stdin_to_a_symlink_a_pipe_or_a_slash(tmp_path):
+    import threading
+
+    main(["keygen", "-o", str(tmp_path / "k")])
+    enc = nitronb("aes", "enc", "-K", tmp_path / "k", "-in", "-", "-out", "-", stdin=b"rows")
+    (tmp_path / "real").write_bytes(b"old")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert nitronb("aes", "dec", "-K", tmp_path / "k", "-in", "-", "-out", tmp_path / "link",
+                   stdin=enc.stdout).returncode == 0
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real").read_bytes() == b"rows"
+    os.mkfifo(tmp_path / "fifo")
+    got = []
+    reader = threading.Thread(target=lambda: got.append((tmp_path / "fifo").read_bytes()))
+    reader.start()
+    assert nitronb("aes", "dec", "-K", tmp_path / "k", "-in", "-", "-out", tmp_path / "fifo",
+                   stdin=enc.stdout).returncode == 0
+    reader.join(10)
+    assert got == [b"rows"] and stat.S_ISFIFO((tmp_path / "fifo").stat().st_mode)
+    done = nitronb("aes", "dec", "-K", tmp_path / "k", "-in", "-", "-out", f"{tmp_path}/new/",
+                   stdin=enc.stdout)
+    assert done.returncode == 1 and b"names a folder" in done.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_full_device_is_one_line(tmp_path):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    main(["keygen", "-o", str(tmp_path / "k")])
+    done = nitronb("aes", "enc", "-K", tmp_path / "k", "-in", sample_path(), "-out", "/dev/full")
+    assert done.returncode == 1 and b"Traceback" not in done.stderr
+    assert b"No space left" in done.stderr

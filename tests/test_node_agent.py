@@ -260,3 +260,18 @@ def test_a_request_cannot_change_the_measured_command(agent, image, tmp_path) ->
     record = _wait_exit(agent, reply.json()["id"])
     assert record["exit_code"] == 70  # the launcher refused: the manager does not answer
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("length, status", [("abc", 400), ("-1", 400), (str(10 << 20), 413)])
+def test_a_bad_content_length_is_answered_without_reading(agent, length, status) -> None:
+    import http.client
+
+    host, port = agent.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("POST", "/v1/enclaves")
+    connection.putheader("Content-Length", length)
+    connection.putheader("Content-Type", "application/json")
+    connection.endheaders()
+    reply = connection.getresponse()
+    assert reply.status == status
+    connection.close()

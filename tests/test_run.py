@@ -185,3 +185,12 @@ def test_a_failed_run_leaves_no_result_to_decrypt(process_wt) -> None:
     wt.update(last_run={"enclave_id": "enc-x", "exit_code": 70})
     with pytest.raises(RunError, match="failed with exit code 70"):
         steps.decrypt_output(wt)
+
+
+def test_declining_as_a_party_that_is_not_an_approver_is_refused(process_wt) -> None:
+    from nitronb import steps
+    from nitronb.errors import ValidationError
+
+    steps.create_workflow(process_wt, name="describe-typo")
+    with pytest.raises(ValidationError, match="output_owner cannot decline"):
+        steps.approve_workflow(process_wt, decline={"output_owner": "typo"})

@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nitronb: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-        # a path the user gave that the handler did not check: still one line, no traceback
+    except OSError as exc:
+        # a path or device the handler did not check (missing folder, disk full …): one line
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"nitronb: error: {exc.strerror}{where}", file=sys.stderr)
+        print(f"nitronb: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # the reader went away (``nitronb … | head``): nothing more to say

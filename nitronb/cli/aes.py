@@ -38,13 +38,16 @@ def run(args: argparse.Namespace) -> int:
             _stream(args.mode, key, src, sys.stdout.buffer, args.infile, show)
             sys.stdout.buffer.flush()
         else:
-            # a file output from stdin: still atomic, via a temporary file beside it
-            from nitronb.crypto import _AtomicOutput
-            from pathlib import Path
-
-            mode = 0o600 if args.mode == "dec" else 0o666 & ~crypto._umask()
-            with _AtomicOutput(Path(args.outfile), mode=mode) as dst:
-                _stream(args.mode, key, src, dst, "stdin", show)
+            # a file output from stdin: still atomic, via a temporary file beside it (a device
+            # or a pipe is written in place; decryption reaches it only once verified)
+            target, special = crypto._output_target(args.outfile)
+            if special:
+                with open(target, "wb") as dst:
+                    _stream(args.mode, key, src, dst, "stdin", show)
+            else:
+                mode = 0o600 if args.mode == "dec" else 0o666 & ~crypto._umask()
+                with crypto._AtomicOutput(target, mode=mode) as dst:
+                    _stream(args.mode, key, src, dst, "stdin", show)
     finally:
         if src is not sys.stdin.buffer:
             src.close()
