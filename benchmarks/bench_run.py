@@ -34,16 +34,7 @@ def _setup(workspace: Path, backend: str):
     from nitronb import local, steps
 
     local.up(workspace)
-    wt = steps.Walkthrough(workspace)
-    steps.generate_keys(wt)
-    steps.encrypt_input(wt)
-    steps.upload_and_presign(wt)
-    steps.create_datasets(wt)
-    steps.build_enclave_image(wt, backend=backend)
-    steps.create_app_configuration(wt)
-    steps.create_workflow(wt)
-    steps.approve_workflow(wt)
-    return wt
+    return steps.through_approval(workspace, backend=backend)
 
 
 def _object_exists(uri: str, workspace: Path) -> bool:

@@ -435,6 +435,21 @@ def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None) -
     return Record("approvals", rows, {"request": request, "final": final, "app_config_ids": ids})
 
 
+def through_approval(workspace=None, *, backend: str = "process") -> Walkthrough:
+    """Steps 01 to 07 with their defaults, every owner approving: the workspace is then ready
+    for :func:`run_workflow` (for batch runs, tests and benchmarks)."""
+    wt = _wt(workspace)
+    for step in (generate_keys, encrypt_input, upload_and_presign, create_datasets):
+        step(wt)
+    build_enclave_image(wt, backend=backend)
+    create_app_configuration(wt)
+    create_workflow(wt)
+    approved = approve_workflow(wt)
+    if approved["request"]["status"] != "APPROVED":
+        raise NitronbError(f"the workflow ended {approved['request']['status']}, not APPROVED.")
+    return wt
+
+
 def runtime_configuration(workspace=None) -> dict:
     """The runtime configuration the manager serves for APPCONFIG_ID, and the id recomputed."""
     from nitronb.ccm import app_config_id
@@ -516,7 +531,8 @@ from nitronb.displays import (Picture, approvals_panel, dataset_form, result_cha
 __all__ = [
     "Walkthrough", "Record", "StepOrderError", "start_local_stack", "generate_keys",
     "encrypt_input", "upload_and_presign", "create_datasets", "build_enclave_image",
-    "create_app_configuration", "create_workflow", "approve_workflow", "runtime_configuration",
+    "create_app_configuration", "create_workflow", "approve_workflow", "through_approval",
+    "runtime_configuration",
     "run_workflow", "decrypt_output", "Picture", "workflow_picture", "run_summary",
     "result_table", "result_chart", "dataset_form", "approvals_panel",
 ]

@@ -16,17 +16,8 @@ EXPECTED = {"count": 8376, "unique": 129, "top": "Viral sinusitis (disorder)", "
 def _approved_walkthrough(workspace: Path, backend: str):
     from nitronb import steps
 
-    wt = steps.Walkthrough(workspace)
-    steps.generate_keys(wt)
-    steps.encrypt_input(wt)
-    steps.upload_and_presign(wt)
-    steps.create_datasets(wt)
-    record = steps.build_enclave_image(wt, backend=backend)
-    assert record["image"].backend == backend
-    steps.create_app_configuration(wt)
-    steps.create_workflow(wt)
-    approvals = steps.approve_workflow(wt)
-    assert approvals["request"]["status"] == "APPROVED"
+    wt = steps.through_approval(workspace, backend=backend)
+    assert wt.state()["backend"] == backend and wt.state()["appconfig_id"]
     return wt
 
 

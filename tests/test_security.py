@@ -27,16 +27,7 @@ def approved(tmp_path_factory):
     workspace = tmp_path_factory.mktemp("security-ws")
     try:
         local.up(workspace)
-        wt = steps.Walkthrough(workspace)
-        steps.generate_keys(wt)
-        steps.encrypt_input(wt)
-        steps.upload_and_presign(wt)
-        steps.create_datasets(wt)
-        steps.build_enclave_image(wt, backend="process")
-        steps.create_app_configuration(wt)
-        steps.create_workflow(wt)
-        steps.approve_workflow(wt)
-        yield wt
+        yield steps.through_approval(workspace, backend="process")
     finally:
         local.down(workspace)
 
