@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "AttestationDocument", "AttestationError", "parse_document", "verify_document", "load_roots",
     "binding_user_data", "config_id_from_user_data", "REASONS", "AWS_NITRO_ROOT_G1_SHA256",
+    "aws_nitro_root",
 ]
 
 #: every ``AttestationError.reason`` this module raises
@@ -513,6 +514,29 @@ def load_roots(source: bytes | str | Path) -> list["x509.Certificate"]:
         raise AttestationError(f"{where} holds no PEM certificate (-----BEGIN CERTIFICATE-----).",
                                reason="chain") from None
     return certs
+
+
+def aws_nitro_root() -> Path:
+    """The path of the AWS Nitro Enclaves root certificate (PEM) shipped with nitronb.
+
+    Pass it to :func:`load_roots` to trust the documents real Nitro enclaves issue. The file is
+    checked against :data:`AWS_NITRO_ROOT_G1_SHA256` (SHA-256 of its DER) on every call; an
+    :class:`~nitronb.errors.AttestationError` (reason ``"chain"``) says when it is missing or
+    altered.
+    """
+    from importlib import resources
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    path = Path(str(resources.files("nitronb") / "data" / "AWS_NitroEnclaves_Root-G1.pem"))
+    certs = load_roots(path)
+    if [hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest() for cert in certs] != [
+            AWS_NITRO_ROOT_G1_SHA256]:
+        raise AttestationError(f"{path} is not the AWS Nitro Enclaves root certificate "
+                               f"(its SHA-256 is not {AWS_NITRO_ROOT_G1_SHA256[:16]}…).",
+                               reason="chain",
+                               hint="Reinstall nitronb, or pass the root you trust with --root.")
+    return path
 
 
 def normalise_pcrs(expected: Mapping[int, bytes | str]) -> dict[int, bytes]:

@@ -4,11 +4,14 @@ Byte-compatible with the original tutorial's ``aes_256_gcm.py`` and enclave app.
 in three forms: bytes, paths and file objects. Streaming keeps memory bounded whatever the size.
 Decryption never releases unauthenticated plaintext: paths are written to a temporary file beside
 the target and renamed into place only after the tag verified; streams are spooled first.
+An input path may name a pipe, a FIFO or a device (``<(cat c.enc)``, ``/dev/stdin``): it is read
+to its end as a stream; only a regular file is checked for its size before reading.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import BinaryIO
 
@@ -113,13 +116,16 @@ def decrypt_stream(key: Key, src: BinaryIO, dst: BinaryIO, *, name: str = "the i
 
 def encrypt_file(key: Key, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                  progress: bool | None = None) -> Path:
-    """Encrypt the file ``src`` into ``dst`` atomically (an existing ``dst`` is replaced whole)."""
+    """Encrypt the file ``src`` into ``dst`` atomically (an existing ``dst`` is replaced whole).
+
+    ``src`` may be a pipe, a FIFO or a device, read to its end.
+    """
     key = key_bytes(key)
     target, special = _output_target(dst)  # before Path() drops a trailing "/"
     src, dst = Path(src), Path(dst)
     _refuse_same_file(src, dst)
     with _open_input(src) as reader:
-        size = os.fstat(reader.fileno()).st_size
+        size = _regular_size(reader)
         if special:
             with open(target, "wb") as writer:
                 encrypt_stream(key, reader, writer, size=size, progress=progress)
@@ -132,14 +138,18 @@ def encrypt_file(key: Key, src: str | os.PathLike[str], dst: str | os.PathLike[s
 def decrypt_file(key: Key, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
                  progress: bool | None = None) -> Path:
     """Decrypt the file ``src`` into ``dst`` (mode 0600); nothing appears at ``dst`` unless the
-    tag verifies, and an existing ``dst`` is untouched on failure."""
+    tag verifies, and an existing ``dst`` is untouched on failure.
+
+    ``src`` may be a pipe, a FIFO or a device, read to its end; input shorter than nonce and tag
+    (28 bytes), or whose tag does not verify, raises :class:`DecryptionError`.
+    """
     key = key_bytes(key)
     target, special = _output_target(dst)  # before Path() drops a trailing "/"
     src, dst = Path(src), Path(dst)
     _refuse_same_file(src, dst)
     with _open_input(src) as reader:
-        size = os.fstat(reader.fileno()).st_size
-        if size < OVERHEAD:
+        size = _regular_size(reader)
+        if size is not None and size < OVERHEAD:
             raise _truncated(str(src), size)
         if special:  # a device or a pipe: written only once the tag verified
             with open(target, "wb") as writer:
@@ -255,6 +265,13 @@ def _open_input(path: Path) -> BinaryIO:
         raise NitronbError(f"{path} is a folder, not a file.") from None
     except PermissionError:
         raise NitronbError(f"{path} cannot be read: permission denied.") from None
+
+
+def _regular_size(reader: BinaryIO) -> int | None:
+    """The size of a regular file; None for a pipe, FIFO, socket or device, whose size says
+    nothing about what it will yield."""
+    info = os.fstat(reader.fileno())
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 def _umask() -> int:

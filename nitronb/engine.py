@@ -142,8 +142,8 @@ def podman_env(workspace: str | os.PathLike[str] | None = None) -> dict[str, str
     the workspace's ``containers.conf`` (written if needed)."""
     folder = private_dir(workspace_dir(workspace) / "podman")
     conf = folder / "containers.conf"
-    if not conf.exists() or conf.read_text() != CONTAINERS_CONF:
-        conf.write_text(CONTAINERS_CONF)
+    if not conf.exists() or conf.read_text(encoding="utf-8") != CONTAINERS_CONF:
+        conf.write_text(CONTAINERS_CONF, encoding="utf-8")
     return dict(os.environ, CONTAINERS_CONF=str(conf))
 
 
@@ -170,7 +170,7 @@ def start_podman_service(workspace: str | os.PathLike[str] | None = None, *,
         process = subprocess.Popen([binary, "system", "service", "--time=0", f"unix://{sock}"],
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    env=env, start_new_session=True)
-    (sock.parent / "service.pid").write_text(f"{process.pid}\n")
+    (sock.parent / "service.pid").write_text(f"{process.pid}\n", encoding="utf-8")
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if ping_socket(sock):
@@ -190,7 +190,7 @@ def stop_podman_service(workspace: str | os.PathLike[str] | None = None, *,
     sock = podman_socket(workspace)
     pid_file = sock.parent / "service.pid"
     try:
-        pid = int(pid_file.read_text().strip())
+        pid = int(pid_file.read_text(encoding="utf-8").strip())
     except (FileNotFoundError, ValueError):
         return False
     running = _is_podman_service(pid)
@@ -209,7 +209,8 @@ def stop_podman_service(workspace: str | os.PathLike[str] | None = None, *,
 def _is_podman_service(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        state = stat.rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError, PermissionError):
         return False
     return state != "Z" and b"system" in cmdline and b"service" in cmdline
@@ -276,7 +277,7 @@ def _run(argv: list[str], *, what: str, env: dict[str, str] | None = None) -> No
 
 def _tail(path: Path, lines: int = 5) -> str:
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except FileNotFoundError:
         return "no log"
     return " / ".join(text[-lines:]) or "no output"

@@ -409,7 +409,7 @@ def _record_bytes(record: dict) -> bytes:
 def _measure_tree(folder: Path) -> tuple[Measurements, dict]:
     """Measure an image tree (``launcher/``, ``app/``, ``image.json``); return it and its record."""
     try:
-        record = json.loads((folder / "image.json").read_text())
+        record = json.loads((folder / "image.json").read_text(encoding="utf-8"))
         Measurements.from_dict(record["measurements"])
         base_image, module = record["base_image"], record["launcher_module"]
     except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError, ImageBuildError):
@@ -439,7 +439,7 @@ def _dockerfile_cmd(app_files: Mapping[str, Path]) -> list[str]:
     if path is None:
         return []
     command: list[str] = []
-    for line in Path(path).read_text(errors="replace").splitlines():
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
         if line.strip().upper().startswith("CMD "):
             try:
                 value = json.loads(line.strip()[4:])

@@ -12,6 +12,7 @@ from nitronb.errors import KeyFileError, OutputExistsError
 KEY_SIZE = 32
 HEX_LENGTH = 2 * KEY_SIZE
 _HEX = frozenset(string.hexdigits)
+_WHITESPACE = frozenset(" \t\r\n")  # what may separate the digits: xxd's line breaks, CRLF, spaces
 _FIX = "Generate a key with `nitronb keygen -o FILE`."
 
 
@@ -21,27 +22,33 @@ def generate_key() -> str:
 
 
 def parse_key(text: str, *, source: str = "the key") -> str:
-    """Validate a hex key (trailing whitespace tolerated); return it upper-case.
+    """Validate a hex key; return its 64 hex digits upper-case, without whitespace.
 
-    ``source`` names where the text came from, for the error message; the key itself is never
-    part of a message.
+    ASCII whitespace (space, tab, CR, LF) may stand anywhere between the digits, as in the
+    two lines ``xxd -u -l 32 -p`` writes (60 digits, then 4) or a file saved with CRLF line ends;
+    anything else that is not a hex digit, and any count other than 64 digits, raises
+    :class:`~nitronb.errors.KeyFileError`. ``source`` names where the text came from, for the
+    error message; the key itself is never part of a message.
     """
-    value = text.rstrip()
-    if not value:
-        raise KeyFileError(f"{source} is empty; a key is {HEX_LENGTH} hex characters.",
-                           path=_path_of(source), hint=_FIX)
-    for position, char in enumerate(value):
+    digits = []
+    for position, char in enumerate(text):
+        if char in _WHITESPACE:
+            continue
         if char not in _HEX:
             shown = repr(char) if char.isprintable() else f"U+{ord(char):04X}"
             raise KeyFileError(
                 f"{source} holds a non-hex character {shown} at position {position + 1}; "
                 f"a key is {HEX_LENGTH} hex characters (0-9, A-F).",
                 path=_path_of(source), hint=_FIX)
-    if len(value) != HEX_LENGTH:
+        digits.append(char)
+    if not digits:
+        raise KeyFileError(f"{source} is empty; a key is {HEX_LENGTH} hex characters.",
+                           path=_path_of(source), hint=_FIX)
+    if len(digits) != HEX_LENGTH:
         raise KeyFileError(
-            f"{source} has {len(value)} hex characters; an AES-256 key has exactly {HEX_LENGTH} "
+            f"{source} has {len(digits)} hex characters; an AES-256 key has exactly {HEX_LENGTH} "
             f"({KEY_SIZE} bytes).", path=_path_of(source), hint=_FIX)
-    return value.upper()
+    return "".join(digits).upper()
 
 
 def _path_of(source: str) -> str | None:

@@ -98,7 +98,7 @@ def _state_path(folder: Path) -> Path:
 
 def _read_state(folder: Path) -> dict[str, Any]:
     try:
-        data = json.loads(_state_path(folder).read_text())
+        data = json.loads(_state_path(folder).read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return {"services": {}}
     data.setdefault("services", {})
@@ -107,13 +107,13 @@ def _read_state(folder: Path) -> dict[str, Any]:
 
 def _write_state(folder: Path, state: dict[str, Any]) -> None:
     tmp = _state_path(folder).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, _state_path(folder))
 
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    with open(folder / ".lock", "a+") as fh:
+    with open(folder / ".lock", "a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -139,7 +139,7 @@ def _is_ours(pid: int | None, module: str) -> bool:
     if module.encode() not in cmdline:
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
@@ -196,7 +196,7 @@ def _choose_port(service: Service, requested: int | None, remembered: int | None
 
 def _tail(path: Path, lines: int = 15) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
 
@@ -242,7 +242,8 @@ def _gone(pid: int) -> bool:
     except PermissionError:
         return False
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except (OSError, IndexError):
         return False
 

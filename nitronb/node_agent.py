@@ -146,7 +146,7 @@ class NodeAgent:
 
     def _save(self, enclave: Enclave) -> None:
         record = enclave.folder / "enclave.json"
-        record.write_text(json.dumps(enclave.public(), indent=2))
+        record.write_text(json.dumps(enclave.public(), indent=2), encoding="utf-8")
 
     def get(self, enclave_id: str) -> Enclave:
         with self.lock:
@@ -301,7 +301,7 @@ def operator_token(workspace: str | Path, *, create: bool = False) -> str:
         return given
     path = Path(workspace) / "node-agent" / "operator.token"
     try:
-        return path.read_text().strip()
+        return path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         if not create:
             raise AuthenticationError(

@@ -71,7 +71,7 @@ def load_credentials(workspace: Path, *, create: bool = False) -> dict[str, str]
     """
     path = credentials_path(workspace)
     if path.exists():
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("access_key_id") and data.get("secret_access_key"):
             return {"region": LOCAL_REGION, **data}
     if not create:
@@ -88,7 +88,7 @@ def load_credentials(workspace: Path, *, create: bool = False) -> dict[str, str]
     }
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2)
     os.chmod(path, 0o600)
     return data

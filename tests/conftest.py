@@ -1,4 +1,4 @@
-"""Shared fixtures: the embedded local stack for the session, and the shared sample data."""
+"""Fixtures: the embedded local stack for the session, and the test data in ``tests/data``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any, Iterator
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+#: the test fixtures shipped with the project (``PROVENANCE.md`` there says where each comes from)
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @dataclass
@@ -38,9 +39,6 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The folder of real sample data beside the checkout (``../shared/data``)."""
-    folder = SHARED_DATA.resolve()
-    if not folder.is_dir():
-        pytest.skip(f"the shared sample data is missing ({folder})")
-    return folder
+def test_data() -> Path:
+    """The folder of test fixtures (``tests/data``): real Nitro documents and the AWS root."""
+    return TEST_DATA

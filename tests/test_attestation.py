@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,35 +21,22 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from nitronb.attestation import (
-    AWS_NITRO_ROOT_G1_SHA256, REASONS, AttestationDocument, binding_user_data, config_id_from_user_data, load_roots,
-    parse_document, verify_document,
+    AWS_NITRO_ROOT_G1_SHA256, REASONS, AttestationDocument, aws_nitro_root, binding_user_data,
+    config_id_from_user_data, load_roots, parse_document, verify_document,
 )
 from nitronb.cli import main
 from nitronb.errors import AttestationError
 
-NITRO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nitro"
+NITRO = Path(__file__).resolve().parent / "data" / "nitro"
 ROOT_PEM = NITRO / "AWS_NitroEnclaves_Root-G1.pem"
 SYNTHETIC = "synthetic_selfsigned_not_from_nitro.cbor"
-needs_data = pytest.mark.skipif(not (NITRO / "MANIFEST.json").is_file(),
-                                reason=f"the real Nitro documents are not in {NITRO}")
-
-
-def _manifest() -> dict:
-    try:
-        return json.loads((NITRO / "MANIFEST.json").read_text())
-    except OSError:
-        return {}
-
-
-MANIFEST = _manifest()
+MANIFEST = json.loads((NITRO / "MANIFEST.json").read_text(encoding="utf-8"))
 REAL = sorted(name for name, entry in MANIFEST.items() if entry["expected"].startswith("valid"))
 BLOCKY = "blocky_nitro_attestation.cbor"
 
 
 @pytest.fixture(scope="module")
 def aws_roots():
-    if not ROOT_PEM.is_file():
-        pytest.skip(f"the AWS root certificate is not in {NITRO}")
     return load_roots(ROOT_PEM)
 
 
@@ -64,13 +52,11 @@ def _reason(excinfo) -> str:
 # --- the real documents -----------------------------------------------------------------------
 
 
-@needs_data
 def test_the_manifest_lists_real_documents():
     assert len(REAL) >= 7
     assert SYNTHETIC in MANIFEST and SYNTHETIC not in REAL
 
 
-@needs_data
 @pytest.mark.parametrize("name", REAL)
 def test_real_document_verifies_at_its_own_time(name, aws_roots):
     entry = MANIFEST[name]
@@ -91,7 +77,6 @@ def test_real_document_verifies_at_its_own_time(name, aws_roots):
     assert sorted(document.pcrs) == list(range(16))
 
 
-@needs_data
 @pytest.mark.parametrize("name", REAL)
 def test_real_document_is_rejected_today(name, aws_roots):
     with pytest.raises(AttestationError) as excinfo:
@@ -101,7 +86,6 @@ def test_real_document_is_rejected_today(name, aws_roots):
     assert 'at="document"' in str(excinfo.value)
 
 
-@needs_data
 @pytest.mark.parametrize("name", REAL)
 def test_real_document_is_rejected_under_another_root(name, other_root):
     with pytest.raises(AttestationError) as excinfo:
@@ -110,14 +94,12 @@ def test_real_document_is_rejected_under_another_root(name, other_root):
     assert "CN=aws.nitro-enclaves" in str(excinfo.value)
 
 
-@needs_data
 def test_the_synthetic_document_is_rejected(aws_roots):
     with pytest.raises(AttestationError) as excinfo:
         verify_document(_raw(SYNTHETIC), roots=aws_roots, at="document")
     assert _reason(excinfo) == "malformed"
 
 
-@needs_data
 def test_parse_exposes_the_raw_cose_parts():
     raw = _raw(BLOCKY)
     document = parse_document(raw)
@@ -130,7 +112,6 @@ def test_parse_exposes_the_raw_cose_parts():
         .value.startswith(document.module_id)
 
 
-@needs_data
 def test_to_json_is_json_with_hex_and_iso_time():
     document = parse_document(_raw(BLOCKY))
     data = json.loads(json.dumps(document.to_json()))
@@ -161,7 +142,6 @@ def _positions(raw: bytes) -> dict[str, list[int]]:
     }
 
 
-@needs_data
 @pytest.mark.parametrize("part", ["protected", "payload", "signature", "framing"])
 def test_a_flipped_byte_is_rejected(part, aws_roots):
     raw = _raw(BLOCKY)
@@ -174,7 +154,6 @@ def test_a_flipped_byte_is_rejected(part, aws_roots):
             _reason(excinfo)
 
 
-@needs_data
 def test_any_flipped_byte_raises_only_attestation_errors(aws_roots):
     raw = _raw("hf_nitrite_d2d8010.cbor")
     seen = set()
@@ -187,7 +166,6 @@ def test_any_flipped_byte_raises_only_attestation_errors(aws_roots):
     assert {"malformed", "signature"} <= seen
 
 
-@needs_data
 @pytest.mark.parametrize("position, mask", [(88, 0x01), (89, 0xFF), (944, 0x01)])
 def test_damage_that_once_escaped_as_other_errors(position, mask, aws_roots):
     # a timestamp beyond year 9999, and a certificate with an invalid X.509 version
@@ -198,7 +176,6 @@ def test_damage_that_once_escaped_as_other_errors(position, mask, aws_roots):
     assert _reason(excinfo) == "malformed"
 
 
-@needs_data
 def test_truncated_and_extended_documents_are_malformed(aws_roots):
     raw = _raw(BLOCKY)
     for size in (0, 1, 5, 100, len(raw) - 1):
@@ -209,7 +186,6 @@ def test_truncated_and_extended_documents_are_malformed(aws_roots):
         verify_document(raw + b"\x00", roots=aws_roots, at="document")
 
 
-@needs_data
 def test_a_tag_18_wrapped_document_verifies_and_other_tags_do_not(aws_roots):
     items = cbor2.loads(_raw(BLOCKY))
     tagged = cbor2.dumps(cbor2.CBORTag(18, items))
@@ -231,7 +207,6 @@ def test_garbage_is_malformed(garbage, other_root):
 # --- policy: time, PCRs, nonce, age, binding ----------------------------------------------------
 
 
-@needs_data
 def test_explicit_times_inside_and_outside_the_leaf_validity(aws_roots):
     raw = _raw(BLOCKY)
     issued = parse_document(raw).timestamp
@@ -245,7 +220,6 @@ def test_explicit_times_inside_and_outside_the_leaf_validity(aws_roots):
     assert _reason(excinfo) == "validity"
 
 
-@needs_data
 def test_a_naive_time_or_no_root_is_a_programming_error(aws_roots):
     with pytest.raises(ValueError, match="time zone"):
         verify_document(_raw(BLOCKY), roots=aws_roots, at=datetime(2024, 9, 7, 15))
@@ -253,14 +227,12 @@ def test_a_naive_time_or_no_root_is_a_programming_error(aws_roots):
         verify_document(_raw(BLOCKY), roots=[], at="document")
 
 
-@needs_data
 def test_expected_pcrs_as_bytes_or_hex(aws_roots):
     entry = MANIFEST[BLOCKY]
     expected = {0: bytes.fromhex(entry["pcr0"]), 1: entry["pcr1"], 2: entry["pcr2"].upper()}
     verify_document(_raw(BLOCKY), roots=aws_roots, at="document", expected_pcrs=expected)
 
 
-@needs_data
 def test_a_pcr_mismatch_names_the_index_and_both_values(aws_roots):
     entry = MANIFEST[BLOCKY]
     wrong = "ab" * 48
@@ -276,7 +248,6 @@ def test_a_pcr_mismatch_names_the_index_and_both_values(aws_roots):
     assert _reason(excinfo) == "pcrs"
 
 
-@needs_data
 def test_nonce(aws_roots):
     raw = _raw(BLOCKY)
     document = parse_document(raw)
@@ -290,7 +261,6 @@ def test_nonce(aws_roots):
     assert _reason(excinfo) == "nonce"
 
 
-@needs_data
 def test_max_age(aws_roots):
     raw = _raw(BLOCKY)
     issued = parse_document(raw).timestamp
@@ -302,7 +272,6 @@ def test_max_age(aws_roots):
     assert _reason(excinfo) == "stale"
 
 
-@needs_data
 def test_real_documents_bind_no_configuration(aws_roots):
     raw = _raw(BLOCKY)
     document = parse_document(raw)
@@ -506,7 +475,6 @@ def test_an_expired_intermediate_fails_validity(pki):
 # --- command line -------------------------------------------------------------------------------
 
 
-@needs_data
 def test_cli_verify_valid_at_the_document_time(capsys):
     code = main(["attestation", "verify", str(NITRO / BLOCKY), "--root", str(ROOT_PEM),
                  "--at", "document", "--pcr", f"0={MANIFEST[BLOCKY]['pcr0']}"])
@@ -518,7 +486,57 @@ def test_cli_verify_valid_at_the_document_time(capsys):
     assert out.rstrip().endswith("VALID") and "INVALID" not in out
 
 
-@needs_data
+def test_the_shipped_aws_root_is_the_published_one():
+    path = aws_nitro_root()
+    assert path.is_file() and path.name == "AWS_NitroEnclaves_Root-G1.pem"
+    assert path.read_bytes() == ROOT_PEM.read_bytes()
+    (root,) = load_roots(path)
+    assert hashlib.sha256(root.public_bytes(Encoding.DER)).hexdigest() == AWS_NITRO_ROOT_G1_SHA256
+    assert root.subject.rfc4514_string() == "CN=aws.nitro-enclaves,OU=AWS,O=Amazon,C=US"
+    verify_document(_raw(BLOCKY), roots=load_roots(path), at="document")
+
+
+def test_cli_on_a_terminal_that_cannot_show_the_ellipsis():
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("PYTHONIOENCODING", "LANG", "LANGUAGE")}
+    environment.update(LC_ALL="C", PYTHONUTF8="0")
+    run = subprocess.run(
+        [sys.executable, "-m", "nitronb", "attestation", "verify", str(NITRO / BLOCKY),
+         "--at", "document"], capture_output=True, env=environment, timeout=120)
+    out = run.stdout.decode("ascii")
+    assert run.returncode == 0, run.stderr.decode("ascii", "replace")
+    assert f"PCR0        {MANIFEST[BLOCKY]['pcr0'][:16]}\\u2026" in out
+    assert out.rstrip().endswith("VALID")
+
+
+@pytest.mark.parametrize("name", [BLOCKY, "hf_nitrite_d2d8010.cbor"])
+def test_cli_verify_trusts_the_shipped_aws_root_without_root(name, capsys):
+    code = main(["attestation", "verify", str(NITRO / name), "--at", "document", "--allow-debug"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert MANIFEST[name]["module_id"] in out
+    assert out.rstrip().endswith("VALID") and "INVALID" not in out
+
+
+def test_cli_verify_without_root_refuses_a_local_document(tmp_path, capsys):
+    from nitronb.nsm import LocalNSM
+
+    document = tmp_path / "local.cbor"
+    document.write_bytes(LocalNSM(tmp_path / "nsm").attest(pcrs={0: bytes([1]) * 48}))
+    code = main(["attestation", "verify", str(document)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "INVALID: chain:" in out
+
+
+def test_cli_verify_help_names_the_default_root(capsys):
+    with pytest.raises(SystemExit):
+        main(["attestation", "verify", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--root PEM" in help_text
+    assert "default: the AWS Nitro Enclaves root certificate shipped with nitronb" in help_text
+
+
 def test_cli_verify_invalid_today(capsys):
     code = main(["attestation", "verify", str(NITRO / BLOCKY), "--root", str(ROOT_PEM)])
     out = capsys.readouterr().out
@@ -526,7 +544,6 @@ def test_cli_verify_invalid_today(capsys):
     assert "INVALID: validity:" in out
 
 
-@needs_data
 def test_cli_verify_json(capsys):
     entry = MANIFEST[BLOCKY]
     code = main(["attestation", "verify", str(NITRO / BLOCKY), "--root", str(ROOT_PEM),
@@ -543,7 +560,6 @@ def test_cli_verify_json(capsys):
     assert result["module_id"] == entry["module_id"]
 
 
-@needs_data
 def test_cli_verify_the_synthetic_document(capsys):
     code = main(["attestation", "verify", str(NITRO / SYNTHETIC), "--root", str(ROOT_PEM),
                  "--json"])
@@ -552,7 +568,6 @@ def test_cli_verify_the_synthetic_document(capsys):
     assert result == {"valid": False, "reason": "malformed", "error": result["error"]}
 
 
-@needs_data
 def test_cli_show_is_labelled_unverified(capsys):
     code = main(["attestation", "show", str(NITRO / BLOCKY)])
     out = capsys.readouterr().out
@@ -575,22 +590,25 @@ def test_cli_rejects_a_bad_pcr_argument(capsys):
     assert "N=HEX" in capsys.readouterr().err
 
 
-@needs_data
 def test_cli_as_a_process():
     run = subprocess.run(
         [sys.executable, "-m", "nitronb", "attestation", "verify", str(NITRO / BLOCKY),
          "--root", str(ROOT_PEM), "--at", "document"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert run.returncode == 0, run.stderr
     assert "VALID" in run.stdout
     run = subprocess.run(
+        [sys.executable, "-m", "nitronb", "attestation", "verify", str(NITRO / BLOCKY),
+         "--at", "document"], capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.rstrip().endswith("VALID")
+    run = subprocess.run(
         [sys.executable, "-m", "nitronb", "attestation", "verify", str(NITRO / SYNTHETIC),
-         "--root", str(ROOT_PEM)], capture_output=True, text=True, timeout=120)
+         "--root", str(ROOT_PEM)], capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert run.returncode == 1
     assert "INVALID: malformed" in run.stdout
 
 
-@needs_data
 def test_roots_may_be_given_as_pem_or_der_bytes():
     root = load_roots(ROOT_PEM)[0]
     raw = _raw(BLOCKY)
@@ -599,18 +617,17 @@ def test_roots_may_be_given_as_pem_or_der_bytes():
         assert verify_document(raw, roots=given, at="document").module_id
     with pytest.raises(TypeError):
         verify_document(raw, roots=[str(ROOT_PEM)], at="document")
-    assert load_roots(ROOT_PEM.read_text()) == load_roots(str(ROOT_PEM))
+    assert load_roots(ROOT_PEM.read_text(encoding="utf-8")) == load_roots(str(ROOT_PEM))
 
 
 def test_load_roots_says_what_is_wrong(tmp_path):
     with pytest.raises(AttestationError, match="cannot read"):
         load_roots(tmp_path / "missing.pem")
-    (tmp_path / "empty.pem").write_text("nothing here")
+    (tmp_path / "empty.pem").write_text("nothing here", encoding="utf-8")
     with pytest.raises(AttestationError, match="no PEM certificate"):
         load_roots(tmp_path / "empty.pem")
 
 
-@needs_data
 def test_documents_are_hashable_and_compare_by_content():
     first, second = parse_document(_raw(BLOCKY)), parse_document(_raw(BLOCKY))
     assert first == second and hash(first) == hash(second)

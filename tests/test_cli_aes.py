@@ -2,9 +2,13 @@
 
 import json
 import os
+import re
+import shlex
+import shutil
 import stat
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -21,10 +25,11 @@ def test_keygen_then_round_trip_of_the_sample(tmp_path):
     key = tmp_path / "key.hex"
     done = nitronb("keygen", "-o", key)
     assert done.returncode == 0
-    text = key.read_text().strip()
+    text = key.read_text(encoding="ascii").strip()
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert text not in done.stderr.decode() + done.stdout.decode()
-    assert f"{text[:4]}…{text[-4:]}" in done.stderr.decode()
+    # the ellipsis, or its escape on a terminal whose encoding cannot show it
+    assert re.search(rf"{text[:4]}(…|\\u2026){text[-4:]}", done.stderr.decode())
     assert nitronb("aes", "enc", "-K", key, "-in", sample_path(), "-out", tmp_path / "c.enc").returncode == 0
     assert nitronb("aes", "dec", "--key", key, "--in", tmp_path / "c.enc", "--out", tmp_path / "c.csv").returncode == 0
     assert (tmp_path / "c.csv").read_bytes() == sample_path().read_bytes()
@@ -33,13 +38,13 @@ def test_keygen_then_round_trip_of_the_sample(tmp_path):
 def test_keygen_refuses_to_overwrite(tmp_path):
     key = tmp_path / "key.hex"
     assert main(["keygen", "-o", str(key)]) == 0
-    before = key.read_text()
+    before = key.read_text(encoding="ascii")
     done = nitronb("keygen", "-o", key)
     assert done.returncode == 1
     assert b"already exists" in done.stderr and b"--force" in done.stderr
-    assert key.read_text() == before
+    assert key.read_text(encoding="ascii") == before
     assert nitronb("keygen", "-o", key, "--force").returncode == 0
-    assert key.read_text() != before
+    assert key.read_text(encoding="ascii") != before
 
 
 def test_keygen_to_stdout():
@@ -76,7 +81,7 @@ def test_stdin_and_stdout(tmp_path):
 
 
 def test_bad_key_file_and_missing_input(tmp_path):
-    (tmp_path / "key.hex").write_text("ABC")
+    (tmp_path / "key.hex").write_text("ABC", encoding="ascii")
     done = nitronb("aes", "enc", "-K", tmp_path / "key.hex", "-in", sample_path(), "-out", tmp_path / "o")
     assert done.returncode == 1 and b"has 3 hex characters" in done.stderr
     main(["keygen", "-o", str(tmp_path / "good.hex"), ])
@@ -176,3 +181,114 @@ def test_a_full_device_is_one_line(tmp_path):
     done = nitronb("aes", "enc", "-K", tmp_path / "k", "-in", sample_path(), "-out", "/dev/full")
     assert done.returncode == 1 and b"Traceback" not in done.stderr
     assert b"No space left" in done.stderr
+
+
+# --- inputs that are streams: process substitution, /dev/stdin, a FIFO -----------------------
+
+
+def _encrypted(tmp_path, size=3 * (1 << 20) + 5):
+    """A key, a plaintext of ``size`` random bytes (several chunks), and its encryption."""
+    main(["keygen", "-o", str(tmp_path / "k")])
+    (tmp_path / "p").write_bytes(os.urandom(size))
+    assert main(["aes", "enc", "-K", str(tmp_path / "k"), "-in", str(tmp_path / "p"),
+                 "-out", str(tmp_path / "c.enc")]) == 0
+    return tmp_path / "k", tmp_path / "p", tmp_path / "c.enc"
+
+
+def _bash(command: str, cwd) -> subprocess.CompletedProcess:
+    """``command`` run by bash, with ``NITRONB`` naming this interpreter's ``-m nitronb``."""
+    nitronb_command = f"{shlex.quote(sys.executable)} -m nitronb"
+    return subprocess.run(["bash", "-c", command.replace("NITRONB", nitronb_command)], cwd=cwd,
+                          capture_output=True, timeout=120)
+
+
+def _feed_fifo(path, data: bytes) -> threading.Thread:
+    """A thread that writes ``data`` into the FIFO ``path`` once a reader opens it."""
+    def write() -> None:
+        with open(path, "wb") as handle:
+            handle.write(data)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_process_substitution_input(tmp_path):
+    key, plain, enc = _encrypted(tmp_path)
+    done = _bash("NITRONB aes dec -K k -in <(cat c.enc) -out o", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "o").read_bytes() == plain.read_bytes()
+    assert stat.S_IMODE((tmp_path / "o").stat().st_mode) == 0o600
+    done = _bash("NITRONB aes enc -K k -in <(cat p) -out c2.enc", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c2.enc").stat().st_size == plain.stat().st_size + 28
+    done = _bash("NITRONB aes dec -K k -in <(cat c2.enc) -out - | cmp - p", tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+def test_dev_stdin_input(tmp_path):
+    key, plain, enc = _encrypted(tmp_path)
+    done = nitronb("aes", "dec", "-K", key, "-in", "/dev/stdin", "-out", tmp_path / "o",
+                   stdin=enc.read_bytes())
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "o").read_bytes() == plain.read_bytes()
+    done = nitronb("aes", "enc", "-K", key, "-in", "/dev/stdin", "-out", tmp_path / "c2.enc",
+                   stdin=b"rows from a pipe")
+    assert done.returncode == 0, done.stderr
+    done = nitronb("aes", "dec", "-K", key, "-in", tmp_path / "c2.enc", "-out", "-")
+    assert done.stdout == b"rows from a pipe"
+
+
+def test_fifo_input(tmp_path):
+    key, plain, enc = _encrypted(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = _feed_fifo(fifo, enc.read_bytes())
+    done = nitronb("aes", "dec", "-K", key, "-in", fifo, "-out", tmp_path / "o")
+    writer.join(30)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "o").read_bytes() == plain.read_bytes()
+    writer = _feed_fifo(fifo, b"rows from a FIFO")
+    done = nitronb("aes", "enc", "-K", key, "-in", fifo, "-out", tmp_path / "c2.enc")
+    writer.join(30)
+    assert done.returncode == 0, done.stderr
+    assert nitronb("aes", "dec", "-K", key, "-in", tmp_path / "c2.enc", "-out", "-").stdout == \
+        b"rows from a FIFO"
+
+
+@pytest.mark.parametrize("damage", ["flipped", "cut", "short", "empty"])
+@pytest.mark.parametrize("how", ["stdin", "fifo"])
+def test_a_damaged_stream_writes_nothing(tmp_path, damage, how):
+    key, plain, enc = _encrypted(tmp_path, size=100_000)
+    blob = bytearray(enc.read_bytes())
+    if damage == "flipped":
+        blob[len(blob) // 2] ^= 0x01
+    elif damage == "cut":
+        del blob[-1:]
+    elif damage == "short":
+        del blob[20:]
+    else:
+        blob.clear()
+    (tmp_path / "o").write_bytes(b"the previous output")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    if how == "stdin":
+        done = nitronb("aes", "dec", "-K", key, "-in", "/dev/stdin", "-out", tmp_path / "o",
+                       stdin=bytes(blob))
+    else:
+        os.mkfifo(tmp_path / "fifo")
+        before.append("fifo")
+        before.sort()
+        writer = _feed_fifo(tmp_path / "fifo", bytes(blob))
+        done = nitronb("aes", "dec", "-K", key, "-in", tmp_path / "fifo", "-out", tmp_path / "o")
+        writer.join(30)
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert err.startswith("nitronb: error: cannot decrypt") and err.count("\n") == 1
+    if damage in ("short", "empty"):
+        assert f"it is {len(blob)} bytes" in err and "truncated" in err
+    else:
+        assert "authentication failed" in err
+    assert "Nothing was written" in err
+    assert (tmp_path / "o").read_bytes() == b"the previous output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

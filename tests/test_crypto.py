@@ -234,3 +234,50 @@ def test_decrypting_to_dev_null_keeps_the_device(tmp_path):
     encrypt_file(KEY, tmp_path / "in", tmp_path / "enc")
     decrypt_file(KEY, tmp_path / "enc", "/dev/null")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def _fifo_fed_with(path, data: bytes):
+    import threading
+
+    os.mkfifo(path)
+
+    def write() -> None:
+        with open(path, "wb") as handle:
+            handle.write(data)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE + TAG_SIZE - 1, 2 * CHUNK_SIZE + 7])
+def test_a_fifo_input_is_read_to_its_end(tmp_path, size):
+    plain = _data(size)
+    writer = _fifo_fed_with(tmp_path / "fifo", encrypt_bytes(KEY, plain))
+    decrypt_file(KEY, tmp_path / "fifo", tmp_path / "out")
+    writer.join(10)
+    assert (tmp_path / "out").read_bytes() == plain
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o600
+    writer = _fifo_fed_with(tmp_path / "fifo2", plain)
+    encrypt_file(KEY, tmp_path / "fifo2", tmp_path / "enc")
+    writer.join(10)
+    assert decrypt_bytes(KEY, (tmp_path / "enc").read_bytes()) == plain
+
+
+@pytest.mark.parametrize("keep", [0, 11, 12, 27])
+def test_a_truncated_fifo_is_a_decryption_error_and_writes_nothing(tmp_path, keep):
+    writer = _fifo_fed_with(tmp_path / "fifo", encrypt_bytes(KEY, b"rows")[:keep])
+    with pytest.raises(DecryptionError, match=f"it is {keep} bytes.*truncated"):
+        decrypt_file(KEY, tmp_path / "fifo", tmp_path / "out")
+    writer.join(10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+
+
+def test_a_tampered_fifo_writes_nothing(tmp_path):
+    blob = bytearray(encrypt_bytes(KEY, _data(CHUNK_SIZE * 2)))
+    blob[CHUNK_SIZE] ^= 0x01
+    writer = _fifo_fed_with(tmp_path / "fifo", bytes(blob))
+    with pytest.raises(DecryptionError, match="authentication failed"):
+        decrypt_file(KEY, tmp_path / "fifo", tmp_path / "out")
+    writer.join(10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]

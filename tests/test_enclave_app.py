@@ -17,12 +17,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from nitronb import crypto
+from nitronb import crypto, sample_path
 from nitronb.keys import generate_key
 
 APP_DIR = Path(__file__).resolve().parents[1] / "enclave_image"
-SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "synthea-apr2020" / \
-    "conditions.csv"
 QUERY = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=600&X-Amz-Signature=ab%2Fcd"
 SMALL_CSV = b"ID,DESCRIPTION\n1,Cough\n2,Cough\n3,Fever\n"
 
@@ -104,7 +102,7 @@ def write_dataset(config_dir: Path, port: str, name: str, location: str, key: st
     credentials = {"query_string": base64.b64encode(query.encode()).decode(),
                    "encryption": {"key": key}}
     (folder / "credentials.bin").write_bytes(json.dumps(credentials).encode())
-    (folder / "location.txt").write_text(location + "\n")
+    (folder / "location.txt").write_text(location + "\n", encoding="utf-8")
     return folder
 
 
@@ -144,9 +142,7 @@ def decoded(result: dict, field: str) -> str:
 
 
 def test_describe_of_the_synthea_sample(tmp_path, store):
-    if not SAMPLE.is_file():
-        pytest.skip(f"the Synthea sample is missing: {SAMPLE}")
-    setup = Setup(tmp_path, store, SAMPLE.read_bytes())
+    setup = Setup(tmp_path, store, sample_path().read_bytes())
     done = setup.run()
     assert done.returncode == 0, done.stderr
     result = setup.result()
@@ -167,7 +163,7 @@ def test_describe_of_the_synthea_sample(tmp_path, store):
 def test_analysis_is_overridable_and_its_failure_is_reported(tmp_path, store):
     script = tmp_path / "analysis.py"
     script.write_text("import sys\nprint(open(sys.argv[1]).read().count('Cough'))\n"
-                      "print('oops', file=sys.stderr)\nsys.exit(3)\n")
+                      "print('oops', file=sys.stderr)\nsys.exit(3)\n", encoding="utf-8")
     setup = Setup(tmp_path, store, SMALL_CSV)
     done = setup.run(ANALYSIS_SCRIPT=str(script))
     assert done.returncode != 0
@@ -292,7 +288,7 @@ def test_bad_credentials_are_explained(tmp_path):
     folder = write_dataset(tmp_path, "input", "d", "http://127.0.0.1:9/x", "AB" * 31)
     with pytest.raises(utils.AppError, match="64 hex"):
         utils.read_dataset("input", "d", str(tmp_path))
-    (folder / "credentials.bin").write_text("{not json")
+    (folder / "credentials.bin").write_text("{not json", encoding="utf-8")
     with pytest.raises(utils.AppError, match="not JSON"):
         utils.read_dataset("input", "d", str(tmp_path))
 
@@ -301,7 +297,7 @@ def test_app_imports_only_the_standard_library_and_its_three_packages():
     allowed = set(sys.stdlib_module_names) | {"cryptography", "requests", "pandas", "utils",
                                               "__future__"}
     for path in APP_DIR.glob("*.py"):
-        tree = ast.parse(path.read_text(), str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

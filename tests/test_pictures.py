@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from nitronb import sample_path
 from nitronb.pictures import bar_chart_svg, describe_table_html, workflow_svg
 from nitronb.results import describe_summary
 
@@ -150,8 +151,8 @@ def test_bar_chart_edge_cases():
         bar_chart_svg({"a": 1}, "None", top=0)
 
 
-def test_bar_chart_of_the_real_conditions(shared_data):
-    with open(shared_data / "synthea-apr2020" / "conditions.csv", newline="") as handle:
+def test_bar_chart_of_the_real_conditions():
+    with open(sample_path(), newline="", encoding="utf-8") as handle:
         counts = Counter(row["DESCRIPTION"] for row in csv.DictReader(handle))
     rows = bars(bar_chart_svg(counts, "DESCRIPTION", top=10))
     assert len(rows) == 10

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-K", "--key", required=True, metavar="KEYFILE",
                    help="key file: 64 hex characters")
     p.add_argument("-in", "--in", dest="infile", required=True, metavar="IN",
-                   help="input file, or - for stdin")
+                   help="input file, or - for stdin; a pipe, a FIFO or /dev/stdin is read to "
+                        "its end")
     p.add_argument("-out", "--out", dest="outfile", required=True, metavar="OUT",
                    help="output file, or - for stdout")
     p.set_defaults(handler=run)

@@ -22,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "nonce, age and key/configuration binding. Exit 0 when "
                                      "valid, 1 otherwise.")
     v.add_argument("document", metavar="DOC", help="the document (CBOR), or - for stdin")
-    v.add_argument("--root", required=True, action="append", metavar="PEM",
-                   help="trusted root certificate(s), PEM file; repeat for several")
+    v.add_argument("--root", action="append", metavar="PEM",
+                   help="trusted root certificate(s), PEM file; repeat for several (default: "
+                        "the AWS Nitro Enclaves root certificate shipped with nitronb, "
+                        "CN=aws.nitro-enclaves)")
     v.add_argument("--at", default="now", type=_at, metavar="TIME",
                    help="when certificates must be valid: ISO 8601 (UTC unless an offset is "
                         "given), 'document' for the document's own time, or 'now' (default)")
@@ -53,10 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from nitronb.attestation import load_roots, parse_document, verify_document
+    from nitronb.attestation import aws_nitro_root, load_roots, parse_document, verify_document
     from nitronb.errors import AttestationError
 
-    roots = [cert for path in args.root for cert in load_roots(path)]
+    roots = [cert for path in args.root or [aws_nitro_root()] for cert in load_roots(path)]
     data = _read(args.document)
     document = None
     error: AttestationError | None = None
