@@ -29,13 +29,22 @@ def setup() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     spec = ROOT / "pyproject.toml"
     if STAMP.exists() and STAMP.stat().st_mtime >= spec.stat().st_mtime:
+        ensure_kernel()
         return
     print("installing nitronb and its dependencies into .venv (a few minutes the first time) …",
           flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "install", "-e", f"{ROOT}[test]"], check=True)
+    ensure_kernel()
     STAMP.touch()
+
+
+def ensure_kernel() -> None:
+    """The notebooks' Jupyter kernel, 'nitronb': the venv's Python (installed if missing)."""
+    subprocess.run([str(BIN / "python"), "-c",
+                    "from nitronb.notebooks import ensure_kernelspec; ensure_kernelspec()"],
+                   check=True)
 
 
 def run(argv: list[str]) -> int:

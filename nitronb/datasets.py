@@ -30,6 +30,36 @@ def check_name(name: str, *, what: str = "dataset name") -> str:
     return name
 
 
+SAMPLE_DATASET = {"name": "synthea-conditions",
+                  "description": "Synthea synthetic conditions (April 2020 sample)",
+                  "labels": {"source": "synthea"}}
+
+
+def name_from_file(path: str | os.PathLike[str], *, fallback: str = "input") -> str:
+    """A dataset name from a file's name: its stem, with every run of characters other than
+    letters, digits, ``.``, ``_`` and ``-`` made one ``-`` (``my data (2024).csv`` →
+    ``my-data-2024``), at most 64 characters; ``fallback`` if nothing is left."""
+    import re
+
+    name = re.sub(r"[^\w.-]+", "-", Path(path).stem).strip("-.")[:64].strip("-.")
+    return check_name(name) if name else fallback
+
+
+def input_defaults(path: str | os.PathLike[str], *, sample: bool = False,
+                   avoid: tuple[str, ...] = ()) -> dict:
+    """The input dataset's default ``name``, ``description`` and ``labels`` for the CSV at
+    ``path``: the shipped sample's own (``synthea-conditions``) if ``sample``, else ones named
+    after the file (see :func:`name_from_file`); a name in ``avoid`` gets ``-input`` added."""
+    if sample:
+        return {**SAMPLE_DATASET, "labels": dict(SAMPLE_DATASET["labels"])}
+    name = name_from_file(path)
+    if name in avoid:
+        name = f"{name}-input"
+    file_name = Path(path).name
+    return {"name": name, "description": f"the data owner's {file_name}",
+            "labels": {"file": file_name}}
+
+
 def _http_location(url: str) -> str:
     """The location part of an http(s) URL; other schemes are refused."""
     location, _ = split_url(url)
@@ -100,7 +130,7 @@ class Dataset:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Dataset":
         try:
-            doc = json.loads(Path(path).read_text())
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise NitronbError(f"dataset definition {path} does not exist.") from None
         except json.JSONDecodeError as exc:
@@ -152,5 +182,5 @@ def load_long_description(source: str) -> str:
         return body.decode("utf-8", errors="replace")
     candidate = Path(source)
     if len(source) < 4096 and "\n" not in source and candidate.is_file():
-        return candidate.read_text()
+        return candidate.read_text(encoding="utf-8")
     return source

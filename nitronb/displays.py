@@ -4,7 +4,7 @@ people stepping through by hand, the widgets. Re-exported by :mod:`nitronb.steps
 from __future__ import annotations
 
 from nitronb.errors import NitronbError
-from nitronb.steps import PARTIES, Record, _wt
+from nitronb.steps import PARTIES, Record, _wt, approval_status, run_workflow
 
 
 class Picture:
@@ -30,14 +30,47 @@ def workflow_picture(workspace=None) -> Picture:
     wt = _wt(workspace)
     client = wt.client("app-owner")
     draft = client.get_workflow(wt.need("workflow_draft_id", "07_workflow_and_approvals"))
-    request = client.get_approval_request(wt.state()["approval_request_id"])
+    request = approval_status(wt)["request"]
     return Picture(workflow_svg(annotate_workflow(client, draft), request),
                    title=f"workflow {draft['name']}: {request['status']}")
 
 
+def run_workflow_live(workspace=None, *, timeout: float = 900):
+    """:func:`nitronb.steps.run_workflow`, with a live :class:`~nitronb.widgets.RunMonitor`
+    (state, step indicator, the enclave's log as it grows) displayed first when a notebook
+    frontend can show widgets; elsewhere it just runs. Returns the run's ``RunOutcome``; raises
+    what ``run_workflow`` raises (the monitor shows the failure first)."""
+    monitor = _live_monitor()
+    if monitor is None:
+        return run_workflow(workspace, timeout=timeout)
+    return monitor.follow(lambda on_log: run_workflow(workspace, timeout=timeout,
+                                                      on_log=on_log))
+
+
+def _live_monitor():
+    """A RunMonitor, displayed, when running in a kernel that has ipywidgets; else None."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return None
+    from nitronb.errors import WidgetsUnavailableError
+    from nitronb.widgets import RunMonitor
+
+    try:
+        monitor = RunMonitor()
+    except WidgetsUnavailableError:
+        return None
+    display(monitor)
+    return monitor
+
+
 def run_summary(outcome) -> Record:
     """How the run went, step by step, from the enclave's log."""
-    from nitronb.widgets import RunState
+    from nitronb.run_state import RunState
 
     state = RunState()
     reached = []
@@ -61,31 +94,51 @@ def run_summary(outcome) -> Record:
 
 
 def _step(name: str) -> int:
-    from nitronb.widgets import RUN_STEPS
+    from nitronb.run_state import RUN_STEPS
 
     return RUN_STEPS.index(name)
 
 
 def result_table(result) -> Picture:
-    """The describe() figures of the run result as a table."""
+    """The describe() figures of the run result as a table; for an app that failed, or printed
+    no describe() figures, a line saying so."""
     from nitronb.pictures import describe_table_html
     from nitronb.results import describe_summary
 
-    return Picture(describe_table_html(describe_summary(result.text)), kind="html",
-                   title="describe() of DESCRIPTION")
+    if not result.ok:
+        return _failed(result, "describe() of DESCRIPTION: the app failed")
+    summary = describe_summary(result.text)
+    if not summary:
+        return _note("the app printed no describe() figures to show as a table.",
+                     "describe() of DESCRIPTION: no figures")
+    return Picture(describe_table_html(summary), kind="html", title="describe() of DESCRIPTION")
 
 
 def result_chart(result, *, top: int = 10) -> Picture:
-    """A bar chart of the most frequent values the app reported."""
+    """A bar chart of the most frequent values the app reported; for an app that failed, or
+    printed no value counts, a line saying so."""
     from nitronb.pictures import bar_chart_svg
     from nitronb.results import value_counts
 
+    if not result.ok:
+        return _failed(result, "most frequent conditions: the app failed")
     counts = value_counts(result.text)
     if not counts:
-        raise NitronbError("the run result has no value counts to chart; the app printed only "
-                           "describe().")
+        return _note("the app printed no value counts to chart (only describe()).",
+                     "most frequent conditions: no counts")
     return Picture(bar_chart_svg(counts, "most frequent conditions", top=top),
                    title=f"the {top} most frequent conditions")
+
+
+def _failed(result, title: str) -> Picture:
+    return _note(result.error_line(), title)
+
+
+def _note(text: str, title: str) -> Picture:
+    import html
+
+    return Picture(f"<p><strong>{html.escape(title)}</strong>: {html.escape(text)}</p>",
+                   kind="html", title=f"{title}: {text}")
 
 
 def dataset_form(workspace=None, party: str = "data-owner"):
@@ -101,8 +154,24 @@ def dataset_form(workspace=None, party: str = "data-owner"):
 
 
 def approvals_panel(workspace=None):
-    """Each party's pending tasks and workflow approvals, with Approve / Decline buttons."""
+    """Each party's pending tasks and workflow approvals, with Approve / Decline buttons.
+
+    A decision clicked here has the effect of :func:`nitronb.steps.approve_workflow`: after
+    each one the workspace state follows the manager (:func:`nitronb.steps.approval_status`),
+    and the panel says where the walk-through's workflow stands.
+    """
     from nitronb.widgets import ApprovalsPanel
 
     wt = _wt(workspace)
-    return ApprovalsPanel({party: wt.client(party) for party in PARTIES})
+
+    def decided(party: str, kind: str, result: dict) -> str | None:
+        if not wt.state().get("approval_request_id"):
+            return None  # no workflow drafted yet: nothing to follow
+        status = approval_status(wt)
+        then = {"APPROVED": "Run the cells below (again).",
+                "DENIED": "To try again, run this notebook from the top: it drafts a new "
+                          "version."}.get(status["status"], "")
+        return f"{status['summary']} {then}".strip()
+
+    return ApprovalsPanel({party: wt.client(party) for party in PARTIES}, on_decision=decided,
+                          current=wt.state().get("approval_request_id"))

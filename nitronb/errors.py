@@ -20,6 +20,16 @@ class NitronbError(Exception):
         self.hint = hint
         super().__init__(message if not hint else f"{message} {hint}")
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython and Jupyter show for this error in a notebook: ``ClassName: message``
+        and the hint, instead of a traceback through nitronb's internals (which stays
+        available to ``%debug``). Kernels store these lines as the error output's traceback;
+        ``ename`` and ``evalue`` are the class name and ``str(error)`` as usual."""
+        lines = [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self.message}"]
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return lines
+
 
 # --- keys and files -------------------------------------------------------------------------
 
@@ -191,6 +201,15 @@ class RunError(NitronbError):
 
 class NotebookError(NitronbError):
     """A notebook of the walk-through failed; names the notebook and the cell."""
+
+
+class InputDataError(NitronbError):
+    """An input CSV the enclave's app cannot read: missing, empty, without a column the app
+    reads, without rows, or not text in the declared encoding. ``path`` names the file."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, hint: str | None = None):
+        self.path = None if path is None else str(path)
+        super().__init__(message, hint=hint)
 
 
 class WidgetsUnavailableError(NitronbError):

@@ -1,14 +1,25 @@
-"""Running the walk-through's notebooks with papermill, in order, into a run folder."""
+"""Running the walk-through's notebooks with papermill, in order, into a run folder: their
+parameters as papermill's command line reads them, checked against each notebook's defaults, and
+the ``nitronb`` Jupyter kernel they run on."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from nitronb.errors import NitronbError, NotebookError
+
+#: the Jupyter kernel the notebooks run on: this interpreter, wherever ``nitronb`` is installed
+KERNEL_NAME = "nitronb"
+KERNEL_DISPLAY_NAME = "Python 3 (nitronb)"
+
+#: parameters that name a file or folder; relative values are read from the caller's folder
+PATH_PARAMETERS = ("workspace", "input_csv", "app_dir", "long_description")
 
 
 def notebooks_dir() -> Path:
@@ -29,23 +40,272 @@ def walkthrough_notebooks(folder: Path | None = None) -> list[Path]:
     return found
 
 
+def working_copy(folder: str | os.PathLike[str], *, reset: bool = False
+                 ) -> tuple[list[Path], list[Path]]:
+    """Copy the notebooks (``00_…`` to ``09_…``) into ``folder`` for people to step through and
+    edit, leaving the installed ones untouched. A notebook already in ``folder`` is kept unless
+    ``reset``. Returns ``(copied, kept)``; raises :class:`NitronbError` if ``folder`` is a file.
+    """
+    import shutil
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NitronbError(f"{folder} is a file, not a folder for the notebooks.",
+                           hint="Name a folder (it is created if missing).")
+    folder.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for notebook in sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb")):
+        target = folder / notebook.name
+        if target.exists() and not reset:
+            kept.append(target)
+            continue
+        shutil.copyfile(notebook, target)
+        copied.append(target)
+    return copied, kept
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+
+class _Source(str):
+    """The source text of a default that is not a Python literal (its type is unknown)."""
+
+
 def declared_parameters(notebook: Path) -> dict[str, Any]:
-    """The names (and literal defaults) of a notebook's ``parameters`` cell."""
+    """The names and literal defaults of a notebook's ``parameters`` cell: ``{name: value}``
+    (a default that is not a Python literal is left as its source text)."""
     import papermill
 
-    return {name: spec.get("default") for name, spec in
-            papermill.inspect_notebook(str(notebook)).items()}
+    declared = {}
+    for name, spec in papermill.inspect_notebook(str(notebook)).items():
+        source = spec.get("default")
+        try:
+            declared[name] = ast.literal_eval(source) if source is not None else None
+        except (ValueError, SyntaxError):
+            declared[name] = _Source(source)
+    return declared
 
 
-def coerce(value: str) -> Any:
-    """A ``-p NAME VALUE`` value: a number, a boolean or null if it reads as one, else text."""
+def resolve_type(text: str) -> Any:
+    """A ``-p NAME VALUE`` value as papermill's command line reads it: ``True``, ``False``,
+    ``None``, an int, a float, else the text itself."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cli_parameters(*, values: Iterable[tuple[str, str]] = (), raw: Iterable[tuple[str, str]] = (),
+                   yaml_texts: Iterable[str] = (), files: Iterable[str | os.PathLike[str]] = ()
+                   ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Parameters from papermill's options, merged in papermill's order (``-f`` files, then
+    ``-y`` YAML, then ``-p``, then ``-r``; a later one wins).
+
+    Returns ``(parameters, texts)``: ``texts`` keeps each ``-p`` and ``-r`` value as typed, so
+    that a number given for a text parameter stays text (see :func:`check_parameters`).
+    Raises :class:`NotebookError` for a file that cannot be read or YAML that is not a mapping.
+    """
+    parameters: dict[str, Any] = {}
+    texts: dict[str, str] = {}
+    for path in files:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NotebookError(f"cannot read the parameters file {path}: "
+                                f"{getattr(exc, 'strerror', None) or exc}.") from None
+        _merge_yaml(parameters, texts, text, f"the parameters file {path}")
+    for text in yaml_texts:
+        _merge_yaml(parameters, texts, text, "the -y YAML")
+    for name, text in values:
+        parameters[name], texts[name] = resolve_type(text), text
+    for name, text in raw:
+        parameters[name], texts[name] = text, text
+    return parameters, texts
+
+
+def _merge_yaml(parameters: dict[str, Any], texts: dict[str, str], text: str, where: str) -> None:
+    import yaml
+    from papermill.iorw import NoDatesSafeLoader
+
+    try:
+        loaded = yaml.load(text, Loader=NoDatesSafeLoader) or {}
+    except yaml.YAMLError as exc:
+        raise NotebookError(f"{where} is not YAML: {' '.join(str(exc).split())}.") from None
+    if not isinstance(loaded, dict) or not all(isinstance(k, str) for k in loaded):
+        raise NotebookError(f"{where} must be a YAML mapping of parameter names to values.")
+    for name, value in loaded.items():
+        parameters[name] = value
+        texts.pop(name, None)
+
+
+def check_parameters(parameters: Mapping[str, Any], declared_by: Mapping[Path, Mapping[str, Any]],
+                     *, texts: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Check each value against the type of the default of every notebook declaring it.
+
+    ``True``/``False`` defaults take booleans only; int defaults ints; float defaults ints or
+    floats (given as floats); text defaults text (a ``-p`` value in ``texts`` is taken as typed,
+    so ``-p input_name 2024`` is ``"2024"``); dict and list defaults a mapping or list (YAML or
+    JSON text too, and ``key=value;…`` text for labels); a ``None`` default anything.
+    Returns the values as the notebooks receive them; raises :class:`NotebookError` naming the
+    first notebook whose parameter does not take a value.
+    """
+    texts = dict(texts or {})
+    checked: dict[str, Any] = {}
+    for name, value in parameters.items():
+        for notebook, declared in declared_by.items():
+            if name in declared:
+                value = _typed(name, value, texts.get(name), declared[name], Path(notebook).stem)
+        checked[name] = value
+    return checked
+
+
+def _typed(name: str, value: Any, text: str | None, default: Any, notebook: str) -> Any:
+    def refuse(takes: str) -> NotebookError:
+        shown = repr(text if text is not None else value)
+        if isinstance(value, str) and text == value and resolve_type(text) != text:
+            shown += " as text (-r passes text; -p reads it as papermill does)"
+        return NotebookError(f"parameter {name} of {notebook} takes {takes}, not {shown}.",
+                             hint="See `nitronb walkthrough --help` for the parameters and their "
+                                  "defaults.")
+
+    if isinstance(default, _Source):
+        return value
+    if default is None:
+        # labels default to None when the step derives them; text may be YAML or key=value
+        if isinstance(value, str) and name.endswith("labels"):
+            return _structured(name, value, dict)
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise refuse("True or False (papermill's -p syntax)")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise refuse("a whole number")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse("a number")
+        return float(value)
+    if isinstance(default, str):
+        if text is not None:
+            return text
+        if not isinstance(value, str):
+            raise refuse("text (quote it in YAML)")
+        return value
+    if isinstance(default, (dict, list)):
+        kind = dict if isinstance(default, dict) else list
+        if isinstance(value, str):
+            value = _structured(name, value, kind)
+        if not isinstance(value, kind):
+            raise refuse("a mapping (YAML or JSON, e.g. '{source: mine}')" if kind is dict
+                         else "a list (YAML or JSON, e.g. '[DESCRIPTION]')")
+        return value
+    return value
+
+
+def _structured(name: str, text: str, kind: type) -> Any:
+    """A dict or list from YAML/JSON text, or labels from ``key=value;…`` text."""
+    import yaml
+    from papermill.iorw import NoDatesSafeLoader
+
+    try:
+        loaded = yaml.load(text, Loader=NoDatesSafeLoader)
+    except yaml.YAMLError:
+        loaded = None
+    if isinstance(loaded, kind):
+        return loaded
+    if kind is dict and name.endswith("labels") and "=" in text:
+        from nitronb.datasets import parse_labels
+
+        return parse_labels(text)
+    return text
+
+
+def prepare_parameters(parameters: Mapping[str, Any],
+                       declared_by: Mapping[Path, Mapping[str, Any]], *,
+                       texts: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The parameters as the notebooks receive them: every name declared by one of the
+    notebooks (``declared_by``: notebook → :func:`declared_parameters`), every value checked
+    (:func:`check_parameters`), relative paths made absolute (:func:`absolute_paths`).
+    Raises :class:`NotebookError` for an unknown name or a value of the wrong type."""
+    unknown = set(parameters) - {name for declared in declared_by.values() for name in declared}
+    if unknown:
+        raise NotebookError(f"no notebook declares the parameter(s) {', '.join(sorted(unknown))}.",
+                            hint="Each notebook's first cell lists the parameters it takes.")
+    return absolute_paths(check_parameters(parameters, declared_by, texts=texts))
+
+
+def absolute_paths(parameters: Mapping[str, Any], cwd: str | os.PathLike[str] | None = None
+                   ) -> dict[str, Any]:
+    """The parameters with relative file and folder names made absolute against ``cwd``
+    (default: the current folder): ``input_csv``, ``workspace``, ``app_dir``, and
+    ``long_description`` when it names an existing file."""
+    base = Path(cwd or os.getcwd())
+    out = dict(parameters)
+    for name in PATH_PARAMETERS:
+        value = out.get(name)
+        if not isinstance(value, str) or not value or "\n" in value or len(value) > 4096:
+            continue
+        path = Path(value).expanduser()
+        if name == "long_description" and (value.startswith(("http://", "https://"))
+                                           or not (base / path).is_file()):
+            continue
+        out[name] = str(path if path.is_absolute() else base / path)
+    return out
+
+
+# --- the kernel -----------------------------------------------------------------------------
+
+
+def install_kernelspec(*, user: bool = False) -> Path:
+    """Install the ``nitronb`` kernelspec (this interpreter, ``-m ipykernel_launcher``) into
+    ``sys.prefix/share/jupyter/kernels/nitronb``, or the user's Jupyter folder if ``user``."""
+    from ipykernel.kernelspec import install
+
+    return Path(install(kernel_name=KERNEL_NAME, display_name=KERNEL_DISPLAY_NAME,
+                        user=user, prefix=None if user else sys.prefix))
+
+
+def ensure_kernelspec() -> Path:
+    """The folder of the ``nitronb`` kernelspec, installed first if Jupyter finds none that runs
+    this interpreter. Raises :class:`NotebookError` if another one named ``nitronb`` shadows it."""
+    found = find_kernelspec()
+    if found is not None and _runs_this_python(found):
+        return found
+    installed = install_kernelspec()
+    found = find_kernelspec()
+    if found is None or not _runs_this_python(found):
+        raise NotebookError(f"Jupyter finds the kernel {KERNEL_NAME!r} at {found}, which runs "
+                            f"another Python than {sys.executable}.",
+                            hint=f"Remove that folder, or install this one with `nitronb kernel "
+                                 f"install --user` (installed now: {installed}).")
+    return found
+
+
+def find_kernelspec() -> Path | None:
+    """The folder of the kernelspec Jupyter finds under the name ``nitronb``, if any."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    found = KernelSpecManager().find_kernel_specs().get(KERNEL_NAME)
+    return Path(found) if found else None
+
+
+def _runs_this_python(folder: Path) -> bool:
     import json
 
     try:
-        parsed = json.loads(value)
-    except ValueError:
-        return value
-    return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
+        argv = json.loads((folder / "kernel.json").read_text(encoding="utf-8"))["argv"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(argv) and argv[0] == sys.executable
+
+
+# --- running --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -58,27 +318,30 @@ class NotebookRun:
 def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any] | None = None,
                   notebooks: list[Path] | None = None,
                   on_start: Callable[[Path], None] | None = None,
-                  on_done: Callable[[NotebookRun], None] | None = None) -> list[NotebookRun]:
+                  on_done: Callable[[NotebookRun], None] | None = None, *,
+                  texts: Mapping[str, str] | None = None) -> list[NotebookRun]:
     """Execute ``notebooks`` (default: the walk-through) in order with papermill.
 
     Each executed notebook is kept in ``out_dir``; a notebook receives only the parameters its
-    ``parameters`` cell declares. The first failing cell raises :class:`NotebookError` naming the
-    notebook and the cell. What the kernels write to stderr goes to ``out_dir/kernels.log``.
+    ``parameters`` cell declares, checked against its defaults (:func:`check_parameters`, with
+    ``texts`` the ``-p`` values as typed) and with relative paths made absolute against the
+    current folder, which is also the kernels' working folder. The kernels run on the
+    ``nitronb`` kernelspec (installed if missing). The first failing cell raises
+    :class:`NotebookError` naming the notebook and the cell; a parameter a notebook does not
+    declare, or of the wrong type, raises it before anything runs. What the kernels write to
+    stderr goes to ``out_dir/kernels.log``.
     """
     import time
 
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    parameters = dict(parameters or {})
     notebooks = list(notebooks or walkthrough_notebooks())
     declared_by = {nb: declared_parameters(nb) for nb in notebooks}
-    unknown = set(parameters) - {name for declared in declared_by.values() for name in declared}
-    if unknown:
-        raise NotebookError(f"no notebook declares the parameter(s) {', '.join(sorted(unknown))}.",
-                            hint="Each notebook's first cell lists the parameters it takes.")
+    parameters = prepare_parameters(parameters or {}, declared_by, texts=texts)
+    ensure_kernelspec()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     runs = []
     for notebook in notebooks:
         if on_start:
@@ -90,8 +353,7 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
         try:
             with _stderr_to(out / "kernels.log"):
                 papermill.execute_notebook(str(notebook), str(target), parameters=given,
-                                           kernel_name="python3", progress_bar=False,
-                                           cwd=str(notebook.parent))
+                                           kernel_name=KERNEL_NAME, progress_bar=False)
         except PapermillExecutionError as exc:
             raise NotebookError(
                 f"{notebook.name} failed in cell {exc.exec_count or exc.cell_index}: "
@@ -106,8 +368,6 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
 @contextlib.contextmanager
 def _stderr_to(path: Path) -> Iterator[None]:
     """Send file descriptor 2 (which kernels inherit) to ``path`` for the duration."""
-    import sys
-
     sys.stderr.flush()
     saved = os.dup(2)
     with open(path, "ab") as log:

@@ -32,7 +32,35 @@ class RunResult:
 
     @property
     def text(self) -> str:
+        """The app's stdout as text."""
         return self.stdout.decode("utf-8", errors="replace")
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` non-blank lines of the app's stderr, as text."""
+        kept = [line for line in self.stderr.decode("utf-8", errors="replace").splitlines()
+                if line.strip()]
+        return "\n".join(kept[-lines:])
+
+    def error_line(self) -> str:
+        """One line: the app's exit code and the last line of its stderr (for a Python app, the
+        exception, e.g. pandas' ``ValueError: Usecols do not match columns …``)."""
+        last = self.stderr_tail(1).strip()
+        if self.ok:
+            return "the enclave's app exited with code 0."
+        return (f"the enclave's app exited with code {self.returncode}: "
+                f"{last or 'it wrote nothing to stderr'}")
+
+    def report(self, lines: int = 20) -> str:
+        """What the output owner reads: the app's stdout if it succeeded; else the error line,
+        then the tail of its stderr and whatever it printed to stdout."""
+        if self.ok:
+            return self.text
+        parts = [self.error_line()]
+        if self.stderr_tail(lines):
+            parts.append(f"its stderr (last lines):\n{self.stderr_tail(lines)}")
+        if self.text.strip():
+            parts.append(f"its stdout:\n{self.text.rstrip()}")
+        return "\n\n".join(parts)
 
     def to_json(self) -> bytes:
         return json.dumps({

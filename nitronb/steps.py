@@ -155,23 +155,43 @@ def generate_keys(workspace=None, *, replace: bool = False) -> Record:
 # --- 02 encrypt -----------------------------------------------------------------------------
 
 
-def encrypt_input(workspace=None, input_csv: str | os.PathLike[str] | None = None) -> Record:
-    """Encrypt the input CSV (default: the shipped Synthea sample) with the input key."""
-    from nitronb.crypto import encrypt_file
+def encrypt_input(workspace=None, input_csv: str | os.PathLike[str] | None = None, *,
+                  encoding: str = "utf-8",
+                  required_columns: list[str] | tuple[str, ...] | str | None = None) -> Record:
+    """Check the input CSV (default: the shipped Synthea sample), then encrypt it with the
+    input key, as UTF-8 (a file in another ``encoding`` is transcoded on the way).
+
+    The check (:func:`nitronb.inputs.check_csv`) wants the ``required_columns`` the app reads
+    (default: ``DESCRIPTION``; ``[]`` checks none; text is read by
+    :func:`nitronb.inputs.column_names`) and one row; every byte must decode in
+    ``encoding``. Raises :class:`~nitronb.errors.InputDataError` in one line otherwise, before
+    anything is uploaded or approved. The state keeps the input's absolute path.
+    """
+    from nitronb import inputs
     from nitronb.keys import read_key_file
 
     wt = _wt(workspace)
     key = read_key_file(wt.need("input_key", "01_generate_keys"))
-    source = Path(input_csv) if input_csv else _sample()
+    source = Path(input_csv).expanduser().resolve() if input_csv else _sample()
+    if isinstance(required_columns, str):  # papermill's -p passes text
+        required_columns = inputs.column_names(required_columns)
+    columns = inputs.REQUIRED_COLUMNS if required_columns is None else tuple(required_columns)
+    check = inputs.check_csv(source, encoding=encoding, required_columns=columns)
     target = wt.path(INPUT_OBJECT)
-    encrypt_file(key, source, target)
-    wt.update(input_csv=str(source), encrypted_input=str(target))
-    size = source.stat().st_size
-    return Record("encrypted input", [
-        ("input", wt.shown(source)), ("plaintext", f"{size:,} bytes"),
-        ("encrypted", f"{wt.shown(target)} ({target.stat().st_size:,} bytes = "
-                      f"12 nonce + {size:,} ciphertext + 16 tag)"),
-        ("key", redact(key))], {"encrypted": str(target), "size": size})
+    size = inputs.encrypt_csv(key, check, target)
+    wt.update(input_csv=str(source), input_encoding=check.encoding, encrypted_input=str(target))
+    found = f"{', '.join(columns)} among {len(check.columns)}" if columns else "not checked"
+    rows = [("input", wt.shown(source)), ("columns the app reads", found)]
+    if check.transcoded:
+        how = (f"{check.encoding}, transcoded to UTF-8" if check.encoding != "utf-8"
+               else "UTF-8, its byte-order mark dropped")
+        rows.append(("text", f"{check.size:,} bytes of {how} for the app"))
+    rows += [("plaintext", f"{size:,} bytes"),
+             ("encrypted", f"{wt.shown(target)} ({target.stat().st_size:,} bytes = "
+                           f"12 nonce + {size:,} ciphertext + 16 tag)"),
+             ("key", redact(key))]
+    return Record("encrypted input", rows, {"encrypted": str(target), "size": size,
+                                            "check": check})
 
 
 # --- 03 upload and presign ------------------------------------------------------------------
@@ -222,27 +242,39 @@ def _portless(url: str) -> str:
 # --- 04 datasets ----------------------------------------------------------------------------
 
 
-def create_datasets(workspace=None, *, input_name: str = "synthea-conditions",
+def create_datasets(workspace=None, *, input_name: str = "",
                     output_name: str = "describe-result",
-                    input_description: str = "Synthea synthetic conditions (April 2020 sample)",
+                    input_description: str = "",
                     output_description: str = "describe() of the conditions, encrypted",
                     input_labels: dict[str, str] | str | None = None,
                     output_labels: dict[str, str] | str | None = None,
                     long_description: str = "") -> Record:
-    """Register the input dataset (data owner) and the output dataset (output owner)."""
-    from nitronb.datasets import Dataset, load_long_description, parse_labels
+    """Register the input dataset (data owner) and the output dataset (output owner).
+
+    The input's name, description and labels default to ones derived from the CSV that
+    :func:`encrypt_input` encrypted (:func:`nitronb.datasets.input_defaults`): for the shipped
+    sample ``synthea-conditions``; for another CSV its file name made a dataset name.
+    ``long_description`` is Markdown text, a file's path or an http(s) URL.
+    """
+    from nitronb.datasets import Dataset, input_defaults, load_long_description, parse_labels
     from nitronb.keys import read_key_file
 
     wt = _wt(workspace)
     state = wt.state()
     input_url = wt.need("input_url", "03_upload_and_presign")
     output_url = state["output_url"]
+    source = Path(state["input_csv"]) if state.get("input_csv") else _sample()
+    derived = input_defaults(source, sample=source.resolve() == _sample(),
+                             avoid=(output_name,))
+    input_name = input_name or derived["name"]
+    input_description = input_description or derived["description"]
+    input_labels = derived["labels"] if input_labels is None else input_labels
     long_text = load_long_description(long_description) if long_description else ""
     definitions = {
         "data-owner": Dataset.from_url(
             input_name, input_url, read_key_file(wt.need("input_key", "01_generate_keys")),
             description=input_description,
-            labels=parse_labels(input_labels or {"source": "synthea"}),
+            labels=parse_labels(input_labels),
             long_description=long_text),
         "output-owner": Dataset.from_url(
             output_name, output_url, read_key_file(state["output_key"]),
@@ -403,10 +435,22 @@ def create_workflow(workspace=None, *, name: str = WORKFLOW_NAME) -> Record:
         {"draft": draft, "request": request, "graph": graph})
 
 
-def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None) -> Record:
-    """Every approver approves (or, for a party in ``decline``, declines with the reason)."""
+def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None,
+                     in_panel: bool = False) -> Record:
+    """Every approver approves (or, for a party in ``decline``, declines with the reason).
+
+    With ``in_panel`` nothing is decided here (``decline`` is not used): the record says who
+    is still to approve, for people who decide by clicking in :func:`approvals_panel`.
+    Raises :class:`~nitronb.errors.ValidationError` for a ``decline`` by a non-approver.
+    """
     wt = _wt(workspace)
     request_id = wt.need("approval_request_id", "07_workflow_and_approvals")
+    if in_panel:
+        status = approval_status(wt)
+        return Record("approvals", [
+            ("decide", "in the approvals panel below: each approver clicks Approve (or types "
+                       "a reason and clicks Decline)"),
+            *status.rows[2:]], status.data)
     decline = dict(decline or {})
     rows = []
     request = wt.client("admin").get_approval_request(request_id)
@@ -422,24 +466,24 @@ def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None) -
             break
         request = client.approve_request(request_id)
         rows.append((party, "approved"))
-    final = wt.client("app-owner").get_final_workflow(request["workflow_id"])
-    ids = final.get("app_config_ids") or {}
-    # only an approved version has an APPCONFIG_ID; forget any earlier version's
-    wt.update(appconfig_id=next(iter(ids.values())) if ids else None,
-              workflow_status={"status": request["status"], "version": final.get("version"),
-                               "denied_by": request.get("denied_by"),
-                               "reason": request.get("reason")})
-    rows.append(("workflow status", request["status"]))
-    if ids:
-        rows.append(("APPCONFIG_ID", next(iter(ids.values()))))
-    return Record("approvals", rows, {"request": request, "final": final, "app_config_ids": ids})
+    status = approval_status(wt)
+    rows.append(("workflow status", status["status"]))
+    if status["appconfig_id"]:
+        rows.append(("APPCONFIG_ID", status["appconfig_id"]))
+    return Record("approvals", rows, {"request": status["request"], "final": status["final"],
+                                      "app_config_ids": status["app_config_ids"]})
 
 
-def through_approval(workspace=None, *, backend: str = "process") -> Walkthrough:
+def through_approval(workspace=None, *, backend: str = "process",
+                     input_csv: str | os.PathLike[str] | None = None, encoding: str = "utf-8",
+                     required_columns: list[str] | tuple[str, ...] | None = None) -> Walkthrough:
     """Steps 01 to 07 with their defaults, every owner approving: the workspace is then ready
-    for :func:`run_workflow` (for batch runs, tests and benchmarks)."""
+    for :func:`run_workflow` (for batch runs, tests and benchmarks). ``input_csv``,
+    ``encoding`` and ``required_columns`` go to :func:`encrypt_input`."""
     wt = _wt(workspace)
-    for step in (generate_keys, encrypt_input, upload_and_presign, create_datasets):
+    generate_keys(wt)
+    encrypt_input(wt, input_csv, encoding=encoding, required_columns=required_columns)
+    for step in (upload_and_presign, create_datasets):
         step(wt)
     build_enclave_image(wt, backend=backend)
     create_app_configuration(wt)
@@ -455,10 +499,72 @@ def runtime_configuration(workspace=None) -> dict:
     from nitronb.ccm import app_config_id
 
     wt = _wt(workspace)
-    config_id = wt.need("appconfig_id", "07_workflow_and_approvals")
+    config_id = approved_config_id(wt)
     served = wt.client("app-owner").get_runtime_config(config_id)
     return {"appconfig_id": config_id, "recomputed": app_config_id(served["config"]),
             "config": served["config"]}
+
+
+def approval_status(workspace=None) -> Record:
+    """The workflow's approval as the manager has it now; the workspace state follows it.
+
+    The manager is the source of truth, whoever decided and however (in code, by clicking in
+    the approvals panel, with ``nitronb ccm``): this reads the approval request and the final
+    workflow and writes ``appconfig_id`` (None unless approved: an earlier version's is
+    forgotten) and ``workflow_status`` to the workspace state. The record's data holds
+    ``status`` ("PENDING", "APPROVED" or "DENIED"), ``waiting_for`` (parties), ``denied_by``,
+    ``reason``, ``version``, ``appconfig_id``, ``app_config_ids``, ``request``, ``final``
+    and ``summary`` (one sentence). Raises :class:`StepOrderError` before
+    :func:`create_workflow`.
+    """
+    wt = _wt(workspace)
+    request_id = wt.need("approval_request_id", "07_workflow_and_approvals")
+    client = wt.client("app-owner")
+    request = client.get_approval_request(request_id)
+    final = client.get_final_workflow(request["workflow_id"])
+    ids = final.get("app_config_ids") or {}
+    status = request["status"]
+    appconfig_id = next(iter(ids.values()), None) if status == "APPROVED" else None
+    waiting = list(request.get("waiting_for") or []) if status == "PENDING" else []
+    decided = {"status": status, "version": final.get("version"),
+               "denied_by": request.get("denied_by"), "reason": request.get("reason"),
+               "waiting_for": waiting}
+    wt.update(appconfig_id=appconfig_id, workflow_status=decided)
+    workflow = f"the workflow {final.get('name') or WORKFLOW_NAME} version {decided['version']}"
+    if status == "APPROVED":
+        summary = f"{workflow} is approved; its APPCONFIG_ID is {appconfig_id}."
+    elif status == "DENIED":
+        summary = f"{workflow} was declined by {decided['denied_by']}: {decided['reason']}."
+    else:
+        summary = f"{workflow} is waiting for approvals by {', '.join(waiting) or 'nobody'}."
+    rows = [("workflow", str(final.get("name") or "")), ("version", str(decided["version"])),
+            ("status", status)]
+    if waiting:
+        rows.append(("waiting for", ", ".join(waiting)))
+    if status == "DENIED":
+        rows.append(("declined by", f"{decided['denied_by']}: {decided['reason']}"))
+    if appconfig_id:
+        rows.append(("APPCONFIG_ID", appconfig_id))
+    return Record("workflow approval", rows, {
+        **decided, "appconfig_id": appconfig_id, "app_config_ids": ids, "request": request,
+        "final": final, "summary": summary})
+
+
+def approved_config_id(workspace=None, *,
+                       error: type[NitronbError] = StepOrderError) -> str:
+    """The APPCONFIG_ID of the approved workflow, as the manager has it now (see
+    :func:`approval_status`). Raises ``error`` — one line naming who is still to approve, or
+    who declined and why — when the workflow is not approved."""
+    status = approval_status(workspace)
+    if status["appconfig_id"]:
+        return status["appconfig_id"]
+    if status["status"] == "DENIED":
+        raise error(f"{status['summary'][:-1]}; no enclave can be provisioned for it.",
+                    hint="Draft a new version (run 07_workflow_and_approvals again) and ask "
+                         "for approval again.")
+    raise error(f"{status['summary'][:-1]}; it has no APPCONFIG_ID yet.",
+                hint="Approve it in the approvals panel of 07_workflow_and_approvals (or with "
+                     "steps.approve_workflow), then run this cell again.")
 
 
 # --- 08 run ---------------------------------------------------------------------------------
@@ -472,15 +578,8 @@ def run_workflow(workspace=None, *, timeout: float = 900, on_log=None):
     from nitronb.errors import RunError
 
     wt = _wt(workspace)
+    config_id = approved_config_id(wt, error=RunError)
     state = wt.state()
-    decided = state.get("workflow_status") or {}
-    if not state.get("appconfig_id") and decided.get("status") in ("PENDING", "DENIED"):
-        why = (f"version {decided.get('version')} was declined by {decided.get('denied_by')}: "
-               f"{decided.get('reason')}" if decided["status"] == "DENIED"
-               else "its approval is still pending")
-        raise RunError(f"the workflow is not approved ({why}); no enclave is provisioned for it.",
-                       hint="Approve it in 07_workflow_and_approvals, or draft a new version.")
-    config_id = wt.need("appconfig_id", "07_workflow_and_approvals")
     reference = wt.need("image_reference", "05_build_enclave_image")
     output_uri = wt.need("output_uri", "03_upload_and_presign")
     start_local_stack(wt)
@@ -491,20 +590,45 @@ def run_workflow(workspace=None, *, timeout: float = 900, on_log=None):
     backend = wt.need("backend", "05_build_enclave_image")
     outcome = run_enclave(reference, config_id, backend=backend, workspace=wt.workspace,
                           timeout=timeout, on_log=on_log)
-    wt.update(last_run={"enclave_id": outcome.enclave_id, "exit_code": outcome.exit_code})
-    if not outcome.ok:
+    # the object was deleted above: if it is there now, this run's app uploaded it
+    uploaded = outcome.refused is None and _object_exists(
+        output_uri, profile=state.get("profile", "local"), workspace=wt.workspace)
+    wt.update(last_run={"enclave_id": outcome.enclave_id, "exit_code": outcome.exit_code,
+                        "result_uploaded": uploaded})
+    if not outcome.ok and not uploaded:
         lines = outcome.log.strip().splitlines()
         reason = outcome.refused or (lines[-1] if lines else "it wrote no log")
-        raise RunError(f"enclave {outcome.enclave_id} ended with exit code {outcome.exit_code}: "
-                       f"{reason}")
+        raise RunError(f"enclave {outcome.enclave_id} ended with exit code {outcome.exit_code} "
+                       f"and uploaded no result: {reason}")
     return outcome
+
+
+def _object_exists(uri: str, *, profile: str, workspace) -> bool:
+    import botocore.exceptions as bce
+
+    from nitronb import storage
+    from nitronb.errors import NoSuchObjectError
+
+    bucket, key = storage.parse_s3_uri(uri)
+    client = storage.client_for(profile, workspace=workspace)
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except (bce.BotoCoreError, bce.ClientError) as exc:
+        error = storage.storage_error(exc, bucket=bucket, key=key, profile=profile)
+        if isinstance(error, NoSuchObjectError):
+            return False
+        raise error from None
+    return True
 
 
 # --- 09 decrypt the output ------------------------------------------------------------------
 
 
 def decrypt_output(workspace=None):
-    """Download the result object and decrypt it with the output key: a ``RunResult``."""
+    """Download the result object and decrypt it with the output key: a ``RunResult``, whose
+    ``returncode``, ``stderr`` and :meth:`~nitronb.results.RunResult.report` say how the app
+    ended (an app that failed still uploads its result). Raises
+    :class:`~nitronb.errors.RunError` when the last run uploaded no result."""
     from nitronb import storage
     from nitronb.keys import read_key_file
     from nitronb.results import decrypt_run_result
@@ -514,7 +638,7 @@ def decrypt_output(workspace=None):
     wt = _wt(workspace)
     uri = wt.need("output_uri", "03_upload_and_presign")
     last = wt.need("last_run", "08_run_workflow")
-    if last.get("exit_code") != 0:
+    if last.get("exit_code") != 0 and not last.get("result_uploaded"):
         raise RunError(f"the last run (enclave {last.get('enclave_id')}) failed with exit code "
                        f"{last.get('exit_code')}; it uploaded no result to decrypt.",
                        hint="See 08_run_workflow's log, fix the cause and run it again.")
@@ -526,13 +650,13 @@ def decrypt_output(workspace=None):
 
 # what the notebooks display beside the steps
 from nitronb.displays import (Picture, approvals_panel, dataset_form, result_chart,  # noqa: E402
-                              result_table, run_summary, workflow_picture)
+                              result_table, run_summary, run_workflow_live, workflow_picture)
 
 __all__ = [
     "Walkthrough", "Record", "StepOrderError", "start_local_stack", "generate_keys",
     "encrypt_input", "upload_and_presign", "create_datasets", "build_enclave_image",
     "create_app_configuration", "create_workflow", "approve_workflow", "through_approval",
-    "runtime_configuration",
+    "runtime_configuration", "approval_status", "approved_config_id", "run_workflow_live",
     "run_workflow", "decrypt_output", "Picture", "workflow_picture", "run_summary",
     "result_table", "result_chart", "dataset_form", "approvals_panel",
 ]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from nitronb.errors import NotebookError
-from nitronb.notebooks import coerce, declared_parameters, run_notebooks, walkthrough_notebooks
+from nitronb.notebooks import (KERNEL_NAME, declared_parameters, run_notebooks,
+                               walkthrough_notebooks)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -29,9 +30,18 @@ def test_walkthrough_order():
     assert len(names) == 9
 
 
-def test_coerce_reads_numbers_and_booleans_only():
-    assert coerce("600") == 600 and coerce("true") is True and coerce("container") == "container"
-    assert coerce('{"a": 1}') == '{"a": 1}'
+def test_every_notebook_runs_on_the_nitronb_kernel():
+    for notebook in sorted(NOTEBOOKS.glob("*.ipynb")):
+        spec = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]["kernelspec"]
+        assert spec == {"display_name": "Python 3 (nitronb)", "language": "python",
+                        "name": KERNEL_NAME}, notebook.name
+
+
+def test_a_wrong_type_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(NotebookError, match="parameter top of 09_decrypt_output takes a whole "
+                                            "number, not 'ten'"):
+        run_notebooks(tmp_path / "run", {"top": "ten"})
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.fixture(scope="module")

@@ -56,3 +56,27 @@ def test_value_counts_are_parsed_and_added_up():
                                   "Acute viral pharyngitis (disorder)": 900}
     assert describe_summary(text)["/data/input/conditions/conditions.csv"]["freq"] == 1248
     assert value_counts(DESCRIBE) == {}
+
+
+TRACEBACK = b"""Traceback (most recent call last):
+  File "describe.py", line 19, in main
+    column = pd.read_csv(path, usecols=[COLUMN])[COLUMN]
+ValueError: Usecols do not match columns, columns expected but not found: ['DESCRIPTION']
+
+"""
+
+
+def test_a_failed_result_says_why_in_one_line_then_its_stderr():
+    failed = RunResult(1, b"input/codes\n", TRACEBACK)
+    assert failed.error_line() == (
+        "the enclave's app exited with code 1: ValueError: Usecols do not match columns, "
+        "columns expected but not found: ['DESCRIPTION']")
+    assert failed.stderr_tail(2) == TRACEBACK.decode().strip().splitlines()[-2].rstrip() + \
+        "\n" + TRACEBACK.decode().strip().splitlines()[-1]
+    report = failed.report()
+    assert report.splitlines()[0] == failed.error_line()
+    assert "its stderr (last lines):\nTraceback" in report
+    assert report.endswith("its stdout:\ninput/codes")
+    assert RunResult(3, b"", b"").error_line() == (
+        "the enclave's app exited with code 3: it wrote nothing to stderr")
+    assert RunResult(0, DESCRIBE.encode(), b"warning\n").report() == DESCRIBE

@@ -185,3 +185,30 @@ def test_declining_as_a_party_that_is_not_an_approver_is_refused(process_wt) -> 
     steps.create_workflow(process_wt, name="describe-typo")
     with pytest.raises(ValidationError, match="output_owner cannot decline"):
         steps.approve_workflow(process_wt, decline={"output_owner": "typo"})
+
+
+def test_an_app_that_fails_still_hands_its_error_to_the_output_owner(tmp_path) -> None:
+    """The app exits 1 on a CSV without DESCRIPTION (the pre-check turned off): the run
+    returns with the exit code, and the decrypted result holds pandas' own error."""
+    from nitronb import local, steps
+
+    csv = tmp_path / "codes.csv"
+    csv.write_text("START,CODE\n2020-01-01,1\n", encoding="utf-8")
+    workspace = tmp_path / "ws"
+    try:
+        local.up(workspace)
+        wt = steps.through_approval(workspace, backend="process", input_csv=csv,
+                                    required_columns=[])
+        outcome = steps.run_workflow(wt, timeout=300)
+        assert outcome.exit_code == 1 and outcome.refused is None
+        assert wt.state()["last_run"]["result_uploaded"] is True
+        result = steps.decrypt_output(wt)
+    finally:
+        local.down(workspace)
+    assert result.returncode == 1 and not result.ok
+    assert result.error_line() == (
+        "the enclave's app exited with code 1: ValueError: Usecols do not match columns, "
+        "columns expected but not found: ['DESCRIPTION']")
+    assert result.report().startswith(result.error_line() + "\n\nits stderr (last lines):\n")
+    assert "the app failed" in repr(steps.result_table(result))
+    assert "the app failed" in steps.result_chart(result)._repr_html_()

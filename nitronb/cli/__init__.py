@@ -17,9 +17,11 @@ from nitronb.errors import NitronbError
 
 #: each command and the module of this package that registers it
 COMMANDS = {
-    "walkthrough": "walkthrough", "lab": "walkthrough", "local": "local", "keygen": "keys",
+    "walkthrough": "walkthrough", "lab": "walkthrough", "sample": "walkthrough",
+    "kernel": "kernel", "local": "local", "keygen": "keys",
     "aes": "aes", "upload": "storage", "download": "storage", "presign": "storage",
-    "ccm": "ccm", "image": "image", "run": "run", "attestation": "attestation",
+    "ccm": "ccm", "image": "image", "run": "run", "result": "result",
+    "attestation": "attestation",
 }
 
 
@@ -48,6 +50,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_output()
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
@@ -69,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 141
     return int(code or 0)
+
+
+def _tolerant_output() -> None:
+    """A terminal whose encoding cannot show a character (``…`` under ``LC_ALL=C``) gets its
+    escape (``\\u2026``) rather than a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # a closed or detached stream: leave it
+                pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,9 +31,10 @@ _SINGULAR = {"user": "users", "dataset": "datasets", "app": "apps", "build": "bu
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ccm", help="list, show, approve and deny in the manager",
+    p = sub.add_parser("ccm", help="list, show, create, approve and deny in the manager",
                        description="Act as one party of the manager: list and show objects, "
-                                   "approve or deny tasks and workflows, verify the audit log.")
+                                   "register datasets, draft workflows, approve or deny tasks "
+                                   "and workflows, verify the audit log.")
     p.add_argument("--as", dest="party", metavar="PARTY",
                    help="act as this local party (data-owner, output-owner, app-owner, admin)")
     p.add_argument("--token", help="act with this API token instead of a local party's "
@@ -72,6 +73,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = verb("workflow", "a workflow draft with the approval state of each submitted version",
              _workflow)
     v.add_argument("ref", help="draft id or name")
+    v = verb("create-dataset", "register a dataset (or update yours of that name) from a "
+                               "presigned URL and its key (data and output owners)",
+             _create_dataset)
+    v.add_argument("name", help="the dataset's name")
+    v.add_argument("--presigned", required=True, metavar="FILE",
+                   help="the presigned URL: the JSON `nitronb presign … --json` prints, or the "
+                        "URL alone, in a file (so that it never shows in a process list)")
+    v.add_argument("-K", "--key-file", required=True, metavar="FILE",
+                   help="the dataset's key file (64 hex characters)")
+    v.add_argument("--description", default="", help="a one-line description")
+    v.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a label (repeatable)")
+    v.add_argument("--long-description", default="", metavar="TEXT",
+                   help="Markdown text, a file, or an http(s) URL")
+    v = verb("create-workflow", "draft a workflow input → app → output (or a new version of "
+                                "yours of that name) and request every owner's approval",
+             _create_workflow)
+    v.add_argument("name", help="the workflow's name")
+    v.add_argument("--app-config", required=True, metavar="REF",
+                   help="the app configuration (id or name)")
+    v.add_argument("--input", required=True, metavar="DATASET",
+                   help="the dataset for the app's port 'input' (id or name)")
+    v.add_argument("--output", required=True, metavar="DATASET",
+                   help="the dataset for the app's port 'output' (id or name)")
+    v.add_argument("--description", default="", help="a one-line description")
     v = verb("audit", "the audit log (latest rows)", _audit)
     v.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
     verb("verify-audit", "verify the audit log's hash chain", _verify_audit)
@@ -233,6 +259,54 @@ def _workflow(args: argparse.Namespace) -> int:
         for key, config_id in final["app_config_ids"].items():
             lines.append(f"  APPCONFIG_ID {key}: {config_id}")
     return _out(args, {**draft, "final_versions": finals}, "\n".join(lines))
+
+
+def _create_dataset(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nitronb.datasets import Dataset, load_long_description, parse_labels
+    from nitronb.errors import ConflictError, ValidationError
+    from nitronb.keys import read_key_file, redact
+
+    text = Path(args.presigned).read_text(encoding="utf-8").strip()
+    try:
+        url = json.loads(text)["url"] if text.startswith("{") else text
+    except (ValueError, KeyError, TypeError):
+        raise ValidationError(f"{args.presigned} holds neither a presigned URL nor the JSON "
+                              "`nitronb presign … --json` prints.") from None
+    key = read_key_file(args.key_file)
+    dataset = Dataset.from_url(
+        args.name, url, key, description=args.description,
+        labels=parse_labels(";".join(args.label)),
+        long_description=load_long_description(args.long_description)
+        if args.long_description else "")
+    client = _client(args)
+    try:
+        created = client.create_dataset(dataset.payload())
+        verb = "registered"
+    except ConflictError:
+        payload = dataset.payload()
+        created = client.update_dataset(args.name, {
+            k: payload[k] for k in ("description", "labels", "long_description", "credentials")})
+        verb = "updated"
+    return _out(args, created, f"dataset {created['name']} {verb} ({created['id']}): "
+                               f"{dataset.location}, key {redact(key)}")
+
+
+def _create_workflow(args: argparse.Namespace) -> int:
+    client = _client(args)
+    graph = {"name": args.name, "description": args.description, "objects": {
+        "input": {"type": "dataset", "dataset_id": client.get_dataset(args.input)["id"]},
+        "app": {"type": "app", "app_config_id": client.get_app_config(args.app_config)["id"]},
+        "output": {"type": "dataset", "dataset_id": client.get_dataset(args.output)["id"]}},
+        "edges": [{"source": "input", "target": "app", "port": "input"},
+                  {"source": "app", "target": "output", "port": "output"}]}
+    draft = next((w for w in client.list_workflows() if w.get("name") == args.name), None)
+    draft = client.update_workflow(draft["id"], graph) if draft else client.create_workflow(graph)
+    request = client.request_approval(draft["id"])
+    return _out(args, request, f"workflow {args.name} drafted; approval request "
+                               f"{request['id']}: {request['status']} (waiting for "
+                               f"{', '.join(request['waiting_for'])})")
 
 
 def _audit(args: argparse.Namespace) -> int:

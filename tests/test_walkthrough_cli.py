@@ -1,0 +1,70 @@
+"""`nitronb walkthrough` with the data owner's own CSV, read from the caller's folder: the result
+is labelled with it, and when the app fails its own error reaches the output owner."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+USECOLS = ("the enclave's app exited with code 1: ValueError: Usecols do not match columns, "
+           "columns expected but not found: ['DESCRIPTION']")
+
+
+def _walkthrough(*args: str, cwd: Path, workspace: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NITRONB_WORKSPACE": str(workspace)}
+    return subprocess.run([sys.executable, "-m", "nitronb", "walkthrough", "--out", "run", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _outputs(notebook: Path) -> str:
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return json.dumps([c.get("outputs") for c in cells], ensure_ascii=False)
+
+
+def test_an_app_that_fails_shows_its_own_error_after_the_run(tmp_path):
+    """The pre-check is turned off (required_columns=[]), so the app meets a CSV without the
+    DESCRIPTION column: 08 completes with the app's exit code, 09 and the command show pandas'
+    error from the result the app uploaded, and the command exits 1."""
+    from nitronb import local
+
+    workspace = tmp_path / "ws"
+    (tmp_path / "codes.csv").write_text("START,CODE\n2020-01-01,1\n", encoding="utf-8")
+    try:
+        done = _walkthrough("-p", "input_csv", "codes.csv", "-p", "required_columns", "[]",
+                            cwd=tmp_path, workspace=workspace)
+    finally:
+        local.down(workspace)
+    assert done.returncode == 1
+    assert "08_run_workflow              … ok" in done.stderr
+    assert "09_decrypt_output            … ok" in done.stderr
+    assert "the app's stderr (last lines):" in done.stderr
+    assert done.stderr.rstrip().endswith(f"nitronb: error: {USECOLS}")
+    assert done.stdout.startswith("input/codes\n")  # what the app printed before failing
+    run = tmp_path / "run"
+    assert re.search(r"app exit code\s+1\b", _outputs(run / "08_run_workflow.ipynb"))
+    shown = _outputs(run / "09_decrypt_output.ipynb")
+    assert USECOLS in shown and "its stderr (last lines)" in shown
+    assert "describe() of DESCRIPTION: the app failed" in shown
+    assert '"ename"' not in shown  # no cell failed
+
+
+def test_the_result_is_labelled_with_the_data_owners_csv(tmp_path):
+    from nitronb import local
+    from nitronb.results import describe_summary
+
+    workspace = tmp_path / "ws"
+    (tmp_path / "visits.csv").write_bytes(
+        "START,DESCRIPTION\n2020,Café allergy\n2021,\"Sprain\nof ankle\"\n2022,Café allergy\n"
+        .encode("cp1252"))
+    try:
+        done = _walkthrough("-p", "input_csv", "visits.csv", "-p", "encoding", "cp1252",
+                            cwd=tmp_path, workspace=workspace)
+    finally:
+        local.down(workspace)
+    assert done.returncode == 0, done.stderr
+    assert describe_summary(done.stdout) == {"input/visits": {
+        "count": 3, "unique": 2, "top": "Café allergy", "freq": 2}}

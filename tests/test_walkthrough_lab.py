@@ -1,0 +1,86 @@
+"""A trainer's room: `nitronb lab` on a working copy of the notebooks, the `nitronb` kernel the
+notebooks run on, and `nitronb sample`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from nitronb.notebooks import KERNEL_NAME, ensure_kernelspec, notebooks_dir, working_copy
+
+
+def _nitronb(*args: str, cwd: Path, workspace: Path, timeout: float = 300):
+    env = {**os.environ, "NITRONB_WORKSPACE": str(workspace)}
+    return subprocess.run([sys.executable, "-m", "nitronb", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_working_copy_copies_once_and_keeps_edits_unless_reset(tmp_path):
+    shipped = sorted(p.name for p in notebooks_dir().glob("[0-9][0-9]_*.ipynb"))
+    copied, kept = working_copy(tmp_path / "room")
+    assert [p.name for p in copied] == shipped and kept == []
+    edited = tmp_path / "room" / "01_generate_keys.ipynb"
+    edited.write_text("{}", encoding="utf-8")
+    copied, kept = working_copy(tmp_path / "room")
+    assert copied == [] and len(kept) == len(shipped)
+    assert edited.read_text(encoding="utf-8") == "{}"
+    copied, kept = working_copy(tmp_path / "room", reset=True)
+    assert len(copied) == len(shipped)
+    assert edited.read_bytes() == (notebooks_dir() / edited.name).read_bytes()
+
+
+def test_lab_refuses_another_root_folder_before_starting_anything(tmp_path):
+    workspace = tmp_path / "ws"
+    for args in (["room", "--", "--notebook-dir=/"], ["room", "--ServerApp.root_dir", "/"],
+                 ["--", "--notebook-dir", "/"]):
+        done = _nitronb("lab", *args, cwd=tmp_path, workspace=workspace)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("nitronb: error: nitronb lab serves the working copy of "
+                                      "the notebooks;")
+        assert done.stderr.count("\n") == 1
+    assert not (workspace / "local").exists() and not (tmp_path / "room").exists()
+
+
+def test_lab_serves_a_working_copy_and_passes_jupyter_options_on(tmp_path):
+    from nitronb import local
+
+    workspace = tmp_path / "ws"
+    try:
+        done = _nitronb("lab", "room", "--version", cwd=tmp_path, workspace=workspace)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip()[0].isdigit()  # `jupyter lab --version`
+        assert f"copied 10 notebooks into {tmp_path / 'room'}" in done.stderr
+        done = _nitronb("lab", "room", "--", "--version", cwd=tmp_path, workspace=workspace)
+        assert done.returncode == 0, done.stderr
+        assert "kept your copies of 10 notebooks" in done.stderr and "--reset" in done.stderr
+        # the default room is in the workspace
+        done = _nitronb("lab", "--", "--version", cwd=tmp_path, workspace=workspace)
+        assert done.returncode == 0 and (workspace / "notebooks" / "00_index.ipynb").is_file()
+    finally:
+        local.down(workspace)
+    helped = _nitronb("lab", "--help", cwd=tmp_path, workspace=workspace)
+    assert "<workspace>/notebooks" in helped.stdout
+
+
+def test_the_kernel_is_this_python():
+    folder = ensure_kernelspec()
+    spec = json.loads((folder / "kernel.json").read_text(encoding="utf-8"))
+    assert folder.name == KERNEL_NAME and spec["argv"][0] == sys.executable
+    assert spec["display_name"] == "Python 3 (nitronb)"
+    assert ensure_kernelspec() == folder
+    done = subprocess.run([sys.executable, "-m", "nitronb", "kernel", "show"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and sys.executable in done.stdout
+
+
+def test_sample_writes_the_shipped_csv_once(tmp_path):
+    from nitronb import sample_path
+
+    done = _nitronb("sample", cwd=tmp_path, workspace=tmp_path / "ws")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "conditions.csv").read_bytes() == sample_path().read_bytes()
+    again = _nitronb("sample", cwd=tmp_path, workspace=tmp_path / "ws")
+    assert again.returncode == 1 and "already exists" in again.stderr
