@@ -65,7 +65,7 @@ class Walkthrough:
     # state: small JSON, mode 0600 (it holds presigned URLs)
     def state(self) -> dict[str, Any]:
         try:
-            return json.loads(self._state_path.read_text())
+            return json.loads(self._state_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
 

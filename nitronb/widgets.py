@@ -3,23 +3,25 @@ every party, and a live view of an enclave run.
 
 Each class builds its ipywidgets on construction (ipywidgets is imported then, never when nitronb
 is imported), keeps them in ``.widget``, and is displayed like a widget. Every button has a plain
-method behind it, so the same steps can be driven from Python. Non-interactive runs (papermill)
-call the library functions directly and need none of this.
+method behind it, so the same steps can be driven from Python. Scripts and the command line call
+the library functions directly and need none of this. Markdown is rendered by
+:mod:`nitronb.markdown` (sanitized), a run's state is followed by :mod:`nitronb.run_state`.
 """
 
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 
 from nitronb.datasets import parse_labels  # noqa: F401 - part of this module's API
 from nitronb.errors import NitronbError, ValidationError, WidgetsUnavailableError
+from nitronb.run_state import RUN_STEPS, RunState  # noqa: F401 - part of this module's API
 
 _ERROR = '<span style="color:#B00020"><b>✗</b> {}</span>'
 _OK = '<span style="color:#00734F"><b>✓</b> {}</span>'
+_DECLINED = '<span style="color:#B45309"><b>⊘</b> {}</span>'
 _INFO = '<span style="color:#555555">{}</span>'
 
 
@@ -47,11 +49,15 @@ class _Shown:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def _show_markdown(output: Any, text: str) -> None:
-    """Replace what ``output`` shows with rendered Markdown (no kernel needed)."""
-    data = {"text/markdown": text, "text/plain": text}
-    output.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},) \
-        if text.strip() else ()
+def _show_markdown(preview: Any, text: str) -> None:
+    """Show ``text`` in the HTML widget ``preview`` as GitHub renders Markdown: sanitized, so
+    that raw HTML in it (scripts, event handlers, ``javascript:`` links) never runs."""
+    from nitronb.markdown import render_markdown
+
+    try:
+        preview.value = render_markdown(text)
+    except NitronbError as exc:
+        preview.value = _ERROR.format(html.escape(_error_text(exc)))
 
 
 # --- dataset definitions -----------------------------------------------------------------------
@@ -90,8 +96,8 @@ class DatasetForm(_Shown):
         self.source = w.Text(description="Load from", placeholder="a Markdown file or URL",
                              layout=w.Layout(width="70%"))
         self.load_button = w.Button(description="Load", icon="download")
-        self.preview = w.Output(layout=w.Layout(border="1px solid #DDDDDD", padding="4px",
-                                                width="95%"))
+        self.preview = w.HTML(layout=w.Layout(border="1px solid #DDDDDD", padding="4px",
+                                              width="95%"))
         self.create_button = w.Button(description="Create dataset", button_style="primary",
                                        icon="check")
         self.message = w.HTML()
@@ -163,15 +169,26 @@ class DatasetForm(_Shown):
         return created
 
     def load_long_description(self) -> str:
-        """Fill the long description from the file or URL in ``source``."""
+        """Fill the long description from the Markdown file (UTF-8) or http(s) URL in
+        ``source``; return the text.
+
+        Raises :class:`~nitronb.errors.ValidationError` (the fields keep what was typed) when
+        ``source`` is empty, names no readable UTF-8 file, or is over the size limit, and
+        :class:`~nitronb.errors.NitronbError` when the URL cannot be fetched.
+        """
         from nitronb.datasets import load_long_description
 
         source = self.source.value.strip()
         if not source:
-            raise ValidationError("type a file path or an http(s) URL to load from.")
-        self.long_description.value = load_long_description(source)
+            raise ValidationError("type a file path or an http(s) URL to load from.",
+                                  hint="Type it in the Load from field, then click Load.")
+        if source.startswith(("http://", "https://")):
+            text = load_long_description(source)
+        else:
+            text = _read_markdown_file(source)
+        self.long_description.value = text
         self.message.value = _INFO.format(html.escape(f"long description loaded from {source}"))
-        return self.long_description.value
+        return text
 
     def _guard(self, action: Callable[[], Any]) -> None:
         self.message.value = ""
@@ -179,6 +196,35 @@ class DatasetForm(_Shown):
             action()
         except Exception as exc:  # noqa: BLE001 - shown inline; the fields are kept as typed
             self.message.value = _ERROR.format(html.escape(_error_text(exc)))
+
+
+def _read_markdown_file(source: str) -> str:
+    """The text of the Markdown file ``source`` (a path, ``~`` expanded)."""
+    from pathlib import Path
+
+    from nitronb.datasets import MAX_LONG_DESCRIPTION
+
+    path = Path(source).expanduser()
+    hint = "Check the path (relative paths start in the notebook's folder), or paste the text."
+    if path.is_dir():
+        raise ValidationError(f"{source} is a folder, not a Markdown file.", hint=hint)
+    if path.exists() and not path.is_file():  # a pipe or a device would block or never end
+        raise ValidationError(f"{source} is not a regular file.", hint=hint)
+    try:
+        with open(path, "rb") as file:
+            body = file.read(MAX_LONG_DESCRIPTION + 1)
+    except FileNotFoundError:
+        raise ValidationError(f"there is no file {source}.", hint=hint) from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read {source}: {exc.strerror or exc}.", hint=hint) from None
+    if len(body) > MAX_LONG_DESCRIPTION:
+        raise ValidationError(f"{source} is over {MAX_LONG_DESCRIPTION // 1024} KiB, the limit "
+                              "of a long description.")
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError(f"{source} is not UTF-8 text.",
+                              hint="Save it as UTF-8, or paste the text.") from None
 
 
 # --- approvals ---------------------------------------------------------------------------------
@@ -208,18 +254,31 @@ class PendingItem:
 
 class ApprovalsPanel(_Shown):
     """For each party (name → :class:`~nitronb.ccm.client.CCMClient`), what waits for its
-    decision: whitelisting tasks for administrators, workflow approval requests for approvers."""
+    decision: whitelisting tasks for administrators, workflow approval requests for approvers.
 
-    def __init__(self, clients: Mapping[str, Any], *, auto_refresh: bool = True) -> None:
+    After each decision the manager has accepted, ``on_decision(party, kind, result)`` is
+    called (``kind`` is "task" or "request", ``result`` the manager's answer); a text it
+    returns is shown under the status line, an error it raises is shown there too. The
+    approval request ``current`` (an id), if pending, is listed first and marked "current":
+    earlier versions of a workflow may still wait beside it.
+    """
+
+    def __init__(self, clients: Mapping[str, Any], *, auto_refresh: bool = True,
+                 on_decision: Callable[[str, str, dict[str, Any]], str | None] | None = None,
+                 current: str | None = None) -> None:
         w = _ipywidgets()
         self._w = w
         self.clients = dict(clients)
+        self.on_decision = on_decision
+        self.current = current
         self.items: list[PendingItem] = []
         self.status = w.HTML()
+        self.note = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.refresh_button.on_click(lambda _button: self.refresh())
         self.sections = w.VBox()
-        self.widget = w.VBox([w.HBox([self.refresh_button, self.status]), self.sections])
+        self.widget = w.VBox([w.HBox([self.refresh_button, self.status]), self.note,
+                              self.sections])
         self._users: dict[str, dict[str, Any]] = {}
         self._names: dict[tuple[str, str], str] = {}
         if auto_refresh:
@@ -242,6 +301,7 @@ class ApprovalsPanel(_Shown):
             raise
         self.refresh()
         self._say(_OK, f"{party} approved {self._describe(kind, result)}.")
+        self._decided(party, kind, result)
         return result
 
     def decline(self, party: str, kind: str, item_id: str, reason: str) -> dict[str, Any]:
@@ -257,7 +317,9 @@ class ApprovalsPanel(_Shown):
             self._say(_ERROR, f"{party} could not decline: {_error_text(exc)}")
             raise
         self.refresh()
-        self._say(_OK, f"{party} declined {self._describe(kind, result)}: {reason.strip()}")
+        self._say(_DECLINED, f"{party} declined {self._describe(kind, result)}: "
+                             f"{reason.strip()}")
+        self._decided(party, kind, result)
         return result
 
     def refresh(self) -> None:
@@ -285,6 +347,16 @@ class ApprovalsPanel(_Shown):
 
     def _say(self, template: str, text: str) -> None:
         self.status.value = template.format(html.escape(text))
+
+    def _decided(self, party: str, kind: str, result: dict[str, Any]) -> None:
+        if self.on_decision is None:
+            return
+        try:
+            said = self.on_decision(party, kind, result)
+        except Exception as exc:  # noqa: BLE001 - the decision stands; the follow-up is shown
+            self.note.value = _ERROR.format(html.escape(_error_text(exc)))
+            return
+        self.note.value = _INFO.format(html.escape(said)) if said else ""
 
     def _user(self, party: str, client: Any) -> dict[str, Any]:
         if party not in self._users:
@@ -321,10 +393,13 @@ class ApprovalsPanel(_Shown):
                 continue
             workflow = self._name(client, "workflow", request.get("workflow_id", ""))
             done = sorted(request.get("approvals") or {})
+            mark = "current: " if request["id"] == self.current else ""
             found.append(("request", request["id"],
-                          f"approve workflow {workflow} (approvers: "
+                          f"{mark}approve workflow {workflow} (approvers: "
                           f"{', '.join(request.get('approvers') or [])}; approved so far: "
                           f"{', '.join(done) or 'nobody'})"))
+        # the current request first; the rest keep the manager's order
+        found.sort(key=lambda entry: entry[1] != self.current)
         return found
 
     def _row(self, party: str, kind: str, item_id: str, title: str) -> Any:
@@ -355,79 +430,6 @@ class ApprovalsPanel(_Shown):
 
 # --- an enclave run ----------------------------------------------------------------------------
 
-RUN_STEPS = ("starting", "attesting", "provisioned", "running app", "finished")
-_EXIT = re.compile(r"app exited with code (-?\d+)")
-
-
-class RunState:
-    """The state of a run, followed from the enclave's log (no widgets)."""
-
-    def __init__(self) -> None:
-        self.state = "starting"
-        self.detail = ""
-        self.exit_code: int | None = None
-        self._partial = ""
-
-    @property
-    def step(self) -> int:
-        """How far the run got, 0 … len(RUN_STEPS) - 1."""
-        if self.state in RUN_STEPS:
-            return RUN_STEPS.index(self.state)
-        return len(RUN_STEPS) - 1
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("finished", "failed", "refused")
-
-    def feed(self, text: str) -> None:
-        """Take more log text; complete lines move the state on."""
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
-        for line in lines:
-            self.line(line.rstrip("\r"))
-
-    def flush(self) -> None:
-        """Take a last line that ended without a newline."""
-        if self._partial:
-            line, self._partial = self._partial, ""
-            self.line(line)
-
-    def line(self, line: str) -> None:
-        """Take one log line."""
-        if self.state == "starting" and line.strip():
-            self.state = "attesting"
-        if not line.startswith("[enclave-os] "):
-            return
-        message = line[len("[enclave-os] "):].strip()
-        exited = _EXIT.search(message)
-        if exited:
-            self.exit_code = int(exited.group(1))
-        if self.state == "refused":
-            return  # keep the refusal's reason in view
-        self.detail = message
-        if message.startswith("refused:"):
-            self.state = "refused"
-        elif message.startswith("attested:"):
-            self.state = "attesting"
-        elif message.startswith("provisioned:"):
-            self.state = "provisioned"
-        elif message.startswith("wrote ") and "starting the app" in message:
-            self.state = "running app"
-        elif message.startswith("cannot start the app"):
-            self.state = "failed"
-        elif exited:
-            if self.state != "failed":
-                self.state = "finished" if self.exit_code == 0 else "failed"
-
-    def end(self, exit_code: int) -> None:
-        """The run ended with ``exit_code``: settle a state the log did not settle."""
-        self.flush()
-        if self.exit_code is None:
-            self.exit_code = exit_code
-        if not self.done:
-            self.state = "finished" if exit_code == 0 else "failed"
-
-
 class RunMonitor(_Shown):
     """A run's state, a step indicator and the enclave's log, updated while the run goes on."""
 
@@ -457,27 +459,36 @@ class RunMonitor(_Shown):
         self.run_state.feed(text)
         self._show()
 
-    def run(self, image: str, appconfig_id: str, **kwargs: Any) -> Any:
-        """Run the enclave with :func:`nitronb.runner.run_enclave`, following its log; return
-        the outcome (errors are shown, then raised)."""
-        from nitronb.runner import run_enclave
-
-        kwargs.pop("on_log", None)
+    def follow(self, start: Callable[[Callable[[str], None]], Any]) -> Any:
+        """Call ``start(on_log)`` — something that runs an enclave and passes its log text to
+        ``on_log`` as it grows, such as ``lambda on_log: steps.run_workflow(ws,
+        on_log=on_log)`` — and follow the log; return what ``start`` returns (an outcome with
+        ``exit_code``). An error is shown, then raised."""
         self.run_state, self.log, self.outcome = RunState(), "", None
         self.output.outputs = ()
         self._show()
         try:
-            outcome = run_enclave(image, appconfig_id, on_log=self.feed, **kwargs)
+            outcome = start(self.feed)
         except Exception as exc:
             self.run_state.flush()
-            self.run_state.state = "failed"
-            self.run_state.detail = _error_text(exc)
+            if self.run_state.state != "refused":  # a refusal's reason says more
+                self.run_state.state = "failed"
+                self.run_state.detail = _error_text(exc)
             self._show()
             raise
         self.outcome = outcome
         self.run_state.end(outcome.exit_code)
         self._show()
         return outcome
+
+    def run(self, image: str, appconfig_id: str, **kwargs: Any) -> Any:
+        """Run the enclave with :func:`nitronb.runner.run_enclave`, following its log; return
+        the outcome (errors are shown, then raised)."""
+        from nitronb.runner import run_enclave
+
+        kwargs.pop("on_log", None)
+        return self.follow(lambda on_log: run_enclave(image, appconfig_id, on_log=on_log,
+                                                      **kwargs))
 
     def _show(self) -> None:
         state = self.run_state

@@ -144,7 +144,7 @@ def test_dataset_form_creates_a_dataset_shown_redacted(manager):
     form.description.value = "Synthea conditions, encrypted"
     form.labels.value = "source=synthea\nyear = 2020\n"
     form.long_description.value = "# Conditions\n\n| a | b |\n|---|---|\n| 1 | 2 |"
-    assert form.preview.outputs[0]["data"]["text/markdown"].startswith("# Conditions")
+    assert form.preview.value.startswith("<h1>Conditions</h1>\n<table>")
     assert not any(key in text for text in all_values(form.widget))
 
     form.create_button.click()
@@ -195,11 +195,30 @@ def test_a_form_without_url_or_client_explains_what_is_missing(manager, tmp_path
     form = DatasetForm(manager["data-owner"], name="no-url")
     form.create_button.click()
     assert "no presigned URL" in form.message.value
-    (tmp_path / "about.md").write_text("## Loaded\nfrom a file")
+    (tmp_path / "about.md").write_text("## Loaded\nfrom a file", encoding="utf-8")
     form.source.value = str(tmp_path / "about.md")
     form.load_button.click()
     assert form.long_description.value.startswith("## Loaded")
-    assert form.preview.outputs[0]["data"]["text/markdown"].startswith("## Loaded")
+    assert form.preview.value.startswith("<h2>Loaded</h2>")
+
+
+def test_loading_from_a_path_that_is_no_file_keeps_what_was_typed(manager, tmp_path):
+    form = DatasetForm(manager["data-owner"], url=PRESIGNED.format(name="t"), key=generate_key(),
+                       name="typed")
+    typed = "# Typed by hand\n\nkept as it is"
+    form.long_description.value = typed
+    (tmp_path / "latin1.md").write_bytes("caf\xe9".encode("latin-1"))
+    for source, says in ((tmp_path / "missing.md", "there is no file"),
+                         (tmp_path, "is a folder, not a Markdown file"),
+                         (tmp_path / "latin1.md", "is not UTF-8 text"),
+                         ("", "type a file path or an http(s) URL")):
+        form.source.value = str(source)
+        form.load_button.click()
+        assert "#B00020" in form.message.value and says in form.message.value, source
+        assert form.source.value == str(source)
+        assert form.long_description.value == typed
+        assert form.preview.value.startswith("<h1>Typed by hand</h1>")
+    assert form.result is None
 
 
 def test_parse_labels():
@@ -255,6 +274,9 @@ def test_a_workflow_declined_from_the_panel_ends_denied_with_its_reason(manager)
         ("DENIED", "not this quarter", "data-owner")
     assert manager["app-owner"].get_final_workflow(request["workflow_id"])["status"] == "DENIED"
     assert "data-owner declined" in panel.status.value
+    # a decline reads as one: its own sign and colour, not the green tick of an approval
+    assert "⊘" in panel.status.value and "#B45309" in panel.status.value
+    assert "✓" not in panel.status.value and "#00734F" not in panel.status.value
     assert item("output-owner") is None and item("data-owner") is None
 
 
@@ -329,6 +351,30 @@ def test_run_state_across_chunks_and_failures():
     silent = RunState()
     silent.end(0)
     assert silent.state == "finished"
+
+
+def test_run_monitor_follows_any_run_that_reports_its_log():
+    from nitronb import runner
+
+    def run(on_log):
+        for chunk in (LOG[:50], LOG[50:140], LOG[140:]):
+            on_log(chunk)
+        return runner.RunOutcome(enclave_id="e2", backend="process", exit_code=0,
+                                 measurements={}, log=LOG, seconds=1.0)
+
+    monitor = RunMonitor()
+    outcome = monitor.follow(run)
+    assert monitor.outcome is outcome and monitor.state == "finished" and monitor.log == LOG
+    assert monitor.progress.bar_style == "success"
+
+    def refused(on_log):
+        on_log("[enclave-os] refused: provisioning by the manager refused (HTTP 403)\n")
+        raise RunError("enclave e3 ended with exit code 70: provisioning refused")
+
+    with pytest.raises(RunError):
+        monitor.follow(refused)
+    assert monitor.state == "refused" and "HTTP 403" in monitor.label.value
+    assert monitor.log.startswith("[enclave-os] refused")
 
 
 def test_run_monitor_run_passes_the_log_through(monkeypatch):
