@@ -91,7 +91,8 @@ class Walkthrough:
         """A path for display: relative to the workspace (``$WORKSPACE/…``)."""
         path = Path(path)
         try:
-            return f"$WORKSPACE/{path.resolve().relative_to(self.workspace)}"
+            inside = path.resolve().relative_to(self.workspace)
+            return "$WORKSPACE" if inside == Path(".") else f"$WORKSPACE/{inside}"
         except ValueError:
             if path.resolve() == _sample():
                 return f"(shipped sample) {path.name}"
