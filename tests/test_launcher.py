@@ -12,19 +12,25 @@ import pytest
 from nitronb.enclave import launcher
 
 
-def test_binding_is_the_attestation_rule_and_carries_the_config_id() -> None:
+def test_binding_is_em_apps_rule_with_the_raw_config_id() -> None:
+    import hashlib
+
     from nitronb.attestation import binding_user_data, config_id_from_user_data
 
     _, public = launcher.new_key_pair()
-    config_id = "ab" * 32
+    config_id = hashlib.sha256(b"a configuration").hexdigest()
+    raw = bytes.fromhex(config_id)
     bound = launcher.binding(public, config_id)
-    assert len(public) == 32
+    assert len(public) == 32 and len(bound) == 64
+    assert bound == hashlib.sha256(b"\x01" + hashlib.sha256(public).digest() + raw).digest() + raw
     assert bound == binding_user_data(public, config_id)
-    assert bound.endswith(config_id.encode())
     assert config_id_from_user_data(bound) == config_id
     assert launcher.binding(public, "cd" * 32) != bound
     _, other = launcher.new_key_pair()
     assert launcher.binding(other, config_id) != bound
+    for bad in ("ab" * 31, "zz" * 32, ""):
+        with pytest.raises(launcher.LaunchError, match="not 64 hex"):
+            launcher.binding(public, bad)
 
 
 def test_config_id_of_equals_the_manager_rule() -> None:

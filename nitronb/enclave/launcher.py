@@ -74,9 +74,15 @@ def new_key_pair():
 
 
 def binding(public_key: bytes, config_id: str) -> bytes:
-    """``SHA256(0x01 ‖ SHA256(public_key) ‖ config_id) ‖ config_id`` (DESIGN §3.7)."""
-    cid = config_id.encode("utf-8")
-    return hashlib.sha256(b"\x01" + hashlib.sha256(public_key).digest() + cid).digest() + cid
+    """em-app's ``user_data``, 64 bytes: ``SHA256(0x01 ‖ SHA256(public_key) ‖ id) ‖ id`` with
+    ``id`` the APPCONFIG_ID's 32 raw bytes (DESIGN §3.7)."""
+    try:
+        raw = bytes.fromhex(config_id) if len(config_id) == 64 else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise LaunchError(f"APPCONFIG_ID {config_id[:20]!r} is not 64 hex characters.")
+    return hashlib.sha256(b"\x01" + hashlib.sha256(public_key).digest() + raw).digest() + raw
 
 
 def open_envelope(private_key, envelope: dict) -> dict:
@@ -192,10 +198,11 @@ def provision(env: dict) -> dict:
     ccm = env["CCM_BACKEND"].rstrip("/")
     config_id = env["APPCONFIG_ID"]
     private, public = new_key_pair()
+    user_data = binding(public, config_id)
     nonce = _post(f"{ccm}/v1/runtime/nonces", {}, what="asking the manager for a nonce")["nonce"]
     document = _post(f"{node_agent}/v1/enclaves/{env['NITRONB_ENCLAVE_ID']}/attestation",
                      {"public_key": base64.b64encode(public).decode(),
-                      "user_data": base64.b64encode(binding(public, config_id)).decode(),
+                      "user_data": base64.b64encode(user_data).decode(),
                       "nonce": nonce},
                      token=env.get("NITRONB_ENCLAVE_TOKEN"),
                      what="attestation by the node agent")["document"]
