@@ -1,6 +1,10 @@
 """The enclave app: fetch and decrypt the input datasets, run the analysis on them, then encrypt
 the run result with each output dataset's key and upload it.
 
+The datasets are the folders ``APP_CONFIG_DIR/input/*/dataset/`` and
+``APP_CONFIG_DIR/output/*/dataset/`` the enclave OS writes, one per workflow node (see utils.py);
+an input is decrypted to ``input/<node>`` in a private work folder, the path the analysis gets.
+
 The run result is JSON ``{"returncode": int, "stdout": base64, "stderr": base64}``. If the inputs
 cannot be fetched the analysis does not run, and the result that is uploaded says why. The exit
 status is 0 only when the analysis succeeded and every upload did; plaintext is deleted at the end.
@@ -33,24 +37,24 @@ def log(message: str) -> None:
 
 
 def fetch_inputs(datasets: list[utils.Dataset], work: str) -> list[str]:
-    """Download and decrypt each input into ``work/input/<name>``; return the relative paths."""
+    """Download and decrypt each input into ``work/input/<node>``; return the relative paths."""
     downloads = os.path.join(work, "download")
     plain = os.path.join(work, "input")
     os.makedirs(downloads, mode=0o700)
     os.makedirs(plain, mode=0o700)
     paths = []
     for dataset in datasets:
-        what = f"input dataset {dataset.name!r}"
-        encrypted = utils.safe_join(downloads, dataset.name)
+        what = f"input dataset {dataset.node!r}"
+        encrypted = utils.safe_join(downloads, dataset.node)
         size = utils.download(dataset.url, encrypted, what=f"downloading the {what}")
         log(f"downloaded the {what} from {dataset.location} ({size} bytes)")
         try:
-            utils.decrypt_file(dataset.key, encrypted, utils.safe_join(plain, dataset.name))
+            utils.decrypt_file(dataset.key, encrypted, utils.safe_join(plain, dataset.node))
         except AppError as exc:
             raise AppError(f"cannot decrypt the {what}: {exc}") from None
         finally:
             os.unlink(encrypted)
-        paths.append(os.path.join("input", dataset.name))
+        paths.append(os.path.join("input", dataset.node))
     return paths
 
 
@@ -82,7 +86,7 @@ def upload_result(run_result: dict, outputs: list[utils.Dataset], work: str) -> 
         json.dump(run_result, fh)
     failures = []
     for index, dataset in enumerate(outputs):
-        what = f"output dataset {dataset.name!r}"
+        what = f"output dataset {dataset.node!r}"
         encrypted = os.path.join(work, f"result-{index}.enc")
         try:
             utils.encrypt_file(dataset.key, plain, encrypted)

@@ -1,10 +1,14 @@
 """What the enclave app needs around its analysis: datasets, downloads, AES-256-GCM, uploads.
 
 Runs inside the enclave with the Python standard library, cryptography and requests only.
-The app-config folder is ``APP_CONFIG_DIR/<port>/<dataset name>/dataset/`` holding
-``credentials.bin`` (JSON: ``query_string`` = base64 of the presigned URL's query string,
-``encryption.key`` = 64 hex characters) and ``location.txt`` (the URL without its query).
-Encrypted files are ``nonce (12) | ciphertext | tag (16)``, AES-256-GCM, no associated data.
+The enclave OS writes one folder per dataset connected to a port,
+``APP_CONFIG_DIR/<port>/<node>/dataset/``, where ``<node>`` is the workflow graph's node name
+for that dataset (a short generated id such as ``cxhcfxdvl``, not the dataset's display name).
+Each holds ``credentials.bin`` (JSON: ``query_string`` = base64 of the presigned URL's query
+string, ``encryption.key`` = 64 hex characters) and ``location.txt`` (the URL without its
+query). ``APP_CONFIG_DIR`` is ``/opt/fortanix/enclave-os/app-config/rw`` unless the environment
+says otherwise. Encrypted files are ``nonce (12) | ciphertext | tag (16)``, AES-256-GCM, no
+associated data.
 """
 
 from __future__ import annotations
@@ -62,13 +66,19 @@ def app_config_dir() -> str:
 
 @dataclass(frozen=True)
 class Dataset:
-    """One dataset connected to a port, as the enclave OS wrote it into the app-config folder."""
+    """One dataset connected to a port, as the enclave OS wrote it into the app-config folder:
+    ``<port>/<node>/dataset/``."""
 
     port: str
-    name: str
+    node: str
     location: str
     query_string: str = field(repr=False)
     key: bytes = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """The dataset's name inside the enclave: its workflow node name."""
+        return self.node
 
     @property
     def url(self) -> str:
@@ -76,10 +86,10 @@ class Dataset:
         return f"{self.location}?{self.query_string}" if self.query_string else self.location
 
 
-def read_dataset(port: str, name: str, config_dir: str | None = None) -> Dataset:
-    """Read the credentials and location of dataset ``name`` on ``port``."""
-    folder = safe_join(config_dir or app_config_dir(), port, name, "dataset")
-    where = f"dataset {name!r} on port {port!r}"
+def read_dataset(port: str, node: str, config_dir: str | None = None) -> Dataset:
+    """Read the credentials and location of the dataset of node ``node`` on ``port``."""
+    folder = safe_join(config_dir or app_config_dir(), port, node, "dataset")
+    where = f"dataset {node!r} on port {port!r}"
     try:
         with open(os.path.join(folder, "credentials.bin"), "rb") as fh:
             credentials = json.loads(fh.read().decode("utf-8"))
@@ -101,15 +111,19 @@ def read_dataset(port: str, name: str, config_dir: str | None = None) -> Dataset
         raise AppError(f"{where}: {exc}") from None
     if not location.startswith(("https://", "http://")):
         raise AppError(f"{where}: location.txt does not hold an http(s) URL.")
-    return Dataset(port=port, name=name, location=location, query_string=query, key=key)
+    return Dataset(port=port, node=node, location=location, query_string=query, key=key)
 
 
 def list_datasets(port: str, config_dir: str | None = None) -> list[Dataset]:
-    """Every dataset connected to ``port``, sorted by name (none if the port has no folder)."""
+    """Every dataset connected to ``port`` — each ``<port>/<node>/dataset/`` folder — sorted by
+    node name; none if the port has no folder. Entries without a ``dataset/`` folder (another
+    kind of connection) are skipped."""
     folder = safe_join(config_dir or app_config_dir(), port)
     if not os.path.isdir(folder):
         return []
-    return [read_dataset(port, name, config_dir) for name in sorted(os.listdir(folder))]
+    nodes = [node for node in sorted(os.listdir(folder))
+             if os.path.isdir(os.path.join(folder, node, "dataset"))]
+    return [read_dataset(port, node, config_dir) for node in nodes]
 
 
 def parse_key(text: object) -> bytes:

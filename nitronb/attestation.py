@@ -462,9 +462,16 @@ def _verify_binding(document: AttestationDocument, public_key: bytes | None,
         config_id = document.config_id
         if config_id is None:
             raise AttestationError("the document's user_data carries no configuration binding "
-                                   "(SHA256(0x01 | SHA256(public_key) | config_id) | config_id).",
-                                   reason="binding")
-    if document.user_data != binding_user_data(key, config_id):
+                                   "(SHA256(0x01 | SHA256(public_key) | id) | id, id being the "
+                                   "APPCONFIG_ID's 32 raw bytes).", reason="binding")
+    expected = binding_user_data(key, config_id)
+    if document.user_data is not None and len(document.user_data) != BINDING_SIZE:
+        raise AttestationError(
+            f"the document's user_data has {len(document.user_data)} bytes, not the "
+            f"{BINDING_SIZE} of em-app's binding SHA256(0x01 | SHA256(public_key) | id) | id "
+            f"with the APPCONFIG_ID's 32 raw bytes as id; the enclave bound its configuration "
+            f"in another form.", reason="binding")
+    if document.user_data != expected:
         raise AttestationError(
             f"the document's user_data does not bind its public_key to configuration "
             f"{config_id[:16]}…; the enclave attested another configuration or key.",
@@ -474,23 +481,38 @@ def _verify_binding(document: AttestationDocument, public_key: bytes | None,
 # --- binding and helpers --------------------------------------------------------------------
 
 
+BINDING_SIZE = 64  #: bytes of a key and configuration binding in ``user_data``
+
+
+def _config_id_bytes(config_id: str) -> bytes:
+    if isinstance(config_id, str) and len(config_id) == 64:
+        try:
+            return bytes.fromhex(config_id)
+        except ValueError:
+            pass
+    shown = config_id[:20] + "…" if isinstance(config_id, str) and len(config_id) > 20 \
+        else config_id
+    raise AttestationError(f"configuration id {shown!r} is not an APPCONFIG_ID (64 hex "
+                           f"characters, a SHA-256).", reason="binding")
+
+
 def binding_user_data(public_key: bytes, config_id: str) -> bytes:
-    """``SHA256(0x01 ‖ SHA256(public_key) ‖ config_id) ‖ config_id``: binds a key to a config."""
-    config = config_id.encode("utf-8")
-    digest = hashlib.sha256(b"\x01" + hashlib.sha256(public_key).digest() + config).digest()
-    return digest + config
+    """em-app's binding of a key to a configuration, 64 bytes:
+    ``SHA256(0x01 ‖ SHA256(public_key) ‖ id) ‖ id`` where ``id`` is the APPCONFIG_ID's 32 raw
+    bytes (hex-decoded). AttestationError (``binding``) if ``config_id`` is not 64 hex digits."""
+    raw = _config_id_bytes(config_id)
+    digest = hashlib.sha256(b"\x01" + hashlib.sha256(public_key).digest() + raw).digest()
+    return digest + raw
 
 
 def config_id_from_user_data(user_data: bytes) -> str:
-    """The configuration id that follows the 32-byte binding digest in ``user_data``."""
-    if len(user_data) <= 32:
-        raise AttestationError(f"user_data has {len(user_data)} bytes; a binding is a 32-byte "
-                               f"digest followed by the configuration id.", reason="binding")
-    try:
-        return user_data[32:].decode("utf-8")
-    except UnicodeDecodeError:
-        raise AttestationError("user_data does not end with a UTF-8 configuration id.",
-                               reason="binding") from None
+    """The APPCONFIG_ID (lower-case hex) in the last 32 bytes of a 64-byte binding."""
+    if len(user_data) != BINDING_SIZE:
+        raise AttestationError(
+            f"user_data has {len(user_data)} bytes; a key and configuration binding has "
+            f"{BINDING_SIZE}: SHA256(0x01 | SHA256(public_key) | id) | id, with the "
+            f"APPCONFIG_ID's 32 raw bytes as id.", reason="binding")
+    return user_data[32:].hex()
 
 
 def load_roots(source: bytes | str | Path) -> list["x509.Certificate"]:

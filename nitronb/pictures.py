@@ -123,8 +123,8 @@ def _approval_rows(approval: Mapping[str, Any]) -> list[tuple[str, str, str, str
 
 
 def workflow_svg(graph: Mapping[str, Any], approval: Mapping[str, Any] | None = None) -> str:
-    """The workflow as SVG: input datasets, the app with its ports, output datasets, each
-    object's owner, and who has approved.
+    """The workflow as SVG: input datasets (with their node names), the app with its ports,
+    output datasets, each object's owner, and who has approved.
 
     ``graph`` is a draft or final workflow as the manager serves it (``objects`` and ``edges``);
     objects may carry ``name``, ``owner`` and (apps) ``ports`` — see :func:`annotate_workflow`.
@@ -177,16 +177,19 @@ def workflow_svg(graph: Mapping[str, Any], approval: Mapping[str, Any] | None = 
         obj = objects[key]
         label = _object_label(key, obj)
         owner = obj.get("owner")
-        body.append(f'<g><title>{_esc(f"{caption} {label}")}</title>'
+        # the node name is the dataset's folder in the enclave: <port>/<node>/dataset/
+        body.append(f'<g><title>{_esc(f"{caption} {label}, node {key}")}</title>'
                     f'<rect x="{x}" y="{y:g}" width="{_COL_W}" height="{_BOX_H}" rx="6" '
                     f'fill="{shade}" stroke="{stroke}" stroke-width="2"/>'
                     + _text(x + 10, y + 16, caption, size=11, fill=MUTED)
+                    + _text(x + _COL_W - 8, y + 16, f"node {_fit(key, 10)}", size=10,
+                            fill=MUTED, anchor="end")
                     + _text(x + 10, y + 34, _fit(label, 24), size=13, weight="bold") + "</g>")
         if owner:
             body.append(_text(x + 10, y + _BOX_H + 15, f"owner: {_fit(owner, 26)}", size=11,
                               fill=MUTED))
         anchors[key] = (x, y + _BOX_H / 2)
-        lines.append(f"{caption} {label}" + (f" (owner {owner})" if owner else ""))
+        lines.append(f"{caption} {label} (node {key}" + (f", owner {owner})" if owner else ")"))
 
     for i, key in enumerate(inputs):
         y = _TOP + (area - len(inputs) * _ROW) / 2 + i * _ROW + 6

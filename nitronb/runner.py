@@ -7,6 +7,7 @@ IMAGE``.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -37,9 +38,44 @@ class RunOutcome:
     def refused(self) -> str | None:
         """The launcher's refusal line (attestation or provisioning), if the run was refused."""
         for line in self.log.splitlines():
-            if line.startswith("[enclave-os] refused:"):
+            if line.startswith(_REFUSED):
                 return line.split("refused:", 1)[1].strip()
         return None
+
+    @property
+    def reason(self) -> str | None:
+        """The log line that says why the run failed, or None when it succeeded (exit code 0).
+
+        In this order: the launcher's first ``[enclave-os] refused:`` or ``[enclave-os] cannot``
+        line; else the app's first line reporting an error or a failure (a Python traceback
+        counts by its exception line, not by the source lines it quotes); else the app's last
+        line; else the launcher's last line.
+        """
+        return None if self.ok else failure_line(self.log)
+
+
+_REFUSED = "[enclave-os] refused:"
+_LAUNCHER = "[enclave-os] "
+_SAYS_WHY = re.compile(r"(?i)(\berror\b|error:|exception\b|\bcannot\b|\bfailed\b|"
+                       r"\brefused\b|\bdenied\b|\bnot found\b|\bkilled\b)")
+
+
+def failure_line(log: str) -> str | None:
+    """The line of an enclave's ``log`` that says why it failed (see :attr:`RunOutcome.reason`);
+    None for an empty log."""
+    lines = [line.rstrip() for line in log.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(_REFUSED) or line.startswith(_LAUNCHER + "cannot"):
+            return line
+    app = [line for line in lines if not line.startswith(_LAUNCHER)]
+    for line in app:
+        if line[0].isspace() or line.startswith("Traceback (most recent call last)"):
+            continue  # the source lines and header of a traceback
+        if _SAYS_WHY.search(line):
+            return line
+    if app:
+        return app[-1]
+    return lines[-1] if lines else None
 
 
 def _service_url(name: str, given: str | None, workspace) -> str:

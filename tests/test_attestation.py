@@ -288,23 +288,33 @@ def test_real_documents_bind_no_configuration(aws_roots):
     assert _reason(excinfo) == "binding"
 
 
-def test_binding_user_data_follows_the_design():
+def test_binding_user_data_is_em_apps_with_the_raw_config_id():
     public_key, config_id = b"enclave public key", "c0ffee" * 10 + "abcd"
+    raw = bytes.fromhex(config_id)
     inner = hashlib.sha256(public_key).digest()
-    expected = hashlib.sha256(b"\x01" + inner + config_id.encode()).digest() + config_id.encode()
+    expected = hashlib.sha256(b"\x01" + inner + raw).digest() + raw
     assert binding_user_data(public_key, config_id) == expected
+    assert len(expected) == 64
     assert binding_user_data(public_key, config_id)[:32].hex() == (
-        "5f471db76fb0b17308dd6744f576529684ad93fba1f1cd19cd0efcd1bc9c1e8b")
+        "6e3a05c13c5e454f7cda632551aafb3802dfc7f4c360e09febc550551436c0c8")
     assert config_id_from_user_data(expected) == config_id
     assert binding_user_data(b"another key", config_id) != expected
+    assert binding_user_data(public_key, config_id.upper()) == expected
+
+
+@pytest.mark.parametrize("config_id", ["c0ffee", "zz" * 32, "ab" * 33, ""])
+def test_a_config_id_that_is_no_sha256_binds_nothing(config_id):
+    with pytest.raises(AttestationError, match="not an APPCONFIG_ID") as excinfo:
+        binding_user_data(b"key", config_id)
+    assert excinfo.value.reason == "binding"
 
 
 def test_config_id_from_user_data_rejects_what_is_no_binding():
-    with pytest.raises(AttestationError) as excinfo:
-        config_id_from_user_data(bytes(32))
-    assert excinfo.value.reason == "binding"
-    with pytest.raises(AttestationError, match="UTF-8"):
-        config_id_from_user_data(bytes(32) + b"\xff\xfe")
+    for size in (32, 63, 65, 96):
+        with pytest.raises(AttestationError, match=f"user_data has {size} bytes") as excinfo:
+            config_id_from_user_data(bytes(size))
+        assert excinfo.value.reason == "binding"
+    assert config_id_from_user_data(bytes(32) + bytes(range(32))) == bytes(range(32)).hex()
 
 
 # --- hand-made documents: structure and chain rules ---------------------------------------------

@@ -94,10 +94,11 @@ def store():
     server.close()
 
 
-def write_dataset(config_dir: Path, port: str, name: str, location: str, key: str,
+def write_dataset(config_dir: Path, port: str, node: str, location: str, key: str,
                   query: str = QUERY) -> Path:
-    """Write a dataset into the app-config folder the way the enclave OS does."""
-    folder = config_dir / port / name / "dataset"
+    """Write a dataset into the app-config folder the way the enclave OS does:
+    ``<port>/<node>/dataset/``."""
+    folder = config_dir / port / node / "dataset"
     folder.mkdir(parents=True)
     credentials = {"query_string": base64.b64encode(query.encode()).decode(),
                    "encryption": {"key": key}}
@@ -110,7 +111,7 @@ class Setup:
     """An app-config folder with one input and one output dataset on a loopback store."""
 
     def __init__(self, tmp_path: Path, store: ObjectStore, plaintext: bytes,
-                 input_name: str = "conditions.csv") -> None:
+                 input_node: str = "cxhcfxdvl") -> None:
         self.store = store
         self.config_dir = tmp_path / "app-config"
         self.tmpdir = tmp_path / "tmp"
@@ -118,9 +119,9 @@ class Setup:
         self.input_key, self.output_key = generate_key(), generate_key()
         self.store.objects["/in-bucket/conditions.csv.enc"] = crypto.encrypt_bytes(
             self.input_key, plaintext)
-        write_dataset(self.config_dir, "input", input_name,
+        write_dataset(self.config_dir, "input", input_node,
                       f"{store.base_url}/in-bucket/conditions.csv.enc", self.input_key)
-        write_dataset(self.config_dir, "output", "result",
+        write_dataset(self.config_dir, "output", "bzbrs5dr0",
                       f"{store.base_url}/out-bucket/result.enc", self.output_key)
 
     def run(self, **env: str) -> subprocess.CompletedProcess:
@@ -149,7 +150,8 @@ def test_describe_of_the_synthea_sample(tmp_path, store):
     assert set(result) == {"returncode", "stdout", "stderr"}
     assert result["returncode"] == 0
     lines = decoded(result, "stdout").splitlines()
-    assert lines[0] == "input/conditions.csv"
+    assert lines[0] == "input/cxhcfxdvl"
+    assert "downloaded the input dataset 'cxhcfxdvl'" in done.stderr
     assert re.fullmatch(r"count\s+8376", lines[1])
     assert re.fullmatch(r"unique\s+129", lines[2])
     assert re.fullmatch(r"top\s+Viral sinusitis \(disorder\)", lines[3])
@@ -235,6 +237,28 @@ def test_dataset_folder_escaping_the_config_dir_is_refused(tmp_path, store):
     done = setup.run()
     assert done.returncode != 0
     assert "outside" in done.stderr
+
+
+def test_the_app_reads_every_node_folder_of_a_port_and_nothing_else(tmp_path, store):
+    """``input/*/dataset/``: two nodes are two inputs; a file, or a node folder of another kind
+    of connection (no ``dataset/``), is not a dataset; configuration items sit elsewhere."""
+    setup = Setup(tmp_path, store, SMALL_CSV)
+    store.objects["/in-bucket/more.enc"] = crypto.encrypt_bytes(setup.input_key, SMALL_CSV)
+    write_dataset(setup.config_dir, "input", "a7k2m9q4z",
+                  f"{store.base_url}/in-bucket/more.enc", setup.input_key)
+    (setup.config_dir / "input" / "vzq7onk9x").mkdir()
+    (setup.config_dir / "input" / "vzq7onk9x" / "application.json").write_text("{}")
+    (setup.config_dir / "input" / "README").write_text("not a dataset")
+    (setup.config_dir / "settings").mkdir()
+    (setup.config_dir / "settings" / "column.txt").write_text("DESCRIPTION")
+    done = setup.run()
+    assert done.returncode == 0, done.stderr
+    stdout = decoded(setup.result(), "stdout")
+    assert [line for line in stdout.splitlines() if line.startswith("input/")] == [
+        "input/a7k2m9q4z", "input/cxhcfxdvl"]
+    utils = load_utils()
+    assert [d.node for d in utils.list_datasets("input", str(setup.config_dir))] == [
+        "a7k2m9q4z", "cxhcfxdvl"]
 
 
 # --- the helpers themselves ----------------------------------------------------------------

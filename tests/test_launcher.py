@@ -3,6 +3,7 @@ the wipe, and a launch refused for want of its environment."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -12,27 +13,34 @@ import pytest
 from nitronb.enclave import launcher
 
 
-def test_binding_is_the_attestation_rule_and_carries_the_config_id() -> None:
+def test_binding_is_em_apps_rule_with_the_raw_config_id() -> None:
+    import hashlib
+
     from nitronb.attestation import binding_user_data, config_id_from_user_data
 
     _, public = launcher.new_key_pair()
-    config_id = "ab" * 32
+    config_id = hashlib.sha256(b"a configuration").hexdigest()
+    raw = bytes.fromhex(config_id)
     bound = launcher.binding(public, config_id)
-    assert len(public) == 32
+    assert len(public) == 32 and len(bound) == 64
+    assert bound == hashlib.sha256(b"\x01" + hashlib.sha256(public).digest() + raw).digest() + raw
     assert bound == binding_user_data(public, config_id)
-    assert bound.endswith(config_id.encode())
     assert config_id_from_user_data(bound) == config_id
     assert launcher.binding(public, "cd" * 32) != bound
     _, other = launcher.new_key_pair()
     assert launcher.binding(other, config_id) != bound
+    for bad in ("ab" * 31, "zz" * 32, ""):
+        with pytest.raises(launcher.LaunchError, match="not 64 hex"):
+            launcher.binding(public, bad)
 
 
 def test_config_id_of_equals_the_manager_rule() -> None:
     from nitronb.ccm import app_config_id
 
-    config = {"app_config_id": "c1", "app": {"name": "describe-app", "domain": "é.local"},
-              "build": {"pcr0": "00" * 48}, "ports": {"input": [], "output": []},
-              "config_items": {}, "workflow": {"version": 2}}
+    config = {"app_config": {PREFIX + "a.txt": {"contents": "YQ=="}},
+              "labels": {"domain": "é.local"}, "zone_ca": [],
+              "workflow": {"workflow_id": "93156096-5ed4-41ad-ae23-19e8fab1e0af",
+                           "app_name": "cxhcfxdvl", "port_map": {}}}
     assert launcher.config_id_of(config) == app_config_id(config)
     reordered = dict(reversed(list(config.items())))
     assert launcher.config_id_of(reordered) == app_config_id(reordered)
@@ -57,52 +65,95 @@ def test_open_envelope_opens_what_the_manager_seals() -> None:
         launcher.open_envelope(private, dict(envelope, alg="RSA-OAEP"))
 
 
-def _release(dataset: str = "synthea-conditions", items: dict | None = None) -> dict:
-    return {"config": {"ports": {"input": [{"dataset": dataset, "location": "http://x/in"}]},
-                       "config_items": items or {}},
-            "credentials": {dataset: {"encryption": {"key": "11" * 32}}}}
+PREFIX = "/opt/fortanix/enclave-os/app-config/rw/"
 
 
-def test_write_app_config_lays_out_private_files(tmp_path) -> None:
+def _release(node: str = "cxhcfxdvl", items: dict | None = None, port: str = "input") -> dict:
+    """A release in the real CCM's shape: one dataset on ``port`` at ``node``."""
+    dataset_id = "141c73d4-36f2-4185-bc75-40e2f7f4f235"
+    return {"config": {"app_config": {path: {"contents": base64.b64encode(data).decode()}
+                                      for path, data in (items or {}).items()},
+                       "labels": {}, "zone_ca": [],
+                       "workflow": {"workflow_id": "93156096-5ed4-41ad-ae23-19e8fab1e0af",
+                                    "app_name": "stlw0qv3t",
+                                    "port_map": {port: {node: {"dataset": {"id": dataset_id}}}}}},
+            "extra": {"connections": {port: {node: {"dataset": {
+                "location": "http://x/in", "credentials": {"encryption": {"key": "11" * 32}}}}}}}}
+
+
+def test_write_app_config_names_dataset_folders_by_node(tmp_path) -> None:
     folder = tmp_path / "app-config"
-    written = launcher.write_app_config(folder, _release(items={"settings/a.json": {"x": 1}}))
-    base = folder / "input" / "synthea-conditions" / "dataset"
+    folder.mkdir()
+    written = launcher.write_app_config(folder, _release(items={PREFIX + "settings/a.json":
+                                                                b'{"x": 1}'}))
+    base = folder / "input" / "cxhcfxdvl" / "dataset"
     assert sorted(written) == sorted([base / "credentials.bin", base / "location.txt",
                                       folder / "settings" / "a.json"])
     assert json.loads((base / "credentials.bin").read_text()) == {
         "encryption": {"key": "11" * 32}}
     assert (base / "location.txt").read_text() == "http://x/in"
-    assert stat.S_IMODE((base / "credentials.bin").stat().st_mode) == 0o600
+    assert (folder / "settings" / "a.json").read_bytes() == b'{"x": 1}'
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((folder / "settings").stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize("dataset", ["../x", "..", "a/../../x", "/etc/x", "x\x00y"])
-def test_write_app_config_refuses_a_dataset_name_leaving_the_folder(tmp_path, dataset) -> None:
+@pytest.mark.parametrize("node", ["../x", "..", "a/../../x", "/etc/x", "x\x00y", "a..b",
+                                  "x\x1b[31m", ""])
+def test_write_app_config_refuses_an_unsafe_node_name(tmp_path, node) -> None:
     folder = tmp_path / "inner" / "app-config"
     folder.mkdir(parents=True)
-    with pytest.raises(launcher.LaunchError, match="unsafe dataset name"):
-        launcher.write_app_config(folder, _release(dataset))
+    with pytest.raises(launcher.LaunchError, match="unsafe node name"):
+        launcher.write_app_config(folder, _release(node))
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-@pytest.mark.parametrize("path", ["../x", "a/../../x", "/abs", ""])
-def test_write_app_config_refuses_an_item_path_leaving_the_folder(tmp_path, path) -> None:
+@pytest.mark.parametrize("path, message", [
+    ("settings/a", "must be an absolute path below"),
+    ("/etc/passwd", "must be an absolute path below"),
+    ("/opt/fortanix/enclave-os/app-config/rwx/a", "must be an absolute path below"),
+    (PREFIX + "../escape", "no '..'"),
+    (PREFIX + "a/../../escape", "no '..'"),
+    (PREFIX, "no '..'"),
+    (PREFIX + "a\x00b", "NUL"),
+    (PREFIX + "input/cxhcfxdvl/dataset/credentials.bin", "folder of port 'input'"),
+])
+def test_write_app_config_refuses_an_item_path_trick(tmp_path, path, message) -> None:
     folder = tmp_path / "inner" / "app-config"
     folder.mkdir(parents=True)
-    with pytest.raises(launcher.LaunchError, match="unsafe configuration item path"):
-        launcher.write_app_config(folder, {"config": {"ports": {}, "config_items": {path: "x"}},
-                                           "credentials": {}})
+    with pytest.raises(launcher.LaunchError, match="unsafe configuration item path") as caught:
+        launcher.write_app_config(folder, _release(items={path: b"x"}))
+    assert message in str(caught.value)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_write_app_config_needs_credentials_for_each_dataset(tmp_path) -> None:
+def test_write_app_config_follows_no_symbolic_link(tmp_path) -> None:
+    folder = tmp_path / "app-config"
+    outside = tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / "settings").symlink_to(outside)
+    with pytest.raises(launcher.LaunchError, match="settings is a symbolic link"):
+        launcher.write_app_config(folder, _release(items={PREFIX + "settings/a.txt": b"x"}))
+    (folder / "settings").unlink()
+    (folder / "settings").mkdir()
+    (folder / "settings" / "a.txt").symlink_to(outside / "a.txt")
+    with pytest.raises(launcher.LaunchError, match="exists already"):
+        launcher.write_app_config(folder, _release(items={PREFIX + "settings/a.txt": b"x"}))
+    assert list(outside.iterdir()) == []
+
+
+def test_write_app_config_needs_a_connection_for_each_dataset(tmp_path) -> None:
     release = _release()
-    release["credentials"] = {}
-    with pytest.raises(launcher.LaunchError, match="no credentials for dataset"):
+    release["extra"] = {"connections": {}}
+    with pytest.raises(launcher.LaunchError, match="no location and credentials for node "
+                                                   "'cxhcfxdvl' on port 'input'"):
         launcher.write_app_config(tmp_path, release)
 
 
 def test_wipe_removes_every_file_and_the_folder(tmp_path) -> None:
     folder = tmp_path / "app-config"
+    folder.mkdir()
     launcher.write_app_config(folder, _release())
     (folder / "extra").mkdir()
     (folder / "extra" / "plain.csv").write_text("DESCRIPTION\nsecret\n")

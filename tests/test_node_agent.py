@@ -170,6 +170,7 @@ def test_unreachable_manager_ends_the_enclave_refused(agent, image) -> None:
                           backend="process", timeout=60)
     assert not outcome.ok and outcome.exit_code == 70
     assert outcome.refused.startswith("asking the manager for a nonce failed: cannot reach")
+    assert outcome.reason == f"[enclave-os] refused: {outcome.refused}"
     folder = agent.folder / "enclaves" / outcome.enclave_id
     assert not (folder / "private").exists()
     assert "refused:" in (folder / "enclave.log").read_text()
@@ -191,6 +192,35 @@ def test_run_outcome_refused_reads_the_launcher_line() -> None:
     outcome = RunOutcome("enc-1", "process", 70, {}, "a\n[enclave-os] refused: PCR0 differs\n", 1.0)
     assert outcome.refused == "PCR0 differs" and not outcome.ok
     assert RunOutcome("enc-2", "process", 0, {}, "fine\n", 1.0).refused is None
+
+
+LAUNCHED = ("[enclave-os] attested: public key and APPCONFIG_ID 0123456789ab… bound into the "
+            "document\n[enclave-os] provisioned: credentials for 2 dataset(s)\n"
+            "[enclave-os] wrote 4 file(s) under the app-config folder; starting the app\n")
+ENDED = "[enclave-os] app exited with code 1; credentials wiped\n"
+
+
+@pytest.mark.parametrize("log, reason", [
+    ("a\n[enclave-os] refused: PCR0 differs\n[enclave-os] refused: later\n",
+     "[enclave-os] refused: PCR0 differs"),
+    (LAUNCHED + "[enclave-os] cannot start the app ['python3']: No such file\n" + ENDED,
+     "[enclave-os] cannot start the app ['python3']: No such file"),
+    (LAUNCHED + "start.py: downloaded the input dataset 'cxhcfxdvl' from http://s/in\n"
+     "start.py: error: cannot decrypt the input dataset 'cxhcfxdvl': authentication failed\n"
+     "start.py: uploaded the result to the output dataset 'bzbrs5dr' at http://s/out\n" + ENDED,
+     "start.py: error: cannot decrypt the input dataset 'cxhcfxdvl': authentication failed"),
+    (LAUNCHED + "Traceback (most recent call last):\n  File \"/app/run.py\", line 3, in <module>\n"
+     "    raise SystemExit(\"failed\")\nValueError: Usecols do not match columns\n" + ENDED,
+     "ValueError: Usecols do not match columns"),
+    (LAUNCHED + "counting rows\nall done\n" + ENDED, "all done"),
+    (LAUNCHED + ENDED, ENDED.strip()),
+    ("", None),
+])
+def test_run_outcome_reason_names_the_line_that_says_why(log, reason) -> None:
+    from nitronb.runner import RunOutcome
+
+    assert RunOutcome("enc-3", "process", 1, {}, log, 1.0).reason == reason
+    assert RunOutcome("enc-4", "process", 0, {}, log, 1.0).reason is None
 
 
 def test_log_endpoint_returns_the_enclave_log(agent, image) -> None:

@@ -125,10 +125,30 @@ def test_key_and_configuration_binding_round_trip(nsm):
 
 def test_user_data_that_binds_another_key_is_refused(nsm):
     key, other = os.urandom(64), os.urandom(64)
-    data = _attest(nsm, public_key=key, user_data=binding_user_data(other, "cfg"))
+    config_id = "7a" * 32
+    data = _attest(nsm, public_key=key, user_data=binding_user_data(other, config_id))
     assert parse_document(data).config_id is None
     with pytest.raises(AttestationError) as excinfo:
-        verify_document(data, roots=[nsm.root_certificate], public_key=key, config_id="cfg")
+        verify_document(data, roots=[nsm.root_certificate], public_key=key,
+                        config_id=config_id)
+    assert excinfo.value.reason == "binding"
+
+
+def test_a_binding_of_the_id_as_hex_text_is_refused(nsm):
+    """The 96-byte form, with the APPCONFIG_ID's hex text instead of its 32 raw bytes."""
+    import hashlib
+
+    key, config_id = os.urandom(32), "5e" * 32
+    text = config_id.encode()
+    as_text = hashlib.sha256(b"\x01" + hashlib.sha256(key).digest() + text).digest() + text
+    data = _attest(nsm, public_key=key, user_data=as_text)
+    assert parse_document(data).config_id is None
+    with pytest.raises(AttestationError, match="96 bytes, not the 64") as excinfo:
+        verify_document(data, roots=[nsm.root_certificate], public_key=key,
+                        config_id=config_id)
+    assert excinfo.value.reason == "binding"
+    with pytest.raises(AttestationError) as excinfo:
+        verify_document(data, roots=[nsm.root_certificate], public_key=key)
     assert excinfo.value.reason == "binding"
 
 

@@ -62,6 +62,27 @@ def test_workflow_shows_datasets_app_ports_owners_and_arrows():
     assert x["conditions"] < x["describe-conditions"] < x["describe-result"]
 
 
+def test_each_dataset_shows_its_node_name_beside_its_name():
+    rename = {"app": "stlw0qv3t", "input": "cxhcfxdvl", "output": "bzbrs5dr0"}
+    graph = {**GRAPH, "objects": {rename[k]: o for k, o in GRAPH["objects"].items()},
+             "edges": [{**e, "source": rename[e["source"]], "target": rename[e["target"]]}
+                       for e in GRAPH["edges"]]}
+    root = ET.fromstring(workflow_svg(graph, request()))
+    boxes = {g.find(SVG + "title").text: g.findall(SVG + "text") for g in root.iter(SVG + "g")}
+    for title, caption, node, name in (
+            ("input dataset conditions, node cxhcfxdvl", "input dataset", "cxhcfxdvl",
+             "conditions"),
+            ("output dataset describe-result, node bzbrs5dr0", "output dataset", "bzbrs5dr0",
+             "describe-result")):
+        shown = boxes[title]
+        assert [t.text for t in shown] == [caption, f"node {node}", name]
+        # the node on the caption row, right-aligned, above the name
+        assert shown[1].get("text-anchor") == "end"
+        assert float(shown[1].get("y")) < float(shown[2].get("y"))
+    desc = root.find(SVG + "desc").text
+    assert "input dataset conditions (node cxhcfxdvl, owner data-owner)" in desc
+
+
 def test_approval_states_per_approver_and_overall_badge():
     pending = texts(workflow_svg(GRAPH, request(approvals=["app-owner"])))
     assert "… PENDING" in pending

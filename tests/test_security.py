@@ -161,8 +161,7 @@ def _candidate_id(wt, final: dict) -> str:
     from nitronb.ccm import app_config_id
 
     config = dict(wt.client("admin").get_runtime_config(wt.state()["appconfig_id"])["config"])
-    config["workflow"] = {**config["workflow"], "id": final["id"],
-                          "draft_id": final["draft_id"], "version": final["version"]}
+    config["workflow"] = {**config["workflow"], "workflow_id": final["id"]}
     return app_config_id(config)
 
 
@@ -215,7 +214,14 @@ def test_a_replayed_document_is_refused(approved) -> None:
     first = _provision(wt, config_id, document, nonce)
     assert first.status_code == 200, first.text
     release = open_envelope(private, first.json()["envelope"])
-    assert sorted(release["credentials"]) == ["describe-result", "synthea-conditions"]
+    port_map = release["config"]["workflow"]["port_map"]
+    assert sorted(target["dataset"]["id"] for nodes in port_map.values()
+                  for target in nodes.values()) == sorted(
+        [wt.state()["input_dataset_id"], wt.state()["output_dataset_id"]])
+    for port, nodes in port_map.items():
+        for node in nodes:
+            credentials = release["extra"]["connections"][port][node]["dataset"]["credentials"]
+            assert len(credentials["encryption"]["key"]) == 64
 
     again = _provision(wt, config_id, document, nonce)
     assert again.status_code == 403
@@ -291,6 +297,55 @@ def test_the_manager_refuses_a_dataset_name_with_a_path(approved, name) -> None:
         wt.client("data-owner").create_dataset(payload)
     assert caught.value.status == 422
     assert name not in [d["name"] for d in wt.client("admin").list_datasets()]
+
+
+@pytest.mark.parametrize("node", ["../x", "a/b", "..", "x\x1b[2J"])
+def test_the_manager_refuses_a_node_name_with_a_path(approved, node) -> None:
+    from nitronb.errors import ValidationError
+
+    wt = approved
+    state = wt.state()
+    graph = {"name": "node-with-a-path",
+             "objects": {node: {"type": "dataset", "dataset_id": state["input_dataset_id"]},
+                         "app": {"type": "app", "app_config_id": state["app_config_id"]},
+                         "out": {"type": "dataset", "dataset_id": state["output_dataset_id"]}},
+             "edges": [{"source": node, "target": "app", "port": "input"},
+                       {"source": "app", "target": "out", "port": "output"}]}
+    with pytest.raises(ValidationError, match="not a safe folder name") as caught:
+        wt.client("app-owner").create_workflow(graph)
+    assert caught.value.status == 422
+
+
+def test_a_dataset_with_the_wrong_key_fails_the_run_naming_the_apps_error(approved) -> None:
+    """The enclave writes each dataset in its node's folder; the app cannot decrypt an input
+    whose key is wrong, and the run's reason is the app's error line, not the launcher's last."""
+    from nitronb.ccm import workflow_graph
+    from nitronb.keys import generate_key
+    from nitronb.runner import run_enclave
+
+    wt = approved
+    state = wt.state()
+    payload = _dataset_payload(wt, "conditions with a wrong key")
+    payload["credentials"] = {**payload["credentials"], "encryption": {"key": generate_key()}}
+    dataset = wt.client("data-owner").create_dataset(payload)
+    owner = wt.client("app-owner")
+    graph = workflow_graph("wrong-key", state["app_config_id"],
+                           inputs={"input": dataset["id"]},
+                           outputs={"output": state["output_dataset_id"]})
+    node = next(k for k, o in graph["objects"].items() if o.get("dataset_id") == dataset["id"])
+    request = owner.request_approval(owner.create_workflow(graph)["id"])
+    for party in request["waiting_for"]:
+        request = wt.client(party).approve_request(request["id"])
+    (config_id,) = owner.get_final_workflow(request["workflow_id"])["app_config_ids"].values()
+    outcome = run_enclave(state["image_reference"], config_id, backend="process",
+                          workspace=wt.workspace, timeout=120)
+    assert outcome.exit_code == 1 and outcome.refused is None
+    assert f"start.py: downloaded the input dataset '{node}' from " in outcome.log
+    assert outcome.reason == (f"start.py: error: cannot decrypt the input dataset '{node}': "
+                              "authentication failed: wrong key, or the data was modified or "
+                              "truncated.")
+    assert outcome.log.strip().splitlines()[-1].endswith("credentials wiped")
+    assert payload["credentials"]["encryption"]["key"] not in outcome.log
 
 
 def test_the_node_agent_issues_documents_to_the_enclave_only(approved) -> None:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from nitronb.ccm.client import CCMClient, manager_url
 
-__all__ = ["CCMClient", "manager_url", "app_config_id", "open_envelope", "new_enclave_key"]
+__all__ = ["CCMClient", "manager_url", "app_config_id", "open_envelope", "new_enclave_key",
+           "workflow_graph", "new_node_id", "APP_CONFIG_PREFIX"]
 
 
 def __getattr__(name: str):
-    if name == "app_config_id":
-        from nitronb.ccm.workflows import app_config_id
+    if name in ("app_config_id", "workflow_graph", "new_node_id", "APP_CONFIG_PREFIX"):
+        from nitronb.ccm import runtime
 
-        return app_config_id
+        return getattr(runtime, name)
     if name in ("open_envelope", "new_enclave_key"):
         from nitronb.ccm import provisioning
 

@@ -147,19 +147,21 @@ def ports(value: Any) -> dict[str, str]:
 
 
 def config_items(value: Any, port_names: set[str]) -> dict[str, str]:
-    """Configuration items ``{relative path: contents}``; paths stay inside the config folder."""
+    """Configuration items ``{path: text contents}`` keyed by absolute paths under
+    ``/opt/fortanix/enclave-os/app-config/rw/`` (a relative path is taken below it); see
+    :func:`nitronb.ccm.runtime.item_path` for what is refused."""
+    from nitronb.ccm.runtime import item_path
+
     value = value or {}
     if not isinstance(value, dict):
-        raise ValidationError("'config_items' must be an object {relative path: contents}.")
+        raise ValidationError("'config_items' must be an object {absolute path: contents}.")
+    out: dict[str, str] = {}
     for path, contents in value.items():
         if not isinstance(contents, str):
             raise ValidationError(f"configuration item {path!r}: contents must be a string.")
-        parts = path.split("/")
-        if (not path or "\x00" in path or "\\" in path or path.startswith("/")
-                or any(p in ("", ".", "..") for p in parts)):
-            raise ValidationError(f"unsafe configuration item path {path!r}: it must be "
-                                  "relative, without '..', '.', empty parts, '\\' or NUL.")
-        if parts[0] in port_names:
-            raise ValidationError(f"configuration item {path!r} would write into the folder of "
-                                  f"port {parts[0]!r}; choose another path.")
-    return dict(value)
+        absolute = item_path(path, port_names)
+        if absolute in out:
+            raise ValidationError(f"configuration item {path!r} names the same file as another "
+                                  f"item ({absolute}).")
+        out[absolute] = contents
+    return out

@@ -27,11 +27,14 @@ _BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "name": _STR, "description": _STR, "image": _STR, "build_id": _STR, "labels": _MAP,
         "ports": {"oneOf": [{"type": "array", "items": _STR},
                             {"type": "object", "additionalProperties": {"enum": ["in", "out"]}}]},
-        "config_items": _MAP}},
+        "config_items": {**_MAP, "description": "file contents keyed by absolute paths "
+                                                "under /opt/fortanix/enclave-os/app-config/rw/"}}},
     ("POST", "/v1/workflows/draft/graphs"): {"required": ["name", "objects", "edges"],
                                              "properties": {
         "name": _STR, "description": _STR,
-        "objects": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+        "objects": {"type": "object", "description": "objects keyed by node name (letters, "
+                    "digits, '.', '_', '-'; a dataset's node is its folder in the enclave)",
+                    "additionalProperties": {"type": "object", "properties": {
             "type": {"enum": ["app", "dataset"]}, "app_config_id": _STR, "dataset_id": _STR}}},
         "edges": {"type": "array", "items": {"type": "object", "properties": {
             "source": _STR, "target": _STR, "port": _STR}}}}},

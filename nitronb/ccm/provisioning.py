@@ -1,10 +1,12 @@
 """Releasing a runtime configuration to an attested enclave (DESIGN §3.7), and only to it.
 
 The enclave asks for a nonce (``issue_nonce``), has its Nitro Secure Module attest with that
-nonce, its public key and ``user_data`` binding the key to the APPCONFIG_ID, and sends the
-document. The manager releases ``{"config", "extra", "credentials"}`` only when the workflow is
-final and approved, both whitelisting tasks are approved, and the document verifies against the
-build's PCRs; the release is sealed to the enclave's key:
+nonce, its public key and ``user_data`` binding the key to the APPCONFIG_ID (em-app's rule:
+``SHA256(0x01 ‖ SHA256(public_key) ‖ id) ‖ id`` with the id's 32 raw bytes), and sends the
+document. The manager releases the runtime configuration ``{"config", "extra"}`` (DESIGN §3.5,
+``extra.connections`` carrying each dataset's location and credentials) only when the workflow
+is final and approved, both whitelisting tasks are approved, and the document verifies against
+the build's PCRs; the release is sealed to the enclave's key:
 
 * the enclave's ``public_key`` is an **X25519** key, 32 raw bytes or DER SubjectPublicKeyInfo;
 * the envelope is ``{"alg", "config_id", "epk", "nonce", "ciphertext"}`` (base64 fields):
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
+from nitronb.ccm import runtime
 from nitronb.ccm.models import APPROVED
 from nitronb.errors import (AttestationError, DecryptionError, ProvisioningRefusedError,
                             ValidationError)
@@ -61,6 +64,21 @@ class NitroVerifier:
 
     def roots(self) -> list[bytes]:
         return [p.read_bytes() for p in self.root_paths if p.is_file()]
+
+    def zone_ca(self) -> list[str]:
+        """Each trusted root certificate as PEM text: the runtime configuration's ``zone_ca``."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from nitronb.attestation import load_roots
+
+        pems = []
+        for data in self.roots():
+            try:
+                certificates = load_roots(data)
+            except (AttestationError, ValueError):
+                continue
+            pems += [c.public_bytes(Encoding.PEM).decode("ascii") for c in certificates]
+        return pems
 
     def verify(self, document: bytes, *, expected_pcrs: dict[int, bytes],
                public_key: bytes | None, config_id: str, nonce: bytes | None
@@ -198,34 +216,40 @@ class ProvisioningVerbs:
     def provision(self, config_id: str, attestation_document: str,
                   nonce: str | None = None) -> dict[str, Any]:
         """The sealed release for an enclave whose document verifies (see the module doc)."""
-        final, config, extra = self._runtime_config(config_id)
+        stored = self._runtime_config(config_id)
+        final = stored.final
         document = _unb64(attestation_document, "attestation_document")
         expected_nonce = _unb64(nonce, "nonce") if nonce is not None else None
+        app_config = self.store.get("app_config", stored.app_config_id)
+        build = self.store.get("build", app_config.build_id) if app_config else None
         try:
-            verified = self._check_enclave(final, config, config_id, document, expected_nonce)
+            if build is None:
+                raise ProvisioningRefusedError(
+                    f"the application configuration of runtime configuration {config_id[:12]}… "
+                    "or its build no longer exists.")
+            verified = self._check_enclave(final, app_config, build, config_id, document,
+                                           expected_nonce)
         except ProvisioningRefusedError as exc:
             self._audit("enclave", "provision.refused", object_type="runtime_config",
                         object_id=config_id, details={"reason": exc.message})
             raise
-        credentials = {}
-        for entries in config["ports"].values():
-            for entry in entries:
-                credentials[entry["dataset"]] = self.dataset_credentials(entry["dataset_id"])
-        payload = {"config": config, "extra": extra, "credentials": credentials}
+        extra = self._connections(stored, self.dataset_credentials)
+        payload = {"config": stored.config, "extra": extra}
         envelope = seal_envelope(verified.public_key, payload, config_id)
+        names = sorted({self.store.get("dataset", dataset_id).name
+                        for _, _, dataset_id in runtime.dataset_nodes(stored.config)})
         self._audit("enclave", "provision.release", object_type="runtime_config",
                     object_id=config_id,
-                    details={"workflow_id": final.id, "pcr0": config["build"]["pcr0"],
-                             "datasets": sorted(credentials)})
+                    details={"workflow_id": final.id, "pcr0": build.measurements["pcr0"],
+                             "datasets": names})
         return {"app_config_id": config_id, "envelope": envelope}
 
-    def _check_enclave(self, final, config, config_id, document, expected_nonce):
+    def _check_enclave(self, final, app_config, build, config_id, document, expected_nonce):
         if final.status != APPROVED:
             raise ProvisioningRefusedError(
                 f"workflow {final.name!r} version {final.version} ({final.id}) is not approved: "
                 f"it is {final.status}.")
-        build = self.store.get("build", config["build"]["id"])
-        app = self.store.get("app", config["app"]["id"])
+        app = self.store.get("app", app_config.app_id)
         for task_id, what in ((build.task_id, f"build task {build.task_id} ({build.image})"),
                               (app.domain_task_id,
                                f"domain task {app.domain_task_id} ({app.domain})")):
@@ -237,7 +261,7 @@ class ProvisioningVerbs:
         if self.verifier is None:
             raise ProvisioningRefusedError("the manager has no attestation verifier configured.",
                                            hint="Start it with --trust-root PEM.")
-        expected = {i: bytes.fromhex(config["build"][f"pcr{i}"]) for i in range(3)}
+        expected = {i: bytes.fromhex(build.measurements[f"pcr{i}"]) for i in range(3)}
         try:
             verified = self.verifier.verify(document, expected_pcrs=expected, public_key=None,
                                             config_id=config_id, nonce=expected_nonce)

@@ -18,7 +18,7 @@ from typing import Any
 from nitronb._files import write_atomic
 from nitronb.ccm import _checks as check
 from nitronb.ccm import audit
-from nitronb.ccm.models import (APPROVED, DENIED, PARTIES, PENDING, REDACTED, ROLE_ADMIN,
+from nitronb.ccm.models import (APPROVED, DENIED, PARTIES, PENDING, ROLE_ADMIN,
                                 ROLE_USER, TASK_BUILD, TASK_DOMAIN, App, AppConfig, Build,
                                 Dataset, Record, Task, User)
 from nitronb.ccm.provisioning import AttestationVerifier, ProvisioningVerbs
@@ -196,14 +196,8 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
                                         name=f"the credentials of dataset {dataset_id}"))
 
     def _show_dataset(self, dataset: Dataset) -> dict[str, Any]:
-        from nitronb.keys import redact
-
         out = dataset.to_dict()
-        try:
-            key = self.dataset_credentials(dataset.id)["encryption"]["key"]
-            out["credentials"] = {"query_string": REDACTED, "encryption": {"key": redact(key)}}
-        except Exception:  # noqa: BLE001 - a listing never fails on one unreadable secret
-            out["credentials"] = REDACTED
+        out["credentials"] = self._redacted_credentials(dataset.id)
         return out
 
     def create_dataset(self, user: User, payload: dict[str, Any]) -> dict[str, Any]:

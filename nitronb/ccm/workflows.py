@@ -1,31 +1,44 @@
 """Workflows: draft graphs, immutable final versions, approval requests, runtime configurations.
 
-A graph is ``{"name", "description", "objects": {key: object}, "edges": [edge]}`` where an object
-is ``{"type": "app", "app_config_id": ID|NAME}`` or ``{"type": "dataset", "dataset_id": ID|NAME}``
-and an edge is ``{"source": key, "target": key, "port": NAME}``: dataset → app on an ``in`` port,
-app → dataset on an ``out`` port. The approvers of a version are the owners of its objects.
+A graph is ``{"name", "description", "objects": {node: object}, "edges": [edge]}`` where an
+object is ``{"type": "app", "app_config_id": ID|NAME}`` or ``{"type": "dataset", "dataset_id":
+ID|NAME}`` and an edge is ``{"source": node, "target": node, "port": NAME}``: dataset → app on an
+``in`` port, app → dataset on an ``out`` port. The keys of ``objects`` are node names, checked by
+:func:`nitronb.ccm.runtime.check_node_name` (the client draws them: see
+:func:`nitronb.ccm.runtime.workflow_graph`). The approvers of a version are the owners of its
+objects. On approval each app node gets a runtime configuration in the real CCM's shape
+(:mod:`nitronb.ccm.runtime`) whose APPCONFIG_ID is returned in ``app_config_ids[node]``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nitronb.ccm import _checks as check
-from nitronb.ccm.models import (APPROVED, DENIED, PENDING, ApprovalRequest, FinalWorkflow,
-                                Workflow)
-from nitronb.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
+from nitronb.ccm import runtime
+from nitronb.ccm.models import (APPROVED, DENIED, PENDING, REDACTED, ApprovalRequest,
+                                FinalWorkflow, Workflow)
+from nitronb.ccm.runtime import app_config_id
+from nitronb.errors import (ConflictError, NotFoundError, PermissionDeniedError,
+                            ValidationError)
 
 if TYPE_CHECKING:
     from nitronb.ccm.models import User
 
 
-def app_config_id(config: dict[str, Any]) -> str:
-    """APPCONFIG_ID: SHA-256 of the config's compact JSON, keys in stored order (DESIGN §3.5)."""
-    text = json.dumps(config, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+@dataclass(frozen=True)
+class StoredRuntimeConfig:
+    """A runtime configuration as the manager keeps it: its workflow version, the application
+    configuration it was made from, the hashed ``config`` and ``extra`` without credentials."""
+
+    config_id: str
+    final: FinalWorkflow
+    app_config_id: str
+    config: dict[str, Any]
+    extra: dict[str, Any]
 
 
 class WorkflowVerbs:
@@ -46,6 +59,7 @@ class WorkflowVerbs:
         owners: set[str] = set()
         configs = {}
         for key, obj in objects.items():
+            runtime.check_node_name(key, what="node name (object key)")
             if not isinstance(obj, dict):
                 raise ValidationError(f"object {key!r} must be an object with a 'type'.")
             kind = obj.get("type")
@@ -264,47 +278,41 @@ class WorkflowVerbs:
         out["approval"] = self._show_request(request) if request else None
         return out
 
+    def _zone_ca(self) -> list[str]:
+        """PEM certificates of the roots this manager trusts for attestation (its zone)."""
+        zone_ca = getattr(self.verifier, "zone_ca", None)
+        return list(zone_ca()) if callable(zone_ca) else []
+
     def _make_runtime_configs(self, final: FinalWorkflow) -> dict[str, str]:
         from nitronb.ccm.service import utc_now
 
         ids = {}
+        zone_ca = self._zone_ca()
         for key, obj in final.objects.items():
             if obj["type"] != "app":
                 continue
             ac = self.store.get("app_config", obj["app_config_id"])
-            build = self.store.get("build", ac.build_id)
-            app = self.store.get("app", ac.app_id)
-            ports: dict[str, list[dict[str, str]]] = {name: [] for name in ac.ports}
+            port_map: dict[str, dict[str, str]] = {}
+            locations: dict[str, dict[str, str]] = {}
             for edge in final.edges:
                 if key not in (edge["source"], edge["target"]):
                     continue
-                other = edge["target"] if edge["source"] == key else edge["source"]
-                dataset = self.store.get("dataset", final.objects[other]["dataset_id"])
-                ports[edge["port"]].append({"dataset": dataset.name,
-                                            "location": dataset.location,
-                                            "dataset_id": dataset.id})
-            config = {
-                "app_config_id": ac.id,
-                "app": {"id": app.id, "name": app.name, "domain": app.domain},
-                "image": ac.image,
-                "build": {"id": build.id, **build.measurements},
-                "ports": ports,
-                "config_items": dict(ac.config_items),
-                "workflow": {"id": final.id, "draft_id": final.draft_id,
-                             "version": final.version, "object": key},
-            }
-            extra = {"name": ac.name, "description": ac.description, "labels": ac.labels,
-                     "port_directions": ac.ports, "approved_at": utc_now()}
+                node = edge["target"] if edge["source"] == key else edge["source"]
+                dataset = self.store.get("dataset", final.objects[node]["dataset_id"])
+                port_map.setdefault(edge["port"], {})[node] = dataset.id
+                locations.setdefault(edge["port"], {})[node] = dataset.location
+            config = runtime.hashed_config(items=ac.config_items, labels=ac.labels,
+                                           zone_ca=zone_ca, workflow_id=final.id, app_node=key,
+                                           port_map=port_map)
             config_id = app_config_id(config)
             self.store.put_runtime_config(
                 config_id, final.id, ac.id,
                 json.dumps(config, separators=(",", ":"), ensure_ascii=False),
-                json.dumps(extra, ensure_ascii=False), utc_now())
+                json.dumps(runtime.connections(locations), ensure_ascii=False), utc_now())
             ids[key] = config_id
         return ids
 
-    def _runtime_config(self, config_id: str) -> tuple[FinalWorkflow, dict[str, Any],
-                                                       dict[str, Any]]:
+    def _runtime_config(self, config_id: str) -> StoredRuntimeConfig:
         row = self.store.get_runtime_config(config_id) if isinstance(config_id, str) else None
         if row is None:
             raise NotFoundError(
@@ -312,18 +320,47 @@ class WorkflowVerbs:
                 "that every owner approved, so this workflow is not approved (yet), was declined, "
                 "or the id is mistyped.",
                 hint="Check the workflow's approval state with `nitronb ccm workflow NAME`.")
-        workflow_id, _, config_text, extra_text = row
-        return (self.store.get("final_workflow", workflow_id), json.loads(config_text),
-                json.loads(extra_text))
+        workflow_id, ac_id, config_text, extra_text = row
+        config, extra = json.loads(config_text), json.loads(extra_text)
+        if not runtime.is_ccm_shape(config):
+            raise ConflictError(
+                f"runtime configuration {config_id[:12]}… is not in the real CCM's shape "
+                "{app_config, labels, zone_ca, workflow}: it was stored by an older nitronb.",
+                hint="Request the workflow's approval again to get a new APPCONFIG_ID.")
+        return StoredRuntimeConfig(config_id, self.store.get("final_workflow", workflow_id),
+                                   ac_id, config, extra)
+
+    def _connections(self, stored: StoredRuntimeConfig, credentials) -> dict[str, Any]:
+        """``extra`` with each dataset connection's ``credentials`` set by ``credentials(id)``."""
+        known = stored.extra.get("connections") or {}
+        out: dict[str, dict[str, Any]] = {}
+        for port, node, dataset_id in runtime.dataset_nodes(stored.config):
+            location = ((known.get(port) or {}).get(node) or {}).get("dataset", {}).get(
+                "location")
+            out.setdefault(port, {})[node] = {"dataset": {"location": location,
+                                                          "credentials": credentials(dataset_id)}}
+        return {"connections": out}
 
     def get_runtime_config(self, user: "User", config_id: str) -> dict[str, Any]:
-        """``{"config", "extra"}`` for an approver of its workflow or an administrator."""
-        final, config, extra = self._runtime_config(config_id)
+        """``{"config", "extra"}`` for an approver of its workflow or an administrator; the
+        credentials in ``extra`` are shown redacted."""
+        stored = self._runtime_config(config_id)
+        final = stored.final
         request = self.store.get("approval_request", final.approval_request_id)
         if not user.is_admin and user.name not in request.approvers:
             raise PermissionDeniedError(f"{user.name} is not a party to workflow {final.id}; "
                                         "only its approvers see its runtime configurations.")
-        return {"config": config, "extra": extra}
+        return {"config": stored.config,
+                "extra": self._connections(stored, self._redacted_credentials)}
+
+    def _redacted_credentials(self, dataset_id: str) -> Any:
+        from nitronb.keys import redact
+
+        try:
+            key = self.dataset_credentials(dataset_id)["encryption"]["key"]
+        except Exception:  # noqa: BLE001 - a view never fails on one unreadable secret
+            return REDACTED
+        return {"query_string": REDACTED, "encryption": {"key": redact(key)}}
 
     def list_runtime_configs(self, user: "User") -> list[dict[str, Any]]:
         out = []

@@ -40,4 +40,6 @@ def run(args: argparse.Namespace) -> int:
           f"{outcome.seconds:.1f} s", file=sys.stderr)
     if outcome.refused:
         print(f"nitronb: error: the enclave was refused: {outcome.refused}", file=sys.stderr)
+    elif outcome.reason:
+        print(f"nitronb: error: the enclave failed: {outcome.reason}", file=sys.stderr)
     return outcome.exit_code

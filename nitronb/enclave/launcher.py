@@ -7,6 +7,14 @@ Environment: ``NODE_AGENT`` and ``CCM_BACKEND`` (URLs), ``APPCONFIG_ID``, ``NITR
 and ``NITRONB_ENCLAVE_TOKEN`` (given by the node agent that launched this enclave), and
 ``APP_CONFIG_DIR`` (default ``/opt/fortanix/enclave-os/app-config/rw``).
 
+The release is the runtime configuration in the real CCM's shape (DESIGN §3.5). The folder it
+writes (DESIGN §3.3): ``APP_CONFIG_DIR/<port>/<node>/dataset/credentials.bin`` and
+``location.txt`` for each dataset of ``config.workflow.port_map`` (location and credentials from
+``extra.connections``), and each configuration item of ``config.app_config`` at its absolute
+path, whose prefix ``/opt/fortanix/enclave-os/app-config/rw/`` stands for ``APP_CONFIG_DIR``.
+Unsafe names and paths (``/`` in a name, ``..``, NUL, control characters, a path outside the
+prefix, a symbolic link on the way) are refused before anything is written.
+
 Runs inside the enclave image: standard library and ``cryptography`` only.
 """
 
@@ -25,6 +33,8 @@ import urllib.request
 from pathlib import Path
 
 DEFAULT_APP_CONFIG_DIR = "/opt/fortanix/enclave-os/app-config/rw"
+#: configuration items are keyed by absolute paths below this; it stands for APP_CONFIG_DIR
+APP_CONFIG_PREFIX = DEFAULT_APP_CONFIG_DIR + "/"
 DEFAULT_COMMAND = ["python3", "/app/start.py"]
 ENVELOPE_ALGORITHM = "X25519-HKDF-SHA256-A256GCM"
 _ENVELOPE_INFO = b"nitronb ccm provisioning v1"
@@ -74,9 +84,15 @@ def new_key_pair():
 
 
 def binding(public_key: bytes, config_id: str) -> bytes:
-    """``SHA256(0x01 ‖ SHA256(public_key) ‖ config_id) ‖ config_id`` (DESIGN §3.7)."""
-    cid = config_id.encode("utf-8")
-    return hashlib.sha256(b"\x01" + hashlib.sha256(public_key).digest() + cid).digest() + cid
+    """em-app's ``user_data``, 64 bytes: ``SHA256(0x01 ‖ SHA256(public_key) ‖ id) ‖ id`` with
+    ``id`` the APPCONFIG_ID's 32 raw bytes (DESIGN §3.7)."""
+    try:
+        raw = bytes.fromhex(config_id) if len(config_id) == 64 else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise LaunchError(f"APPCONFIG_ID {config_id[:20]!r} is not 64 hex characters.")
+    return hashlib.sha256(b"\x01" + hashlib.sha256(public_key).digest() + raw).digest() + raw
 
 
 def open_envelope(private_key, envelope: dict) -> dict:
@@ -114,49 +130,96 @@ def config_id_of(config: dict) -> str:
 
 
 def safe_part(name: str, what: str) -> str:
-    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name
-            or "\\" in name or "\x00" in name):
-        raise LaunchError(f"unsafe {what} {name!r}: it must not contain '/', '..' or NUL.")
+    """``name`` if it is one safe folder name: no ``/``, ``\\``, ``..``, NUL or control
+    characters."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or ".." in name
+            or "/" in name or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise LaunchError(f"unsafe {what} {name!r}: it must not contain '/', '..', NUL or "
+                          "control characters.")
     return name
 
 
-def safe_relative(path: str, what: str) -> Path:
-    if not isinstance(path, str) or not path or path.startswith("/") or "\x00" in path:
-        raise LaunchError(f"unsafe {what} {path!r}: it must be a relative path.")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
-        raise LaunchError(f"unsafe {what} {path!r}: it must stay inside the app-config folder.")
-    return Path(*parts)
+def item_parts(path: str, ports) -> list[str]:
+    """The parts of a configuration item's absolute path below :data:`APP_CONFIG_PREFIX`, to
+    be written below the app-config folder (never at the host's ``/opt``)."""
+    if (not isinstance(path, str) or "\\" in path
+            or any(ord(c) < 32 or ord(c) == 127 for c in path)):
+        raise LaunchError(f"unsafe configuration item path {path!r}: no NUL, control "
+                          "characters or '\\'.")
+    if not path.startswith(APP_CONFIG_PREFIX):
+        raise LaunchError(f"unsafe configuration item path {path!r}: it must be an absolute "
+                          f"path below {APP_CONFIG_PREFIX}.")
+    parts = path[len(APP_CONFIG_PREFIX):].split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise LaunchError(f"unsafe configuration item path {path!r}: no '..', '.' or empty "
+                          "parts.")
+    if parts[0] in ports:
+        raise LaunchError(f"unsafe configuration item path {path!r}: it would write into the "
+                          f"folder of port {parts[0]!r}.")
+    return parts
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+def _write_private(folder: Path, parts: list[str], data: bytes) -> Path:
+    """Write ``data`` to ``folder/parts…`` (mode 0600), creating folders (0700) on the way and
+    following no symbolic link below ``folder``; the file must not exist yet."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i, part in enumerate(parts[:-1]):
+            try:
+                os.mkdir(part, 0o700, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                inner = os.open(part, flags, dir_fd=fd)
+            except OSError:
+                raise LaunchError(f"cannot write {'/'.join(parts)}: {'/'.join(parts[:i + 1])} "
+                                  "is a symbolic link or not a folder.") from None
+            os.close(fd)
+            fd = inner
+        try:
+            out = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                          0o600, dir_fd=fd)
+        except FileExistsError:
+            raise LaunchError(f"cannot write {'/'.join(parts)}: it exists already (two entries "
+                              "of the release name the same file, or a link is in the way).") \
+                from None
+        with os.fdopen(out, "wb") as handle:
+            handle.write(data)
+    finally:
+        os.close(fd)
+    return folder.joinpath(*parts)
 
 
 def write_app_config(folder: Path, release: dict) -> list[Path]:
-    """Lay out DESIGN §3.3 under ``folder``; return the files written."""
-    config, credentials = release["config"], release.get("credentials", {})
-    written = []
-    for port, entries in config.get("ports", {}).items():
+    """Lay out DESIGN §3.3 under ``folder`` from a release ``{"config", "extra"}``; return the
+    files written. Every name and path is checked before the first file is written."""
+    config = release.get("config") or {}
+    connections = (release.get("extra") or {}).get("connections") or {}
+    port_map = (config.get("workflow") or {}).get("port_map") or {}
+    plan: list[tuple[list[str], bytes]] = []
+    for port, nodes in port_map.items():
         safe_part(port, "port name")
-        for entry in entries:
-            name = safe_part(entry["dataset"], "dataset name")
-            if name not in credentials:
-                raise LaunchError(f"the release has no credentials for dataset {name!r}.")
-            base = folder / port / name / "dataset"
-            _write_private(base / "credentials.bin",
-                           json.dumps(credentials[name]).encode("utf-8"))
-            _write_private(base / "location.txt", entry["location"].encode("utf-8"))
-            written += [base / "credentials.bin", base / "location.txt"]
-    for path, contents in config.get("config_items", {}).items():
-        target = folder / safe_relative(path, "configuration item path")
-        data = contents.encode("utf-8") if isinstance(contents, str) else json.dumps(contents).encode()
-        _write_private(target, data)
-        written.append(target)
-    return written
+        for node, target in nodes.items():
+            safe_part(node, "node name")
+            if "dataset" not in (target or {}):
+                continue
+            dataset = ((connections.get(port) or {}).get(node) or {}).get("dataset") or {}
+            if not dataset.get("location") or not isinstance(dataset.get("credentials"), dict):
+                raise LaunchError(f"the release has no location and credentials for node "
+                                  f"{node!r} on port {port!r}.")
+            plan.append(([port, node, "dataset", "credentials.bin"],
+                         json.dumps(dataset["credentials"]).encode("utf-8")))
+            plan.append(([port, node, "dataset", "location.txt"],
+                         str(dataset["location"]).encode("utf-8")))
+    for path, item in (config.get("app_config") or {}).items():
+        parts = item_parts(path, port_map)
+        try:
+            data = base64.b64decode((item or {}).get("contents") or "", validate=True)
+        except (ValueError, TypeError, AttributeError):
+            raise LaunchError(f"configuration item {path!r}: contents are not base64.") from None
+        plan.append((parts, data))
+    return [_write_private(folder, parts, data) for parts, data in plan]
 
 
 def wipe(folder: Path) -> None:
@@ -192,10 +255,11 @@ def provision(env: dict) -> dict:
     ccm = env["CCM_BACKEND"].rstrip("/")
     config_id = env["APPCONFIG_ID"]
     private, public = new_key_pair()
+    user_data = binding(public, config_id)
     nonce = _post(f"{ccm}/v1/runtime/nonces", {}, what="asking the manager for a nonce")["nonce"]
     document = _post(f"{node_agent}/v1/enclaves/{env['NITRONB_ENCLAVE_ID']}/attestation",
                      {"public_key": base64.b64encode(public).decode(),
-                      "user_data": base64.b64encode(binding(public, config_id)).decode(),
+                      "user_data": base64.b64encode(user_data).decode(),
                       "nonce": nonce},
                      token=env.get("NITRONB_ENCLAVE_TOKEN"),
                      what="attestation by the node agent")["document"]
@@ -207,7 +271,9 @@ def provision(env: dict) -> dict:
     if config_id_of(release["config"]) != config_id:
         raise LaunchError("the released configuration does not hash to APPCONFIG_ID "
                           f"{config_id[:12]}…; refusing it.")
-    log(f"provisioned: credentials for {len(release.get('credentials', {}))} dataset(s)")
+    count = sum(len(nodes) for nodes in
+                ((release.get("extra") or {}).get("connections") or {}).values())
+    log(f"provisioned: credentials for {count} dataset(s)")
     return release
 
 
@@ -229,8 +295,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        written = write_app_config(folder, release)
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            written = write_app_config(folder, release)
+        except OSError as exc:
+            raise LaunchError(f"cannot write the app-config folder {folder}: "
+                              f"{exc.strerror or exc}.") from None
         log(f"wrote {len(written)} file(s) under the app-config folder; starting the app")
         child = subprocess.Popen(command, env=dict(env, APP_CONFIG_DIR=str(folder)))
         code = child.wait()

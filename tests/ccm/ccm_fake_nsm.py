@@ -27,9 +27,8 @@ def _key(workspace: Path) -> Ed25519PrivateKey:
 
 
 def binding(public_key: bytes, config_id: str) -> bytes:
-    digest = hashlib.sha256(b"\x01" + hashlib.sha256(public_key).digest()
-                            + config_id.encode()).digest()
-    return digest + config_id.encode()
+    raw = bytes.fromhex(config_id)
+    return hashlib.sha256(b"\x01" + hashlib.sha256(public_key).digest() + raw).digest() + raw
 
 
 def make_document(workspace: Path, *, pcrs: dict[int, bytes], public_key: bytes,

@@ -83,3 +83,23 @@ def approve_all(world: World) -> dict[str, Any]:
     for party in request["approvers"]:
         world.clients[party].approve_request(request["id"])
     return ao.get_final_workflow(request["workflow_id"])
+
+
+class ServiceManager:
+    """The manager's rules without HTTP: ``client(party)`` calls the service as that party."""
+
+    def __init__(self, workspace, verifier=None) -> None:
+        from nitronb.ccm.service import Service
+
+        self.workspace = workspace
+        self.service = Service.open(workspace, verifier=verifier)
+
+    def client(self, party: str):
+        service, user = self.service, self.service._user_by_name(party)
+
+        class Local:
+            def __getattr__(self, name):
+                verb = getattr(service, name)
+                return lambda *a, **k: verb(user, *a, **k)
+
+        return Local()

@@ -53,7 +53,8 @@ def test_tasks_and_workflow_approval_from_the_terminal(manager, cli):
     assert shown["final_versions"][0]["status"] == "APPROVED"
     config_id = shown["final_versions"][0]["app_config_ids"]["app"]
     code, out, _ = cli("--as", "data-owner", "show", "runtime-config", config_id, "--json")
-    assert json.loads(out)["config"]["workflow"]["version"] == 1
+    assert json.loads(out)["config"]["workflow"]["workflow_id"] == \
+        shown["final_versions"][0]["id"]
 
 
 def test_a_decline_shows_with_its_reason(manager, cli):

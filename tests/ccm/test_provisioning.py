@@ -30,9 +30,15 @@ def test_an_attested_enclave_receives_config_and_credentials_sealed_to_its_key(m
     assert released["app_config_id"] == config_id
     assert world.keys["input"] not in str(released)
     opened = open_envelope(private, released["envelope"])
-    assert opened["config"] == world.clients["admin"].get_runtime_config(config_id)["config"]
-    assert opened["credentials"]["conditions"]["encryption"]["key"] == world.keys["input"]
-    assert opened["credentials"]["describe-result"]["encryption"]["key"] == world.keys["output"]
+    served = world.clients["admin"].get_runtime_config(config_id)
+    assert set(opened) == {"config", "extra"} and opened["config"] == served["config"]
+    connections = opened["extra"]["connections"]
+    assert connections["input"]["input"]["dataset"]["credentials"]["encryption"]["key"] == \
+        world.keys["input"]
+    assert connections["output"]["output"]["dataset"]["credentials"]["encryption"]["key"] == \
+        world.keys["output"]
+    assert connections["input"]["input"]["dataset"]["location"] == \
+        served["extra"]["connections"]["input"]["input"]["dataset"]["location"]
     other, _ = new_enclave_key()
     with pytest.raises(DecryptionError):
         open_envelope(other, released["envelope"])
@@ -93,27 +99,11 @@ def test_a_workflow_that_is_not_approved_releases_nothing(manager):
 def test_the_manager_refuses_when_the_workflow_is_not_approved(tmp_path):
     """Service level: a runtime config whose workflow is no longer APPROVED is refused."""
     from ccm_fake_nsm import FakeVerifier
-    from nitronb.ccm.service import Service
+    from ccm_flow import ServiceManager
 
-    service = Service.open(tmp_path, verifier=FakeVerifier(tmp_path))
-    users = {p: service._user_by_name(p) for p in ("data-owner", "output-owner", "app-owner",
-                                                    "admin")}
-
-    class Local:
-        def __init__(self, user):
-            self.user = user
-
-        def __getattr__(self, name):
-            verb = getattr(service, name)
-            return lambda *a, **k: verb(self.user, *a, **k)
-
-    class Manager:
-        workspace = tmp_path
-
-        def client(self, party):
-            return Local(users[party])
-
-    world = build_world(Manager())
+    manager = ServiceManager(tmp_path, verifier=FakeVerifier(tmp_path))
+    service = manager.service
+    world = build_world(manager)
     config_id = approve_all(world)["app_config_ids"]["app"]
     final = service.store.get("final_workflow",
                               service.store.get_runtime_config(config_id)[0])
@@ -146,11 +136,35 @@ def test_the_default_verifier_trusts_the_local_nsm_root_of_the_workspace(nitro_m
         enclave.provision(config_id, document({**PCRS, 2: b"\x00" * 48}, nonce), nonce)
     nonce = base64.b64decode(enclave.issue_nonce()["nonce"])
     released = enclave.provision(config_id, document(PCRS, nonce), nonce)
-    assert open_envelope(private, released["envelope"])["credentials"]["conditions"][
-        "encryption"]["key"] == world.keys["input"]
+    assert open_envelope(private, released["envelope"])["extra"]["connections"]["input"][
+        "input"]["dataset"]["credentials"]["encryption"]["key"] == world.keys["input"]
     stranger = nsm.LocalNSM(nitro_manager.workspace / "other-nsm")
     nonce = base64.b64decode(enclave.issue_nonce()["nonce"])
     forged = stranger.attest(pcrs=PCRS, public_key=public, nonce=nonce,
                              user_data=binding_user_data(public, config_id))
     with pytest.raises(ProvisioningRefusedError, match="refused"):
         enclave.provision(config_id, forged, nonce)
+
+
+def test_a_document_binding_the_id_as_hex_text_is_refused(nitro_manager):
+    """em-app binds the APPCONFIG_ID's 32 raw bytes; the 96-byte form with its hex text is not
+    a binding the manager accepts."""
+    import hashlib
+
+    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
+    world = build_world(nitro_manager)
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    enclave = CCMClient(nitro_manager.url)
+    module = nsm.LocalNSM(nitro_manager.workspace / "nsm")
+    _, public = new_enclave_key()
+    text = config_id.encode()
+    as_text = hashlib.sha256(b"\x01" + hashlib.sha256(public).digest() + text).digest() + text
+    assert len(as_text) == 96
+    nonce = base64.b64decode(enclave.issue_nonce()["nonce"])
+    document = module.attest(pcrs=PCRS, public_key=public, nonce=nonce, user_data=as_text)
+    with pytest.raises(ProvisioningRefusedError, match=r"\(binding\).*96 bytes, not the 64"):
+        enclave.provision(config_id, document, nonce)
+    raw = bytes.fromhex(config_id)
+    em_app = hashlib.sha256(b"\x01" + hashlib.sha256(public).digest() + raw).digest() + raw
+    document = module.attest(pcrs=PCRS, public_key=public, nonce=nonce, user_data=em_app)
+    assert enclave.provision(config_id, document, nonce)["app_config_id"] == config_id

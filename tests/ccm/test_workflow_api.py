@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import threading
 import pytest
 import requests
 
+import em_client_rule
 from ccm_flow import build_world
 from nitronb.ccm import CCMClient, app_config_id
 from nitronb.errors import (AuthenticationError, ConflictError, NotFoundError,
@@ -71,12 +73,18 @@ def test_every_owner_approves_and_the_appconfig_id_matches_the_served_config(man
     assert set(served) == {"config", "extra"}
     text = json.dumps(served["config"], separators=(",", ":"), ensure_ascii=False)
     assert hashlib.sha256(text.encode()).hexdigest() == config_id == app_config_id(served["config"])
-    assert list(served["config"])[:4] == ["app_config_id", "app", "image", "build"]
-    ports = served["config"]["ports"]
-    assert [d["dataset"] for d in ports["input"]] == ["conditions"]
-    assert [d["dataset"] for d in ports["output"]] == ["describe-result"]
-    assert served["config"]["build"]["pcr0"] == admin.get_build(world.ids["build"])[
-        "measurements"]["pcr0"]
+    assert em_client_rule.config_id(served) == config_id
+    assert list(served["config"]) == ["app_config", "labels", "zone_ca", "workflow"]
+    assert served["config"]["workflow"] == {
+        "workflow_id": final["id"], "app_name": "app",
+        "port_map": {"input": {"input": {"dataset": {"id": world.ids["input"]}}},
+                     "output": {"output": {"dataset": {"id": world.ids["output"]}}}}}
+    assert served["config"]["app_config"] == {
+        "/opt/fortanix/enclave-os/app-config/rw/settings/column.txt": {
+            "contents": base64.b64encode(b"DESCRIPTION").decode()}}
+    assert served["config"]["labels"] == {"team": "research"}
+    assert served["extra"]["connections"]["input"]["input"]["dataset"]["location"] == \
+        admin.get_dataset("conditions")["location"]
     # the credentials never leave the manager to a user
     everything = json.dumps([c.list_datasets() for c in world.clients.values()] +
                             [served, admin.audit_log(limit=1000),
@@ -174,9 +182,13 @@ def test_payloads_are_validated_and_owners_enforced(manager):
         do.create_dataset({**base, "name": "conditions"})
     config = {"name": "c2", "image": world.ids["image"], "ports": ["input", "output"]}
     for items in ({"../escape": "x"}, {"/etc/passwd": "x"}, {"a/\x00b": "x"},
-                  {"input/conditions/dataset/credentials.bin": "x"}):
+                  {"input/conditions/dataset/credentials.bin": "x"},
+                  {"/opt/fortanix/enclave-os/app-config/rw/../x": "x"}):
         with pytest.raises(ValidationError):
             ao.create_app_config({**config, "config_items": items})
+    kept = ao.create_app_config({**config, "name": "c-abs", "config_items": {
+        "/opt/fortanix/enclave-os/app-config/rw/conf/x.txt": "x"}})
+    assert kept["config_items"] == {"/opt/fortanix/enclave-os/app-config/rw/conf/x.txt": "x"}
     with pytest.raises(ValidationError, match="begin with"):
         ao.create_app_config({**config, "ports": ["data"]})
     with pytest.raises(ValidationError, match="no build"):
