@@ -8,7 +8,7 @@ import binascii
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nitronb.errors import NitronbError
@@ -25,6 +25,9 @@ class RunResult:
     returncode: int
     stdout: bytes
     stderr: bytes
+    #: the input files as the app names them (``input/<node>``) → the dataset each one holds;
+    #: for display only (it is not part of the result's JSON)
+    inputs: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -34,6 +37,16 @@ class RunResult:
     def text(self) -> str:
         """The app's stdout as text."""
         return self.stdout.decode("utf-8", errors="replace")
+
+    @property
+    def labelled_text(self) -> str:
+        """The app's stdout with each input file's line labelled with its dataset:
+        ``input/cxhcfxdvl`` reads ``input/cxhcfxdvl (dataset my-data)``."""
+        if not self.inputs:
+            return self.text
+        return "".join(f"{line.rstrip(chr(10))} (dataset {self.inputs[line.strip()]})\n"
+                       if line.strip() in self.inputs else line
+                       for line in self.text.splitlines(keepends=True))
 
     def stderr_tail(self, lines: int = 20) -> str:
         """The last ``lines`` non-blank lines of the app's stderr, as text."""
@@ -54,12 +67,12 @@ class RunResult:
         """What the output owner reads: the app's stdout if it succeeded; else the error line,
         then the tail of its stderr and whatever it printed to stdout."""
         if self.ok:
-            return self.text
+            return self.labelled_text
         parts = [self.error_line()]
         if self.stderr_tail(lines):
             parts.append(f"its stderr (last lines):\n{self.stderr_tail(lines)}")
         if self.text.strip():
-            parts.append(f"its stdout:\n{self.text.rstrip()}")
+            parts.append(f"its stdout:\n{self.labelled_text.rstrip()}")
         return "\n\n".join(parts)
 
     def to_json(self) -> bytes:

@@ -8,6 +8,7 @@ workspace).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -417,23 +418,38 @@ def create_workflow(workspace=None, *, name: str = WORKFLOW_NAME) -> Record:
     wt = _wt(workspace)
     state = wt.state()
     app_config_id = wt.need("app_config_id", "06_app_and_configuration")
-    graph = {"name": name, "description": "describe() of the Synthea conditions",
-             "objects": {"input": {"type": "dataset", "dataset_id": state["input_dataset_id"]},
-                         "app": {"type": "app", "app_config_id": app_config_id},
-                         "output": {"type": "dataset", "dataset_id": state["output_dataset_id"]}},
-             "edges": [{"source": "input", "target": "app", "port": "input"},
-                       {"source": "app", "target": "output", "port": "output"}]}
+    graph = _workflow_graph(wt, name, app_config_id, state)
     owner = wt.client("app-owner")
     draft = _find(owner.list_workflows(), name)
     draft = owner.update_workflow(draft["id"], graph) if draft else owner.create_workflow(graph)
     request = owner.request_approval(draft["id"])
     wt.update(workflow_draft_id=draft["id"], approval_request_id=request["id"],
-              final_workflow_id=request["workflow_id"], appconfig_id=None,
+              final_workflow_id=request["workflow_id"], appconfig_id=None, workflow_graph=graph,
               workflow_status={"status": request["status"]})
     return Record("workflow drafted, approval requested", [
         ("workflow", name), ("version", str(request.get("version", draft.get("version", "")))),
         ("approvers", ", ".join(request["approvers"])), ("status", request["status"])],
         {"draft": draft, "request": request, "graph": graph})
+
+
+def _workflow_graph(wt: Walkthrough, name: str, app_config_id: str,
+                    state: dict[str, Any]) -> dict[str, Any]:
+    """The graph input → app → output, its objects keyed by node names as the real CCM's user
+    interface draws them (short generated ids); a graph drafted earlier in this workspace over the
+    same app configuration and datasets keeps its node names, so that drafting it again changes
+    nothing the enclave sees."""
+    from nitronb.ccm import workflow_graph
+
+    inputs, outputs = state["input_dataset_id"], state["output_dataset_id"]
+    wanted = sorted([("app", app_config_id), ("dataset", inputs), ("dataset", outputs)])
+    earlier = state.get("workflow_graph") or {}
+    refs = sorted((o.get("type"), o.get("app_config_id") or o.get("dataset_id"))
+                  for o in (earlier.get("objects") or {}).values())
+    if refs == wanted:
+        return {**earlier, "name": name}
+    return workflow_graph(name, app_config_id, inputs={"input": inputs},
+                          outputs={"output": outputs},
+                          description=f"describe() of {state.get('input_dataset', 'the input')}")
 
 
 def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None,
@@ -597,8 +613,7 @@ def run_workflow(workspace=None, *, timeout: float = 900, on_log=None):
     wt.update(last_run={"enclave_id": outcome.enclave_id, "exit_code": outcome.exit_code,
                         "result_uploaded": uploaded})
     if not outcome.ok and not uploaded:
-        lines = outcome.log.strip().splitlines()
-        reason = outcome.refused or (lines[-1] if lines else "it wrote no log")
+        reason = outcome.reason or "it wrote no log"
         raise RunError(f"enclave {outcome.enclave_id} ended with exit code {outcome.exit_code} "
                        f"and uploaded no result: {reason}")
     return outcome
@@ -646,7 +661,15 @@ def decrypt_output(workspace=None):
     target = wt.path(OUTPUT_OBJECT)
     storage.download_file(uri, target, profile=wt.state().get("profile", "local"),
                           workspace=wt.workspace, progress=False)
-    return decrypt_run_result(read_key_file(wt.need("output_key", "01_generate_keys")), target)
+    result = decrypt_run_result(read_key_file(wt.need("output_key", "01_generate_keys")), target)
+    return dataclasses.replace(result, inputs=_input_files(wt.state()))
+
+
+def _input_files(state: dict[str, Any]) -> dict[str, str]:
+    """``input/<node>`` (the file the app reads, DESIGN §3.3) → the input dataset's name."""
+    graph = state.get("workflow_graph") or {}
+    nodes = [e["source"] for e in graph.get("edges") or [] if e.get("port") == "input"]
+    return {f"input/{node}": state.get("input_dataset", node) for node in nodes}
 
 
 # what the notebooks display beside the steps

@@ -113,6 +113,7 @@ class Setup:
     def __init__(self, tmp_path: Path, store: ObjectStore, plaintext: bytes,
                  input_node: str = "cxhcfxdvl") -> None:
         self.store = store
+        self.input_node = input_node
         self.config_dir = tmp_path / "app-config"
         self.tmpdir = tmp_path / "tmp"
         self.tmpdir.mkdir()

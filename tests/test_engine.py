@@ -229,16 +229,15 @@ def run_container(engine, image: str, config_dir: Path, **env: str) -> tuple[int
         container.remove(force=True)
 
 
-def sample_bytes() -> tuple[bytes, str | None]:
-    if app_tests.SAMPLE.is_file():
-        return app_tests.SAMPLE.read_bytes(), "Viral sinusitis (disorder)"
-    return app_tests.SMALL_CSV, None
+def sample_bytes() -> bytes:
+    from nitronb import sample_path
+
+    return sample_path().read_bytes()
 
 
 @pytest.mark.engine
 def test_app_image_runs_the_analysis(engine, app_image, store, tmp_path):
-    plaintext, top = sample_bytes()
-    setup = app_tests.Setup(tmp_path, store, plaintext)
+    setup = app_tests.Setup(tmp_path, store, sample_bytes())
     started = time.monotonic()
     status, logs = run_container(engine, app_image, setup.config_dir)
     print(f"app container ran in {time.monotonic() - started:.1f} s")
@@ -246,11 +245,10 @@ def test_app_image_runs_the_analysis(engine, app_image, store, tmp_path):
     result = setup.result()
     assert result["returncode"] == 0
     stdout = app_tests.decoded(result, "stdout")
-    assert stdout.splitlines()[0] == "input/conditions.csv"
-    if top:
-        assert re.search(r"^count\s+8376$", stdout, re.M)
-        assert re.search(r"^top\s+Viral sinusitis \(disorder\)$", stdout, re.M)
-        assert re.search(r"^freq\s+1248$", stdout, re.M)
+    assert stdout.splitlines()[0] == f"input/{setup.input_node}"
+    assert re.search(r"^count\s+8376$", stdout, re.M)
+    assert re.search(r"^top\s+Viral sinusitis \(disorder\)$", stdout, re.M)
+    assert re.search(r"^freq\s+1248$", stdout, re.M)
 
 
 @pytest.mark.engine

@@ -43,7 +43,8 @@ def test_an_app_that_fails_shows_its_own_error_after_the_run(tmp_path):
     assert "09_decrypt_output            … ok" in done.stderr
     assert "the app's stderr (last lines):" in done.stderr
     assert done.stderr.rstrip().endswith(f"nitronb: error: {USECOLS}")
-    assert done.stdout.startswith("input/codes\n")  # what the app printed before failing
+    # what the app printed before failing, its input labelled with the user's dataset
+    assert re.match(r"input/[a-z][a-z0-9]{8} \(dataset codes\)\n", done.stdout)
     run = tmp_path / "run"
     assert re.search(r"app exit code\s+1\b", _outputs(run / "08_run_workflow.ipynb"))
     shown = _outputs(run / "09_decrypt_output.ipynb")
@@ -66,5 +67,6 @@ def test_the_result_is_labelled_with_the_data_owners_csv(tmp_path):
     finally:
         local.down(workspace)
     assert done.returncode == 0, done.stderr
-    assert describe_summary(done.stdout) == {"input/visits": {
-        "count": 3, "unique": 2, "top": "Café allergy", "freq": 2}}
+    (label, summary), = describe_summary(done.stdout).items()
+    assert re.fullmatch(r"input/[a-z][a-z0-9]{8} \(dataset visits\)", label)
+    assert summary == {"count": 3, "unique": 2, "top": "Café allergy", "freq": 2}

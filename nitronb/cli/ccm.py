@@ -295,12 +295,13 @@ def _create_dataset(args: argparse.Namespace) -> int:
 
 def _create_workflow(args: argparse.Namespace) -> int:
     client = _client(args)
-    graph = {"name": args.name, "description": args.description, "objects": {
-        "input": {"type": "dataset", "dataset_id": client.get_dataset(args.input)["id"]},
-        "app": {"type": "app", "app_config_id": client.get_app_config(args.app_config)["id"]},
-        "output": {"type": "dataset", "dataset_id": client.get_dataset(args.output)["id"]}},
-        "edges": [{"source": "input", "target": "app", "port": "input"},
-                  {"source": "app", "target": "output", "port": "output"}]}
+    from nitronb.ccm import workflow_graph
+
+    # node names are drawn as the real CCM's user interface draws them (short generated ids)
+    graph = workflow_graph(args.name, client.get_app_config(args.app_config)["id"],
+                           inputs={"input": client.get_dataset(args.input)["id"]},
+                           outputs={"output": client.get_dataset(args.output)["id"]},
+                           description=args.description)
     draft = next((w for w in client.list_workflows() if w.get("name") == args.name), None)
     draft = client.update_workflow(draft["id"], graph) if draft else client.create_workflow(graph)
     request = client.request_approval(draft["id"])

@@ -121,7 +121,8 @@ def run_walkthrough(args: argparse.Namespace) -> int:
           file=sys.stderr)
     result = steps.decrypt_output(workspace)
     if result.text:
-        print(result.text, end="" if result.text.endswith("\n") else "\n")
+        shown = result.labelled_text
+        print(shown, end="" if shown.endswith("\n") else "\n")
     print("\nthe local stack is still running (`nitronb local status`); stop it with "
           "`nitronb local down`.", file=sys.stderr)
     if not result.ok:
