@@ -166,21 +166,75 @@ def parse_labels(text: str | dict) -> dict[str, str]:
 
 
 def load_long_description(source: str) -> str:
-    """Markdown from a file path, an http(s) URL, or the text itself."""
+    """Markdown from a file path, an http(s) URL, or the text itself.
+
+    Raises :class:`~nitronb.errors.NitronbError` with a one-line reason ("connection refused",
+    "HTTP 404 Not Found", …) when the URL cannot be fetched, and
+    :class:`~nitronb.errors.ValidationError` when its body is over
+    :data:`MAX_LONG_DESCRIPTION` bytes. A URL's query string is never shown.
+    """
     if source.startswith(("http://", "https://")):
         import requests
 
+        shown = _url_shown(source)
         try:
             reply = requests.get(source, timeout=15, stream=True)
             reply.raise_for_status()
             body = reply.raw.read(MAX_LONG_DESCRIPTION + 1, decode_content=True)
         except requests.RequestException as exc:
-            raise NitronbError(f"cannot fetch the long description from {source}: {exc}.") from None
+            raise NitronbError(f"cannot fetch URL {shown}: {_fetch_failure(exc)}.",
+                               hint="Check the URL, or save the Markdown to a file and load "
+                                    "that.") from None
         if len(body) > MAX_LONG_DESCRIPTION:
-            raise ValidationError(f"the long description at {source} is over "
+            raise ValidationError(f"the long description at {shown} is over "
                                   f"{MAX_LONG_DESCRIPTION // 1024} KiB.")
         return body.decode("utf-8", errors="replace")
     candidate = Path(source)
     if len(source) < 4096 and "\n" not in source and candidate.is_file():
         return candidate.read_text(encoding="utf-8")
     return source
+
+
+def _url_shown(url: str) -> str:
+    """``url`` without its query string (it may carry a signature), at most 120 characters."""
+    location, _, query = url.split("#", 1)[0].partition("?")
+    shown = location if len(location) <= 120 else f"{location[:119]}…"
+    return f"{shown}?…" if query else shown
+
+
+def _fetch_failure(exc: BaseException) -> str:
+    """Why an HTTP request failed, in a few words (urllib3's nested messages left out)."""
+    import socket
+    import ssl
+
+    import requests
+
+    response = getattr(exc, "response", None)
+    if isinstance(exc, requests.HTTPError) and response is not None:
+        return f"HTTP {response.status_code} {response.reason or ''}".strip()
+    causes, seen = [exc], set()
+    while causes:  # the innermost OS error says what happened
+        cause = causes.pop(0)
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host not found"
+        if isinstance(cause, ssl.SSLError):
+            return "TLS handshake failed (certificate not trusted?)"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset by the server"
+        causes += [getattr(cause, "reason", None), cause.__cause__, cause.__context__,
+                   *(a for a in cause.args if isinstance(a, BaseException))]
+    if isinstance(exc, requests.Timeout):
+        return "no answer within 15 s"
+    if isinstance(exc, requests.TooManyRedirects):
+        return "too many redirects"
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                        requests.exceptions.MissingSchema)):
+        return "not a valid URL"
+    if isinstance(exc, requests.ConnectionError):
+        return "cannot connect"
+    return type(exc).__name__

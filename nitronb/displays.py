@@ -3,7 +3,7 @@ people stepping through by hand, the widgets. Re-exported by :mod:`nitronb.steps
 
 from __future__ import annotations
 
-from nitronb.errors import NitronbError
+from nitronb.errors import NitronbError, ValidationError
 from nitronb.steps import PARTIES, Record, _wt, approval_status, run_workflow
 
 
@@ -39,16 +39,23 @@ def run_workflow_live(workspace=None, *, timeout: float = 900):
     """:func:`nitronb.steps.run_workflow`, with a live :class:`~nitronb.widgets.RunMonitor`
     (state, step indicator, the enclave's log as it grows) displayed first when a notebook
     frontend can show widgets; elsewhere it just runs. Returns the run's ``RunOutcome``; raises
-    what ``run_workflow`` raises (the monitor shows the failure first)."""
-    monitor = _live_monitor()
-    if monitor is None:
+    what ``run_workflow`` raises (the monitor shows the failure first). When the run ends, the
+    monitor's display is updated, so that a notebook saved without widget state (papermill)
+    keeps its last state as text ("run finished — app exited with code 0; …")."""
+    shown = _live_monitor()
+    if shown is None:
         return run_workflow(workspace, timeout=timeout)
-    return monitor.follow(lambda on_log: run_workflow(workspace, timeout=timeout,
-                                                      on_log=on_log))
+    monitor, handle = shown
+    try:
+        return monitor.follow(lambda on_log: run_workflow(workspace, timeout=timeout,
+                                                          on_log=on_log))
+    finally:
+        handle.update(monitor)
 
 
 def _live_monitor():
-    """A RunMonitor, displayed, when running in a kernel that has ipywidgets; else None."""
+    """A RunMonitor and its display handle, displayed, when running in a kernel that has
+    ipywidgets; else None."""
     try:
         from IPython import get_ipython
         from IPython.display import display
@@ -64,8 +71,7 @@ def _live_monitor():
         monitor = RunMonitor()
     except WidgetsUnavailableError:
         return None
-    display(monitor)
-    return monitor
+    return monitor, display(monitor, display_id=True)
 
 
 def run_summary(outcome) -> Record:
@@ -142,15 +148,74 @@ def _note(text: str, title: str) -> Picture:
 
 
 def dataset_form(workspace=None, party: str = "data-owner"):
-    """The dataset form for people, filled from this walk-through's presigned URL and key."""
+    """The dataset form for people, filled from this walk-through's presigned URL and key
+    (``party`` is "data-owner" for the input dataset, "output-owner" for the output).
+
+    The name, description, labels and long description are those of the dataset step 04
+    registered (the workspace state's ``input_dataset`` / ``output_dataset``, read back from
+    the manager); before step 04, the ones it would register. Create on the form as filled
+    updates that dataset; another name registers another dataset beside it (the walk-through
+    goes on with step 04's). Raises :class:`~nitronb.steps.StepOrderError` before step 03.
+    """
     from nitronb.keys import read_key_file
     from nitronb.widgets import DatasetForm
 
+    if party not in ("data-owner", "output-owner"):
+        raise ValidationError(f"{party} owns no dataset of the walk-through.",
+                              hint='Use party="data-owner" or party="output-owner".')
+    side = "input" if party == "data-owner" else "output"
     wt = _wt(workspace)
+    url = wt.need(f"{side}_url", "03_upload_and_presign")
+    key = read_key_file(wt.need(f"{side}_key", "01_generate_keys"))
+    client = wt.client(party)
+    fields, registered = _dataset_fields(wt, client, side)
+
+    def created(result: dict) -> str | None:
+        ours = next(iter(registered), None)
+        if ours is None or result.get("name") == ours:
+            return None
+        return f"the walk-through goes on with dataset {ours} (step 04)."
+
+    return DatasetForm(client, url=url, key=key, registered=registered, on_created=created,
+                       **fields)
+
+
+def _dataset_fields(wt, client, side: str) -> tuple[dict, dict[str, str]]:
+    """The form's fields for the walk-through's ``side`` ("input" or "output") dataset, and
+    ``{name: "registered by step 04"}`` when this party registered it at the manager."""
+    import inspect
+    from pathlib import Path
+
+    from nitronb import sample_path
+    from nitronb.datasets import input_defaults
+    from nitronb.errors import NotFoundError
+    from nitronb.steps import create_datasets
+
     state = wt.state()
-    url = wt.need("input_url" if party == "data-owner" else "output_url", "03_upload_and_presign")
-    key = read_key_file(state["input_key" if party == "data-owner" else "output_key"])
-    return DatasetForm(wt.client(party), url=url, key=key)
+    name = state.get(f"{side}_dataset")
+    if name:
+        try:
+            found = client.get_dataset(name)
+        except NotFoundError:
+            found = None
+        if found is not None and found.get("owner") == client.whoami()["user"]["name"]:
+            return ({"name": name, "description": found.get("description") or "",
+                     "labels": found.get("labels") or {},
+                     "long_description": found.get("long_description") or ""},
+                    {name: "registered by step 04"})
+    # step 04 has not registered it (yet): what step 04 would register by default (its
+    # parameters' defaults, read from its signature so that the two never differ)
+    defaults = {k: p.default for k, p in inspect.signature(create_datasets).parameters.items()}
+    if side == "output":
+        return {"name": name or defaults["output_name"],
+                "description": defaults["output_description"],
+                "labels": {"kind": "result"}}, {}
+    sample = sample_path().resolve()
+    source = Path(state["input_csv"]) if state.get("input_csv") else sample
+    derived = input_defaults(source, sample=source.resolve() == sample,
+                             avoid=(defaults["output_name"],))
+    return {"name": name or derived["name"], "description": derived["description"],
+            "labels": derived["labels"]}, {}
 
 
 def approvals_panel(workspace=None):
@@ -158,7 +223,9 @@ def approvals_panel(workspace=None):
 
     A decision clicked here has the effect of :func:`nitronb.steps.approve_workflow`: after
     each one the workspace state follows the manager (:func:`nitronb.steps.approval_status`),
-    and the panel says where the walk-through's workflow stands.
+    and the panel says where the walk-through's workflow stands. Only the newest version of
+    a workflow can be decided; earlier versions still pending (07 run again) are listed once
+    as superseded.
     """
     from nitronb.widgets import ApprovalsPanel
 

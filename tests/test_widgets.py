@@ -184,8 +184,11 @@ def test_a_bad_name_shows_an_inline_error_creates_nothing_and_keeps_the_fields(m
     form.labels.value = "team=research"
     form.create_button.click()
     assert form.result["name"] == "fixed-name" and form.result["description"] == "kept"
-    form.create_button.click()  # the same name again: the manager's conflict, inline
-    assert "#B00020" in form.message.value and "already exists" in form.message.value
+    form.create_button.click()  # the same name again: the manager's conflict, said plainly
+    assert "#B00020" in form.message.value
+    assert ("dataset fixed-name exists already (registered by data-owner). Change the name to "
+            "register another.") in form.message.value
+    assert "409" not in form.message.value and "ConflictError" not in form.message.value
 
 
 def test_a_form_without_url_or_client_explains_what_is_missing(manager, tmp_path):
@@ -214,11 +217,54 @@ def test_loading_from_a_path_that_is_no_file_keeps_what_was_typed(manager, tmp_p
                          ("", "type a file path or an http(s) URL")):
         form.source.value = str(source)
         form.load_button.click()
-        assert "#B00020" in form.message.value and says in form.message.value, source
+        assert "#B00020" in form.load_message.value and says in form.load_message.value, source
+        assert form.message.value == ""  # the area under Create is for Create
         assert form.source.value == str(source)
         assert form.long_description.value == typed
         assert form.preview.value.startswith("<h1>Typed by hand</h1>")
     assert form.result is None
+
+
+def test_a_load_error_shows_under_the_load_row_in_one_line(manager, tmp_path):
+    """A URL that cannot be fetched says why in a few words, right under Load from (not under
+    the preview and the Create button), without urllib3's text or the URL's query string."""
+    import http.server
+    import threading
+    from functools import partial
+
+    (tmp_path / "about.md").write_text("# From the web\n\nfetched", encoding="utf-8")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    served = f"http://127.0.0.1:{server.server_port}"
+    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    form = DatasetForm(manager["data-owner"], url=PRESIGNED.format(name="w"), key=generate_key(),
+                       name="web")
+    row = next(i for i, child in enumerate(form.widget.children)
+               if form.load_button in getattr(child, "children", ()))
+    assert form.widget.children[row + 1] is form.load_message
+    assert form.widget.children.index(form.preview) > row + 1
+    try:
+        for source, says in (
+                (f"{closed}/about.md?X-Amz-Signature=s3cr3t",
+                 f"cannot fetch URL {closed}/about.md?…: connection refused."),
+                (f"{served}/missing.md", f"cannot fetch URL {served}/missing.md: HTTP 404")):
+            form.source.value = source
+            form.load_button.click()
+            shown = form.load_message.value
+            assert "#B00020" in shown and says in shown, shown
+            assert "\n" not in shown and "s3cr3t" not in shown
+            assert "HTTPConnectionPool" not in shown and "Max retries" not in shown
+            assert form.long_description.value == "" and form.message.value == ""
+        form.source.value = f"{served}/about.md"
+        form.load_button.click()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert form.long_description.value.startswith("# From the web")
+    assert "#00734F" in form.load_message.value
+    assert f"loaded from {served}/about.md" in form.load_message.value
 
 
 def test_parse_labels():

@@ -120,6 +120,124 @@ def test_approving_in_the_panel_is_what_the_code_cell_says_when_asked(wt):
     assert request["status"] == "PENDING" and request["approvals"] == {}
 
 
+def texts(widget) -> list[str]:
+    """Every text a widget tree shows (values and descriptions)."""
+    found = [v for v in (getattr(widget, "value", None), getattr(widget, "description", None))
+             if isinstance(v, str)]
+    for child in getattr(widget, "children", ()):
+        found.extend(texts(child))
+    return found
+
+
+def test_an_earlier_pending_version_is_shown_superseded_and_cannot_be_approved(wt):
+    """07 run twice: two versions wait. Only the newest can be decided in the panel; the
+    earlier one is listed once, without buttons, and every status line names the version."""
+    from nitronb.errors import ValidationError
+
+    steps.create_workflow(wt)
+    older = wt.state()["approval_request_id"]
+    steps.create_workflow(wt)
+    newest = wt.state()["approval_request_id"]
+    admin = wt.client("admin")
+    version = admin.get_final_workflow(admin.get_approval_request(newest)["workflow_id"])[
+        "version"]
+    label = f"describe-conditions version {version}"
+
+    panel = steps.approvals_panel(wt)
+    for party in APPROVERS:
+        assert [i.id for i in panel.pending(party)] == [newest], party
+        assert label in panel.pending(party)[0].title
+    assert older in {s.id for s in panel.superseded}
+    assert all(s.newest == version and s.version < version for s in panel.superseded)
+    shown = texts(panel.widget)
+    assert shown.count("Approve") == len(APPROVERS)
+    lines = [t for t in shown if "superseded by" in t]
+    assert len(lines) == 1 and f"superseded by version {version}" in lines[0]
+    assert f"{version - 1}: superseded by version {version}" in lines[0]
+    bundle = panel._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"] == ("approvals panel: 3 decisions waiting, "
+                                    f"{len(panel.superseded)} superseded version(s) not "
+                                    "decidable")
+
+    item(panel, "data-owner", newest).approve_button.click()
+    assert panel.status.value.endswith(
+        f"data-owner approved {label}; still waiting for app-owner, output-owner.</span>")
+    assert panel.pending("data-owner") == []  # the earlier version is no row of its own
+    data_owner = next(s for s in panel.sections.children if texts(s)[0] == "<b>data-owner</b>")
+    assert "nothing is waiting for this party" in " ".join(texts(data_owner))
+
+    with pytest.raises(ValidationError, match=f"superseded by version {version}"):
+        panel.approve("data-owner", "request", older)
+    assert "data-owner cannot approve: describe-conditions version" in panel.status.value
+    assert admin.get_approval_request(older)["approvals"] == {}
+    with pytest.raises(Exception):  # the manager refuses a second approval; the line says which
+        panel.approve("data-owner", "request", newest)
+    assert f"data-owner could not approve {label}: " in panel.status.value
+
+    item(panel, "output-owner", newest).decline("not this version")
+    assert f"output-owner declined {label}: not this version" in panel.status.value
+
+
+def test_the_dataset_form_is_filled_with_the_walkthroughs_dataset(wt):
+    """steps.dataset_form shows step 04's dataset; Update saves into it; a name taken by
+    another dataset is said plainly, before and after clicking; another name registers a
+    second dataset while the walk-through goes on with step 04's."""
+    from nitronb.datasets import parse_labels
+
+    state = wt.state()
+    name = state["input_dataset"]
+    client = wt.client("data-owner")
+    registered = client.get_dataset(name)
+    form = steps.dataset_form(wt)
+    assert (form.name.value, form.description.value) == (name, registered["description"])
+    assert parse_labels(form.labels.value) == registered["labels"] != {}
+    assert f"dataset {name} exists already (registered by step 04)" in form.name_note.value
+    assert form.create_button.description == "Update dataset"
+    assert form._repr_mimebundle_()["text/plain"] == f"dataset form: updates dataset {name}"
+
+    form.long_description.value = "# Conditions\n\nwritten in the form"
+    form.create_button.click()
+    assert "#00734F" in form.message.value and f"dataset {name} updated" in form.message.value
+    after = client.get_dataset(name)
+    assert after["id"] == state["input_dataset_id"]
+    assert after["long_description"] == "# Conditions\n\nwritten in the form"
+    assert steps.dataset_form(wt).long_description.value == after["long_description"]
+
+    form.name.value = state["output_dataset"]  # the output owner's
+    says = f"dataset {state['output_dataset']} exists already (registered by output-owner)"
+    assert says in form.name_note.value and form.create_button.description == "Create dataset"
+    form.create_button.click()
+    assert "#B00020" in form.message.value and says in form.message.value
+    assert "Change the name to register another." in form.message.value
+
+    form.name.value = f"{name}-second"
+    assert form.name_note.value == ""
+    form.create_button.click()
+    assert f"dataset {name}-second created" in form.message.value
+    assert f"the walk-through goes on with dataset {name} (step 04)" in form.message.value
+    assert wt.state()["input_dataset"] == name
+
+
+def test_run_monitor_in_a_kernel_saves_its_last_state_as_text(wt):
+    """In a kernel (as papermill runs 08) the monitor's output keeps the widget view and, as
+    plain text, the run's last state rather than the widget tree."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    steps.create_workflow(wt)
+    steps.approve_workflow(wt)
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "from nitronb import steps\n"
+        f"outcome = steps.run_workflow_live({str(wt.workspace)!r}, timeout=300)"))
+    NotebookClient(nb, kernel_name="nitronb", timeout=400).execute()
+    [output] = nb.cells[0].outputs
+    assert "application/vnd.jupyter.widget-view+json" in output["data"]
+    assert output["data"]["text/plain"] == ("run finished — app exited with code 0; "
+                                            "credentials wiped")
+
+
 def test_notebook_07_lets_people_approve_by_clicking(wt):
     """07 with ``approve_in_panel = True`` in a real kernel: the code cell decides nothing, the
     cells after the panel say who is still to approve; once every approver clicked Approve in
