@@ -68,9 +68,10 @@ def _http_location(url: str) -> str:
     return location
 
 
-@dataclass
+@dataclass(repr=False)
 class Dataset:
-    """One dataset definition, as the manager receives it."""
+    """One dataset definition, as the manager receives it. Its ``repr`` and ``str`` show the
+    name, the location, the key redacted and the query string shortened, never whole."""
 
     name: str
     location: str
@@ -114,11 +115,15 @@ class Dataset:
     def redacted(self) -> dict:
         """A display form: the key redacted, the query string shortened."""
         shown = self.payload()
-        query = self.credentials["query_string"]
         shown["credentials"] = {
-            "query_string": query if len(query) <= 24 else f"{query[:12]}…{query[-8:]}",
+            "query_string": _shorten(self.credentials["query_string"]),
             "encryption": {"key": redact(self.credentials["encryption"]["key"])}}
         return shown
+
+    def __repr__(self) -> str:
+        return (f"Dataset(name={self.name!r}, location={self.location!r}, "
+                f"key={redact(self.credentials['encryption']['key'])!r}, "
+                f"query_string={_shorten(self.credentials['query_string'])!r})")
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the definition as JSON, mode 0600 (it holds the key), atomically."""
@@ -136,6 +141,12 @@ class Dataset:
         except json.JSONDecodeError as exc:
             raise ValidationError(f"dataset definition {path} is not JSON: {exc}.") from None
         return cls(**doc)
+
+
+def _shorten(query: str) -> str:
+    """A query string for display: its first 8 and last 4 characters, never the whole."""
+    query = str(query)
+    return f"{query[:8]}…{query[-4:]}" if len(query) > 16 else "…"
 
 
 def parse_labels(text: str | dict) -> dict[str, str]:
@@ -171,7 +182,9 @@ def load_long_description(source: str) -> str:
     Raises :class:`~nitronb.errors.NitronbError` with a one-line reason ("connection refused",
     "HTTP 404 Not Found", …) when the URL cannot be fetched, and
     :class:`~nitronb.errors.ValidationError` when its body is over
-    :data:`MAX_LONG_DESCRIPTION` bytes. A URL's query string is never shown.
+    :data:`MAX_LONG_DESCRIPTION` bytes. A path that exists is read by
+    :func:`read_long_description_file` (same limits and errors). A URL's query string is never
+    shown.
     """
     if source.startswith(("http://", "https://")):
         import requests
@@ -189,10 +202,39 @@ def load_long_description(source: str) -> str:
             raise ValidationError(f"the long description at {shown} is over "
                                   f"{MAX_LONG_DESCRIPTION // 1024} KiB.")
         return body.decode("utf-8", errors="replace")
-    candidate = Path(source)
-    if len(source) < 4096 and "\n" not in source and candidate.is_file():
-        return candidate.read_text(encoding="utf-8")
+    if len(source) < 4096 and "\n" not in source and os.path.lexists(Path(source).expanduser()):
+        return read_long_description_file(source)
     return source
+
+
+def read_long_description_file(source: str) -> str:
+    """The text of the Markdown file ``source`` (a path, ``~`` expanded): a regular file of at
+    most :data:`MAX_LONG_DESCRIPTION` bytes, UTF-8 (a byte-order mark dropped).
+
+    Raises :class:`~nitronb.errors.ValidationError`, one line naming the file, when it is
+    missing, a folder, a pipe or a device, unreadable, over the limit, or not UTF-8.
+    """
+    path = Path(source).expanduser()
+    hint = "Check the path (relative paths start in the notebook's folder), or paste the text."
+    if path.is_dir():
+        raise ValidationError(f"{source} is a folder, not a Markdown file.", hint=hint)
+    if path.exists() and not path.is_file():  # a pipe or a device would block or never end
+        raise ValidationError(f"{source} is not a regular file.", hint=hint)
+    try:
+        with open(path, "rb") as file:
+            body = file.read(MAX_LONG_DESCRIPTION + 1)
+    except FileNotFoundError:
+        raise ValidationError(f"there is no file {source}.", hint=hint) from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read {source}: {exc.strerror or exc}.", hint=hint) from None
+    if len(body) > MAX_LONG_DESCRIPTION:
+        raise ValidationError(f"{source} is over {MAX_LONG_DESCRIPTION // 1024} KiB, the limit "
+                              "of a long description.")
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError(f"{source} is not UTF-8 text.",
+                              hint="Save it as UTF-8, or paste the text.") from None
 
 
 def _url_shown(url: str) -> str:

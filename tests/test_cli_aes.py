@@ -292,3 +292,39 @@ def test_a_damaged_stream_writes_nothing(tmp_path, damage, how):
     assert "Nothing was written" in err
     assert (tmp_path / "o").read_bytes() == b"the previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_decryption_stopped_by_a_signal_leaves_no_part_file(tmp_path, signame):
+    import signal
+    import time
+
+    key, plain, enc = _encrypted(tmp_path)
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.bin"
+    # read-write: the FIFO stays open (no end of input) and opening it does not block
+    writer = os.open(fifo, os.O_RDWR)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "nitronb", "aes", "dec", "-K", str(key),
+                                 "-in", str(fifo), "-out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        os.write(writer, enc.read_bytes()[:1 << 20])  # part of the input: the .part file opens
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".out.bin.*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(tmp_path.glob(".out.bin.*.part")), "the decryption did not start"
+        proc.send_signal(getattr(signal, signame))
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert proc.returncode != 0
+    assert proc.returncode == 128 + getattr(signal, signame)
+    assert stderr.decode().strip().splitlines() == [f"nitronb: terminated by {signame}"]
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
+    assert not out.exists()
+
+
+def test_the_aes_help_says_sigkill_leaves_a_part_file():
+    done = nitronb("aes", "--help")
+    assert b"SIGKILL" in done.stdout and b".part" in done.stdout

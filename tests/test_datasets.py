@@ -75,3 +75,60 @@ def test_labels_from_pairs_json_or_a_dict():
     for bad in ("novalue", "a=1;a=2", '{"a": 1}', "{broken"):
         with pytest.raises(ValidationError):
             parse_labels(bad)
+
+
+def _one_line_error(source: str) -> str:
+    with pytest.raises(ValidationError) as caught:
+        load_long_description(source)
+    text = str(caught.value)
+    assert "\n" not in text and source in text
+    return text
+
+
+def test_long_description_file_over_the_limit_or_not_utf8_is_one_line(tmp_path):
+    from nitronb.datasets import MAX_LONG_DESCRIPTION
+
+    big = tmp_path / "big.md"
+    big.write_bytes(b"x" * (MAX_LONG_DESCRIPTION + 1))
+    assert "KiB" in _one_line_error(str(big))
+    latin = tmp_path / "latin.md"
+    latin.write_bytes("café".encode("latin-1"))
+    assert "UTF-8" in _one_line_error(str(latin))
+    limit = tmp_path / "limit.md"
+    limit.write_bytes(b"y" * MAX_LONG_DESCRIPTION)
+    assert load_long_description(str(limit)) == "y" * MAX_LONG_DESCRIPTION
+
+
+def test_long_description_from_a_folder_or_a_fifo_is_one_line(tmp_path):
+    import os
+
+    assert "folder" in _one_line_error(str(tmp_path))
+    fifo = tmp_path / "pipe.md"
+    os.mkfifo(fifo)
+    assert "regular file" in _one_line_error(str(fifo))  # refused without opening (no block)
+
+
+def test_unreadable_long_description_is_one_line(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads a file of mode 000")
+    secret = tmp_path / "secret.md"
+    secret.write_text("# hidden", encoding="utf-8")
+    secret.chmod(0)
+    try:
+        assert "cannot read" in _one_line_error(str(secret))
+    finally:
+        secret.chmod(0o600)
+
+
+def test_repr_and_str_of_a_dataset_show_neither_key_nor_query_string():
+    key = generate_key()
+    ds = Dataset.from_url("conditions", URL, key)
+    query = ds.credentials["query_string"]
+    for shown in (repr(ds), str(ds), f"{ds}", repr([ds])):
+        assert key not in shown and query not in shown
+        assert "abc123" not in shown  # the signature, in the clear
+        assert "conditions" in shown and ds.location in shown
+        assert f"{key[:4]}…{key[-4:]}" in shown
+    assert query not in json.dumps(ds.redacted(), ensure_ascii=False)

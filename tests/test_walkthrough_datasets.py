@@ -27,6 +27,20 @@ def test_input_defaults():
         "describe-result-input"
 
 
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A workspace and local stack of this module's own: the steps here register datasets under
+    the walk-through's default names, which the session's workspace keeps for the notebooks."""
+    from nitronb import local
+
+    ws = tmp_path_factory.mktemp("datasets") / "ws"
+    local.up(ws)
+    try:
+        yield ws
+    finally:
+        local.down(ws)
+
+
 def _through_datasets(workspace, csv=None, **dataset_options):
     from nitronb import steps
 
@@ -37,10 +51,10 @@ def _through_datasets(workspace, csv=None, **dataset_options):
     return steps.Walkthrough(workspace)
 
 
-def test_the_input_dataset_is_named_after_the_csv(local_stack, tmp_path):
+def test_the_input_dataset_is_named_after_the_csv(workspace, tmp_path):
     csv = tmp_path / "clinic visits.csv"
     csv.write_text("START,DESCRIPTION\n2020-01-01,Headache\n", encoding="utf-8")
-    wt = _through_datasets(local_stack.workspace, csv)
+    wt = _through_datasets(workspace, csv)
     state = wt.state()
     assert state["input_dataset"] == "clinic-visits"
     assert state["input_csv"] == str(csv.resolve())
@@ -49,11 +63,11 @@ def test_the_input_dataset_is_named_after_the_csv(local_stack, tmp_path):
     assert dataset["labels"] == {"file": "clinic visits.csv"}
 
 
-def test_the_shipped_sample_and_an_explicit_name(local_stack):
-    wt = _through_datasets(local_stack.workspace)
+def test_the_shipped_sample_and_an_explicit_name(workspace):
+    wt = _through_datasets(workspace)
     assert wt.state()["input_dataset"] == "synthea-conditions"
     assert wt.client("data-owner").get_dataset("synthea-conditions")["labels"] == {
         "source": "synthea"}
-    wt = _through_datasets(local_stack.workspace, input_name="mine", input_labels="a=b")
+    wt = _through_datasets(workspace, input_name="mine", input_labels="a=b")
     assert wt.state()["input_dataset"] == "mine"
     assert wt.client("data-owner").get_dataset("mine")["labels"] == {"a": "b"}

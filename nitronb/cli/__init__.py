@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from nitronb.errors import NitronbError
@@ -54,8 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
+    restore = _terminate_on_signals()
     try:
         code = args.handler(args)
+    except _Terminated as exc:
+        # raised inside the handler, so its cleanup (temporary files removed) has run
+        print(f"nitronb: terminated by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
     except NitronbError as exc:
         print(f"nitronb: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -71,7 +77,42 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away (``nitronb … | head``): nothing more to say
         sys.stderr.close()
         return 141
+    finally:
+        restore()
     return int(code or 0)
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived while a command ran (``signum``: the signal's number)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate_on_signals():
+    """Make SIGTERM and SIGHUP raise :class:`_Terminated` in the running command, so that its
+    ``finally`` blocks run (a decryption's temporary file is removed); return the function that
+    puts the previous handlers back. A signal already ignored (``nohup``) stays ignored; SIGKILL
+    cannot be caught. Outside the main thread nothing is changed."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def terminate(signum, frame):
+        raise _Terminated(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            previous[signum] = signal.signal(signum, terminate)
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore
 
 
 def _tolerant_output() -> None:

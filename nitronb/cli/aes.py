@@ -11,7 +11,10 @@ ORDER = 20
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("aes", help="encrypt or decrypt a file with AES-256-GCM",
                        description="Encrypt or decrypt in the format nonce(12) | ciphertext | "
-                                   "tag(16). '-' reads stdin or writes stdout.")
+                                   "tag(16). '-' reads stdin or writes stdout. A decryption "
+                                   "that fails, or is stopped by SIGTERM, SIGHUP or Ctrl-C, "
+                                   "writes nothing (unless the process is killed with SIGKILL, "
+                                   "which leaves a private .part file beside the target).")
     p.add_argument("mode", choices=("enc", "dec"), help="enc to encrypt, dec to decrypt")
     p.add_argument("-K", "--key", required=True, metavar="KEYFILE",
                    help="key file: 64 hex characters")

@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="the legacy query form (AWSAccessKeyId, Signature, Expires)")
     pre.add_argument("--json", action="store_true",
                      help='print one JSON object {"url", "location", "query_string"}')
+    pre.add_argument("-o", "--out", metavar="FILE",
+                     help="write the output to FILE (mode 0600: the URL is a bearer token) "
+                          "instead of printing it")
+    pre.add_argument("-f", "--force", action="store_true", help="replace FILE if it exists")
     _endpoint(pre)
     pre.set_defaults(handler=run_presign)
 
@@ -79,9 +83,28 @@ def run_presign(args: argparse.Namespace) -> int:
     signed = verb(args.profile, args.s3dir, args.object, args.expiry, legacy=args.legacy,
                   endpoint_url=args.endpoint_url)
     if args.json:
-        print(json.dumps(signed.as_dict()))
+        text = json.dumps(signed.as_dict()) + "\n"
     else:
-        print(f"URL: {signed.url}")
-        print(f"location: {signed.location}")
-        print(f"query string (base64): {signed.query_string_b64}")
+        text = (f"URL: {signed.url}\n"
+                f"location: {signed.location}\n"
+                f"query string (base64): {signed.query_string_b64}\n")
+    if args.out is None or args.out == "-":
+        sys.stdout.write(text)
+        return 0
+    _write_private(args.out, text, force=args.force)
+    print(f"wrote the presigned {args.action} URL for {signed.location} to {args.out} "
+          "(mode 0600)", file=sys.stderr)
     return 0
+
+
+def _write_private(path: str, text: str, *, force: bool) -> None:
+    """``text`` into ``path``, mode 0600, atomically; an existing ``path`` is kept unless
+    ``force`` (:class:`~nitronb.errors.OutputExistsError`)."""
+    import os
+
+    from nitronb._files import write_atomic
+    from nitronb.errors import OutputExistsError
+
+    if not force and os.path.lexists(path):
+        raise OutputExistsError(path, hint="Choose another FILE, or replace it with --force.")
+    write_atomic(path, text.encode("utf-8"), mode=0o600)

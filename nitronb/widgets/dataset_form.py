@@ -179,7 +179,7 @@ class DatasetForm(_Shown):
         ``source`` is empty, names no readable UTF-8 file, or is over the size limit, and
         :class:`~nitronb.errors.NitronbError` when the URL cannot be fetched.
         """
-        from nitronb.datasets import load_long_description
+        from nitronb.datasets import load_long_description, read_long_description_file
 
         source = self.source.value.strip()
         if not source:
@@ -188,7 +188,7 @@ class DatasetForm(_Shown):
         if source.startswith(("http://", "https://")):
             text = load_long_description(source)
         else:
-            text = _read_markdown_file(source)
+            text = read_long_description_file(source)
         self.long_description.value = text
         shown = source.split("?", 1)[0] + ("?…" if "?" in source else "")
         self.load_message.value = _OK.format(html.escape(
@@ -237,35 +237,6 @@ class DatasetForm(_Shown):
         else:
             self.create_button.description = "Create dataset"
             self.name_note.value = ""
-
-
-def _read_markdown_file(source: str) -> str:
-    """The text of the Markdown file ``source`` (a path, ``~`` expanded)."""
-    from pathlib import Path
-
-    from nitronb.datasets import MAX_LONG_DESCRIPTION
-
-    path = Path(source).expanduser()
-    hint = "Check the path (relative paths start in the notebook's folder), or paste the text."
-    if path.is_dir():
-        raise ValidationError(f"{source} is a folder, not a Markdown file.", hint=hint)
-    if path.exists() and not path.is_file():  # a pipe or a device would block or never end
-        raise ValidationError(f"{source} is not a regular file.", hint=hint)
-    try:
-        with open(path, "rb") as file:
-            body = file.read(MAX_LONG_DESCRIPTION + 1)
-    except FileNotFoundError:
-        raise ValidationError(f"there is no file {source}.", hint=hint) from None
-    except OSError as exc:
-        raise ValidationError(f"cannot read {source}: {exc.strerror or exc}.", hint=hint) from None
-    if len(body) > MAX_LONG_DESCRIPTION:
-        raise ValidationError(f"{source} is over {MAX_LONG_DESCRIPTION // 1024} KiB, the limit "
-                              "of a long description.")
-    try:
-        return body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValidationError(f"{source} is not UTF-8 text.",
-                              hint="Save it as UTF-8, or paste the text.") from None
 
 
 __all__ = ["DatasetForm"]
