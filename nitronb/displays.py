@@ -106,34 +106,46 @@ def _step(name: str) -> int:
 
 
 def result_table(result) -> Picture:
-    """The describe() figures of the run result as a table; for an app that failed, or printed
-    no describe() figures, a line saying so."""
+    """The describe() figures of the run result as a table, a row per input dataset (named as
+    the workflow names it), titled with the column and the datasets; for an app that failed,
+    or printed no describe() figures, a line saying so."""
     from nitronb.pictures import describe_table_html
-    from nitronb.results import describe_summary
+    from nitronb.results import described_column, describe_summary
 
+    inputs = getattr(result, "inputs", None) or {}
+    datasets = ", ".join(dict.fromkeys(inputs.values())) or "the input"
+    column = described_column(result.text) or "DESCRIPTION"
     if not result.ok:
-        return _failed(result, "describe() of DESCRIPTION: the app failed")
+        return _failed(result, f"describe() of {column} in {datasets}: the app failed")
     summary = describe_summary(result.text)
     if not summary:
         return _note("the app printed no describe() figures to show as a table.",
-                     "describe() of DESCRIPTION: no figures")
-    return Picture(describe_table_html(summary), kind="html", title="describe() of DESCRIPTION")
+                     f"describe() of {column} in {datasets}: no figures")
+    rows = {inputs.get(path, path): fields for path, fields in summary.items()}
+    return Picture(describe_table_html(rows), kind="html",
+                   title=f"describe() of {column} in {datasets}")
 
 
 def result_chart(result, *, top: int = 10) -> Picture:
-    """A bar chart of the most frequent values the app reported; for an app that failed, or
-    printed no value counts, a line saying so."""
+    """A bar chart of the most frequent values the app reported, titled with the column and
+    the input datasets ("most frequent DESCRIPTION values in synthea-conditions"); for an app
+    that failed, or printed no value counts, a line saying so."""
     from nitronb.pictures import bar_chart_svg
-    from nitronb.results import value_counts
+    from nitronb.results import counted_columns, value_counts
 
+    inputs = getattr(result, "inputs", None) or {}
+    blocks = counted_columns(result.text)
+    columns = ", ".join(dict.fromkeys(column for column, _ in blocks))
+    datasets = ", ".join(dict.fromkeys(inputs.get(path, path) for _, path in blocks)
+                         or dict.fromkeys(inputs.values())) or "the input"
+    what = f"most frequent {columns + ' ' if columns else ''}values in {datasets}"
     if not result.ok:
-        return _failed(result, "most frequent conditions: the app failed")
+        return _failed(result, f"{what}: the app failed")
     counts = value_counts(result.text)
     if not counts:
         return _note("the app printed no value counts to chart (only describe()).",
-                     "most frequent conditions: no counts")
-    return Picture(bar_chart_svg(counts, "most frequent conditions", top=top),
-                   title=f"the {top} most frequent conditions")
+                     f"{what}: no counts")
+    return Picture(bar_chart_svg(counts, what, top=top), title=f"the {top} {what}")
 
 
 def _failed(result, title: str) -> Picture:

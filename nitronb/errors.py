@@ -68,6 +68,17 @@ class DecryptionError(NitronbError):
         super().__init__(message)
 
 
+class ResultDecryptionError(DecryptionError):
+    """The run result does not decrypt with the output owner's key (``path`` is its file; the
+    message names it relative to the workspace); the hint says which steps make a readable
+    one."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None,
+                 hint: str | None = None):
+        self.path = None if path is None else str(path)
+        NitronbError.__init__(self, message, hint=hint)
+
+
 class UnsafeNameError(NitronbError):
     """A name or path would escape the folder it belongs to (``/``, ``..``, NUL, absolute)."""
 
@@ -197,6 +208,12 @@ class ImageBuildError(NitronbError):
 
 class RunError(NitronbError):
     """Running a workflow's enclave failed."""
+
+
+class StepOrderError(NitronbError):
+    """A step of the walk-through needs the product of an earlier step that has not run in this
+    workspace, or that changed after a later step built on it (a key replaced, the input
+    encrypted or uploaded again, the image rebuilt): the hint names the steps to run again."""
 
 
 class NotebookError(NitronbError):

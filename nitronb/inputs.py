@@ -7,11 +7,15 @@ What is checked, with bounded memory whatever the file's size:
 - the header — the first non-blank record of the first :data:`SAMPLE_BYTES` — parses as
   comma-separated values (the app reads them with pandas' defaults) and names every required
   column; at least one record follows it;
-- every byte of the file decodes in the declared encoding: this is checked while the file streams
-  into the encryption (:func:`encrypt_csv`), so that the file is read once.
+- every byte of the file decodes in the declared encoding, and every quoted field is closed:
+  both are checked while the file streams into the encryption (:func:`encrypt_csv`), so that the
+  file is read once. The quote rule is RFC 4180's: a field holding a ``"`` is enclosed in quotes
+  and each ``"`` inside it is doubled, so a well-formed file holds an even number of ``"``; an
+  odd number means a quoted field never closes, and the app would read the rest of the file into
+  it (pandas: "EOF inside string"). Counting costs one ``bytes.count`` per chunk.
 
-The records after the header are parsed by the app, not here: a malformed record far into the
-file shows as the app's own error in the run result.
+Other malformed records are parsed by the app, not here: they show as the app's own error in
+the run result.
 
 The app reads UTF-8. A file in another encoding is transcoded to UTF-8 as it streams into the
 encryption, and a UTF-8 byte-order mark is dropped, so the app always reads plain UTF-8.
@@ -72,13 +76,7 @@ def check_csv(path: str | os.PathLike[str], *, encoding: str = "utf-8",
     """
     path = Path(path)
     codec = _codec(encoding)
-    if not path.exists():
-        raise InputDataError(f"the input CSV {path} does not exist.", path=path,
-                             hint="Check the path (a relative one is read from the folder the "
-                                  "command or kernel runs in).")
-    if path.is_dir():
-        raise InputDataError(f"the input CSV {path} is a folder.", path=path,
-                             hint="Name the CSV file itself.")
+    check_path(path)
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         sample = handle.read(SAMPLE_BYTES)
@@ -114,13 +112,29 @@ def check_csv(path: str | os.PathLike[str], *, encoding: str = "utf-8",
     return CsvCheck(path, codec, tuple(header), bom, size)
 
 
+def check_path(path: Path) -> None:
+    """Raise :class:`~nitronb.errors.InputDataError` unless ``path`` is a file this process may
+    read (it is not opened)."""
+    if not path.exists():
+        raise InputDataError(f"the input CSV {path} does not exist.", path=path,
+                             hint="Check the path (a relative one is read from the folder the "
+                                  "command or kernel runs in).")
+    if path.is_dir():
+        raise InputDataError(f"the input CSV {path} is a folder.", path=path,
+                             hint="Name the CSV file itself.")
+    if not os.access(path, os.R_OK):
+        raise InputDataError(f"the input CSV {path} is not readable by this user.", path=path,
+                             hint="Check its permissions.")
+
+
 def encrypt_csv(key: bytes | str, check: CsvCheck, target: str | os.PathLike[str]) -> int:
     """Encrypt the checked CSV into ``target`` (atomically, mode 0600) as UTF-8 without a
     byte-order mark, checking every byte against the declared encoding on the way.
 
     Returns the number of plaintext bytes encrypted (the file's size unless transcoded).
     Raises :class:`~nitronb.errors.InputDataError` — and leaves ``target`` as it was — when a
-    byte does not decode.
+    byte does not decode, or when a quoted field never closes (an odd number of ``"``, see the
+    module's text).
     """
     from nitronb.crypto import encrypt_stream
 
@@ -139,7 +153,8 @@ def encrypt_csv(key: bytes | str, check: CsvCheck, target: str | os.PathLike[str
 
 
 class _Utf8Reader(io.RawIOBase):
-    """The file's text as UTF-8 bytes without a BOM, decoded strictly as it is read."""
+    """The file's text as UTF-8 bytes without a BOM, decoded strictly as it is read; at the
+    end, refused if it holds an odd number of ``"`` (a quoted field never closes)."""
 
     def __init__(self, raw: io.BufferedReader, check: CsvCheck) -> None:
         self._raw, self._check = raw, check
@@ -147,9 +162,10 @@ class _Utf8Reader(io.RawIOBase):
             "utf-8-sig" if check.encoding == "utf-8" else check.encoding)()
         self._pending = b""
         self._offset = 0  # bytes of the file read so far
-        self._lines = 0  # newlines in them
         self._done = False
         self.written = 0
+        self._quotes = 0  # '"' in the UTF-8 bytes so far (0x22 is never part of another character)
+        self._last_quoted: tuple[bytes, int] | None = None  # a chunk with '"', its file offset
 
     def readable(self) -> bool:
         return True
@@ -170,14 +186,55 @@ class _Utf8Reader(io.RawIOBase):
             text = self._decoder.decode(chunk, final=final)
         except UnicodeDecodeError as exc:
             raise _not_encoded(self._check.path, self._check.encoding, exc, chunk,
-                               offset=self._offset, lines=self._lines) from None
+                               offset=self._offset,
+                               lines=_lines_before(self._check.path, self._offset)) from None
         if self._check.transcoded:
             self._pending = text.encode("utf-8")
         else:
             self._pending = chunk  # already UTF-8 without a BOM: pass the bytes on as they are
+        # find (memchr) skips a chunk without quotes at a fraction of count's cost
+        if self._pending.find(b'"') != -1:
+            self._quotes += self._pending.count(b'"')
+            self._last_quoted = (self._pending, self._offset)
         self._offset += len(chunk)
-        self._lines += chunk.count(b"\n")
         self._done = final
+        if final and self._quotes % 2:
+            raise self._unclosed()
+
+    def _unclosed(self) -> InputDataError:
+        """The refusal of a file with an odd number of quotes, naming the line of the last one
+        (where, counting quotes in pairs, the field that never closes opens)."""
+        data, offset = self._last_quoted
+        at = data.rfind(b'"')
+        line = _lines_before(self._check.path, offset) + data.count(b"\n", 0, at) + 1
+        name = self._check.path.name
+        return InputDataError(
+            f"{name} has a quoted field that never closes: it holds an odd number of '\"' "
+            f"({self._quotes:,}), the last on line {line:,}.",
+            path=self._check.path,
+            hint="In CSV a field holding '\"' is enclosed in quotes and each '\"' inside it is "
+                 "doubled (\"5\"\" pipe\"); close the field or double the quote, or export the "
+                 "file again as CSV.")
+
+
+def _lines_before(path: Path, offset: int) -> int:
+    """The line feeds in the first ``offset`` bytes of the file (for an error's line number:
+    counted only when there is an error to report)."""
+    lines = 0
+    with open(path, "rb") as handle:
+        while offset > 0:
+            chunk = handle.read(min(CHUNK_SIZE, offset))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            offset -= len(chunk)
+    return lines
+
+
+def codec_name(encoding: str) -> str:
+    """Python's name of the codec for ``encoding`` (``utf-8`` for ``utf-8-sig`` too); raises
+    :class:`~nitronb.errors.InputDataError` for an encoding Python does not know."""
+    return _codec(encoding)
 
 
 def _codec(encoding: str) -> str:

@@ -231,13 +231,36 @@ def prepare_parameters(parameters: Mapping[str, Any],
                        texts: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The parameters as the notebooks receive them: every name declared by one of the
     notebooks (``declared_by``: notebook → :func:`declared_parameters`), every value checked
-    (:func:`check_parameters`), relative paths made absolute (:func:`absolute_paths`).
-    Raises :class:`NotebookError` for an unknown name or a value of the wrong type."""
-    unknown = set(parameters) - {name for declared in declared_by.values() for name in declared}
+    (:func:`check_parameters`), relative paths made absolute (:func:`absolute_paths`), and
+    what can be checked before anything runs checked
+    (:func:`nitronb.walkthrough_checks.check_parameter_values`: choices such as ``backend``,
+    the input CSV a readable file …).
+
+    Raises :class:`NotebookError` for an unknown name (suggesting a declared one it resembles)
+    or a value of the wrong type or out of its choices, and
+    :class:`~nitronb.errors.InputDataError` for an input CSV that is missing or a folder."""
+    import difflib
+
+    from nitronb.walkthrough_checks import check_parameter_values
+
+    known = sorted({name for declared in declared_by.values() for name in declared})
+    unknown = sorted(set(parameters) - set(known))
     if unknown:
-        raise NotebookError(f"no notebook declares the parameter(s) {', '.join(sorted(unknown))}.",
-                            hint="Each notebook's first cell lists the parameters it takes.")
-    return absolute_paths(check_parameters(parameters, declared_by, texts=texts))
+        close = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
+        meant = [close[name][0] if len(unknown) == 1 else f"{close[name][0]} for {name}"
+                 for name in unknown if close[name]]
+        raise NotebookError(
+            f"no notebook declares the parameter(s) {', '.join(unknown)}"
+            + (f"; did you mean {', '.join(meant)}?" if meant else "."),
+            hint="Each notebook's first cell lists the parameters it takes (`nitronb "
+                 "walkthrough --help` lists them all).")
+    prepared = absolute_paths(check_parameters(parameters, declared_by, texts=texts))
+    declared_in: dict[str, str] = {}
+    for notebook, declared in declared_by.items():
+        for name in declared:
+            declared_in.setdefault(name, Path(notebook).stem)
+    check_parameter_values(prepared, declared_in)
+    return prepared
 
 
 def absolute_paths(parameters: Mapping[str, Any], cwd: str | os.PathLike[str] | None = None

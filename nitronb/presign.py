@@ -14,7 +14,8 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from nitronb.errors import PresignedURLExpiredError, SignatureMismatchError, StorageError
 
@@ -120,6 +121,33 @@ def presign_upload(profile: str, s3dir: Any, object_name: str, expiry_seconds: i
                     legacy=legacy, endpoint_url=endpoint_url, workspace=workspace, client=client)
 
 
+def url_expiry(url: str) -> datetime | None:
+    """When the presigned ``url`` stops working, as an aware UTC datetime: ``X-Amz-Date`` plus
+    ``X-Amz-Expires`` seconds (SigV4), or ``Expires`` (the legacy form: seconds since the
+    epoch). None for a URL that carries neither, or carries them malformed."""
+    query = parse_qs(urlsplit(url).query)
+    try:
+        if "X-Amz-Date" in query and "X-Amz-Expires" in query:
+            signed = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
+            return (signed.replace(tzinfo=timezone.utc)
+                    + timedelta(seconds=int(query["X-Amz-Expires"][0])))
+        if "Expires" in query:
+            return datetime.fromtimestamp(int(query["Expires"][0]), tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def url_lifetime(url: str) -> int | None:
+    """The seconds a SigV4 presigned ``url`` was made to live (``X-Amz-Expires``); None for
+    the legacy form, which carries only its end."""
+    value = parse_qs(urlsplit(url).query).get("X-Amz-Expires")
+    try:
+        return int(value[0]) if value else None
+    except ValueError:
+        return None
+
+
 def error_from_response(status: int, body: bytes | str, url: str) -> StorageError:
     """The :class:`~nitronb.errors.StorageError` for an S3 error answer to a presigned request."""
     from nitronb.errors import NoSuchBucketError, NoSuchObjectError
@@ -150,4 +178,4 @@ def _xml_field(text: str, name: str) -> str | None:
 
 
 __all__ = ["PresignedURL", "presign_download", "presign_upload", "split_url", "credentials_json",
-           "url_from_credentials", "error_from_response"]
+           "url_from_credentials", "error_from_response", "url_expiry", "url_lifetime"]

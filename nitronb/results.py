@@ -101,14 +101,19 @@ class RunResult:
         return cls(doc["returncode"], out, err)
 
 
-def decrypt_run_result(key: bytes | str, source: str | os.PathLike[str] | bytes) -> RunResult:
-    """Decrypt an encrypted run result (a path or the bytes) with the output owner's key."""
+def decrypt_run_result(key: bytes | str, source: str | os.PathLike[str] | bytes, *,
+                       name: str | None = None) -> RunResult:
+    """Decrypt an encrypted run result (a path or the bytes) with the output owner's key.
+
+    ``name`` is how errors name the source (default: its path, or "the run result"); raises
+    :class:`~nitronb.errors.DecryptionError` or :class:`RunResultError`."""
     from nitronb.crypto import decrypt_bytes
 
     if isinstance(source, (bytes, bytearray)):
-        return RunResult.from_json(decrypt_bytes(key, bytes(source), name="the run result"))
+        return RunResult.from_json(decrypt_bytes(key, bytes(source),
+                                                 name=name or "the run result"))
     path = Path(source)
-    return RunResult.from_json(decrypt_bytes(key, path.read_bytes(), name=str(path)))
+    return RunResult.from_json(decrypt_bytes(key, path.read_bytes(), name=name or str(path)))
 
 
 _ROW = re.compile(r"^(count|unique|top|freq)\s+(.*?)\s*$")
@@ -132,22 +137,62 @@ def describe_summary(text: str) -> dict[str, dict[str, str | int]]:
     return {path: fields for path, fields in summary.items() if fields}
 
 
+_NAME = re.compile(r"^Name: (.+), dtype: \w+$")
+
+
+def described_column(text: str) -> str | None:
+    """The column the app's first ``describe()`` block describes (its ``Name:`` line), if any."""
+    for line in text.split("\n"):
+        match = _NAME.match(line.rstrip("\r"))
+        if match:
+            return match.group(1)
+    return None
+
+
 _COUNTS_HEADER = re.compile(r"^most frequent values of (\S+) in (.+):$")
 _COUNT_ROW = re.compile(r"^\s*(\d+)  (.+?)\s*$")
+_ESCAPED = re.compile(r"\\([\\nr])")
+
+
+def _unescape(value: str) -> str:
+    """Undo the app's escaping of a value (``\\\\``, ``\\n``, ``\\r``, see
+    ``enclave_image/describe.py``)."""
+    return _ESCAPED.sub(lambda m: {"n": "\n", "r": "\r"}.get(m.group(1), "\\"), value)
+
+
+def _count_blocks(text: str):
+    """``(column, path, value, count)`` for each row of the app's "most frequent values"
+    blocks. Lines end at LF only: a value may hold other separators (U+2028 …)."""
+    block = None
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        header = _COUNTS_HEADER.match(line)
+        if header:
+            block = header.groups()
+            continue
+        match = _COUNT_ROW.match(line) if block else None
+        if match:
+            yield block[0], block[1], _unescape(match.group(2)), int(match.group(1))
+        else:
+            block = None
 
 
 def value_counts(text: str) -> dict[str, int]:
     """The "most frequent values" blocks the tutorial's app prints after ``describe()``,
-    added up over the input files: ``{value: count}``."""
+    added up over the input files: ``{value: count}``, each value as the CSV holds it (the
+    app writes a value's backslashes, line feeds and carriage returns escaped, one value a
+    line; this undoes it)."""
     counts: dict[str, int] = {}
-    inside = False
-    for line in text.splitlines():
-        if _COUNTS_HEADER.match(line):
-            inside = True
-            continue
-        match = _COUNT_ROW.match(line) if inside else None
-        if match:
-            counts[match.group(2)] = counts.get(match.group(2), 0) + int(match.group(1))
-        else:
-            inside = False
+    for _, _, value, count in _count_blocks(text):
+        counts[value] = counts.get(value, 0) + count
     return counts
+
+
+def counted_columns(text: str) -> list[tuple[str, str]]:
+    """The ``(column, path)`` of each "most frequent values" block of the app's output, in
+    order (e.g. ``[("DESCRIPTION", "input/cxhcfxdvl")]``)."""
+    seen: list[tuple[str, str]] = []
+    for column, path, _, _ in _count_blocks(text):
+        if (column, path) not in seen:
+            seen.append((column, path))
+    return seen

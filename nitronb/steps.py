@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nitronb.errors import NitronbError, ValidationError
+from nitronb import walkthrough_checks as checks
+from nitronb.errors import NitronbError, StepOrderError, ValidationError
 from nitronb.keys import redact
 
 PARTIES = ("data-owner", "output-owner", "app-owner", "admin")
@@ -25,10 +26,8 @@ APP_NAME = "describe-app"
 APP_DOMAIN = "describe.nitronb.local"
 IMAGE_NAME = "nitronb/describe-app-enclave:1"
 WORKFLOW_NAME = "describe-conditions"
-
-
-class StepOrderError(NitronbError):
-    """A step needs the product of an earlier step that has not run in this workspace."""
+#: the backends 05 builds for
+BACKENDS = checks.BACKENDS
 
 
 @dataclass
@@ -181,7 +180,9 @@ def encrypt_input(workspace=None, input_csv: str | os.PathLike[str] | None = Non
     check = inputs.check_csv(source, encoding=encoding, required_columns=columns)
     target = wt.path(INPUT_OBJECT)
     size = inputs.encrypt_csv(key, check, target)
-    wt.update(input_csv=str(source), input_encoding=check.encoding, encrypted_input=str(target))
+    # what 03 and later steps check they still build on: the key this encryption used
+    wt.update(input_csv=str(source), input_encoding=check.encoding, encrypted_input=str(target),
+              encrypted_with=checks.key_fingerprint(wt.state()["input_key"]))
     found = f"{', '.join(columns)} among {len(check.columns)}" if columns else "not checked"
     rows = [("input", wt.shown(source)), ("columns the app reads", found)]
     if check.transcoded:
@@ -202,21 +203,31 @@ def encrypt_input(workspace=None, input_csv: str | os.PathLike[str] | None = Non
 def upload_and_presign(workspace=None, *, profile: str = "local",
                        s3_dir: str = "s3://nitronb/walkthrough/", expiry: int = 3600,
                        legacy: bool = False) -> Record:
-    """Upload the encrypted input; presign a GET URL for it and a PUT URL for the output."""
+    """Upload the encrypted input; presign a GET URL for it and a PUT URL for the output.
+
+    The object is named after the input CSV (``<its name>.csv.enc``, the shipped sample's
+    ``conditions.csv.enc``). Raises :class:`~nitronb.errors.StepOrderError` when the input key
+    was replaced after 02 encrypted the input."""
     from nitronb import presign, storage
 
     wt = _wt(workspace)
     encrypted = wt.need("encrypted_input", "02_encrypt_input")
+    state = wt.state()
+    checks.check_products(state, "03")
     if profile == "local":
         start_local_stack(wt)
-    uri = storage.upload_file(encrypted, s3_dir, profile=profile, key_name=INPUT_OBJECT,
+    name = input_object_name(state.get("input_csv"))
+    uploaded = {"id": checks.encryption_id(encrypted), "key": state.get("encrypted_with"),
+                "object": name}
+    uri = storage.upload_file(encrypted, s3_dir, profile=profile, key_name=name,
                               workspace=wt.workspace, progress=False)
-    get = presign.presign_download(profile, s3_dir, INPUT_OBJECT, expiry, legacy=legacy,
+    get = presign.presign_download(profile, s3_dir, name, expiry, legacy=legacy,
                                    workspace=wt.workspace)
     put = presign.presign_upload(profile, s3_dir, OUTPUT_OBJECT, expiry, legacy=legacy,
                                  workspace=wt.workspace)
     wt.update(profile=profile, s3_dir=s3_dir, input_uri=uri, input_url=get.url,
-              output_url=put.url, output_uri=storage.parse_s3_dir(s3_dir).uri(OUTPUT_OBJECT))
+              output_url=put.url, output_uri=storage.parse_s3_dir(s3_dir).uri(OUTPUT_OBJECT),
+              uploaded_input=uploaded, presign_expiry=expiry)
     return Record("uploaded and presigned", [
         ("input object", uri),
         ("download URL (GET) location", _portless(get.location)),
@@ -225,6 +236,17 @@ def upload_and_presign(workspace=None, *, profile: str = "local",
         ("upload query string (base64)", _short(put.query_string_b64)),
         ("expiry", f"{expiry} s ({'legacy query form' if legacy else 'SigV4'})"),
     ], {"input_url": get.url, "output_url": put.url, "input_uri": uri})
+
+
+def input_object_name(input_csv: str | os.PathLike[str] | None) -> str:
+    """The input's object name in the store: ``<the CSV's name>.csv.enc``, the name made of
+    letters, digits, ``.``, ``_`` and ``-`` only (others become ``-``), so that it needs no
+    escaping in a URL; ``conditions.csv.enc`` for the shipped sample (``input_csv`` None)."""
+    import re
+
+    stem = Path(input_csv).stem if input_csv else "conditions"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:100]
+    return f"{safe or 'input'}.csv.enc"
 
 
 def _short(text: str) -> str:
@@ -257,6 +279,11 @@ def create_datasets(workspace=None, *, input_name: str = "",
     :func:`encrypt_input` encrypted (:func:`nitronb.datasets.input_defaults`): for the shipped
     sample ``synthea-conditions``; for another CSV its file name made a dataset name.
     ``long_description`` is Markdown text, a file's path or an http(s) URL.
+
+    Raises :class:`~nitronb.errors.StepOrderError` when the input was encrypted again, or its
+    key replaced, after 03 uploaded it, and
+    :class:`~nitronb.errors.PresignedURLExpiredError` when 03's URLs have expired or expire
+    within a minute: the datasets are then not registered.
     """
     from nitronb.datasets import Dataset, input_defaults, load_long_description, parse_labels
     from nitronb.keys import read_key_file
@@ -265,6 +292,8 @@ def create_datasets(workspace=None, *, input_name: str = "",
     state = wt.state()
     input_url = wt.need("input_url", "03_upload_and_presign")
     output_url = state["output_url"]
+    checks.check_products(state, "04")
+    checks.check_urls_fresh(state)
     source = Path(state["input_csv"]) if state.get("input_csv") else _sample()
     derived = input_defaults(source, sample=source.resolve() == _sample(),
                              avoid=(output_name,))
@@ -292,8 +321,14 @@ def create_datasets(workspace=None, *, input_name: str = "",
         rows.append((f"{party}: {dataset.name}",
                      f"{_portless(dataset.location)} · key {redact(key)} · labels "
                      f"{', '.join(f'{k}={v}' for k, v in dataset.labels.items()) or '—'}"))
+    # what 08 checks it still runs on: this upload, these URLs and keys
+    registered = {"input": (state.get("uploaded_input") or {}).get("id"),
+                  "urls": checks.urls_id(state),
+                  "input_key": checks.key_fingerprint(state["input_key"]),
+                  "output_key": checks.key_fingerprint(state["output_key"])}
     wt.update(input_dataset=input_name, output_dataset=output_name,
-              input_dataset_id=ids["data-owner"], output_dataset_id=ids["output-owner"])
+              input_dataset_id=ids["data-owner"], output_dataset_id=ids["output-owner"],
+              registered=registered)
     return Record("datasets registered", rows, {"ids": ids})
 
 
@@ -363,7 +398,7 @@ def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: st
 
 
 def _choose_backend(backend: str, wt: Walkthrough) -> str:
-    if backend not in ("auto", "process", "container"):
+    if backend not in BACKENDS:
         raise ValidationError(f"unknown backend {backend!r}; choose auto, process or container.")
     if backend != "auto":
         return backend
@@ -402,7 +437,8 @@ def create_app_configuration(workspace=None, *, name: str = "describe-app-config
             config = _find(owner.list_app_configs(), name) or owner.create_app_config(wanted)
         else:
             config = owner.create_app_config(wanted)
-    wt.update(app_config_id=config["id"], app_config_name=name)
+    wt.update(app_config_id=config["id"], app_config_name=name,
+              app_config_build_id=config.get("build_id", build_id))
     return Record("application configuration", [
         ("name", name), ("image", IMAGE_NAME),
         ("ports", "input (in) ← dataset, output (out) → dataset"),
@@ -588,7 +624,14 @@ def approved_config_id(workspace=None, *,
 
 
 def run_workflow(workspace=None, *, timeout: float = 900, on_log=None):
-    """Launch the enclave image through the node agent with APPCONFIG_ID; wait for the end."""
+    """Launch the enclave image through the node agent with APPCONFIG_ID; wait for the end.
+
+    Returns the run's ``RunOutcome``. Raises :class:`~nitronb.errors.StepOrderError` when a
+    product the run builds on changed after the step that consumed it (a key replaced, the
+    input encrypted or uploaded again, the image built again: see
+    :func:`nitronb.walkthrough_checks.check_products`), and :class:`~nitronb.errors.RunError`,
+    with a hint, when the workflow is not approved or the enclave uploaded no result.
+    """
     from nitronb.runner import run_enclave
 
     from nitronb import storage
@@ -599,23 +642,37 @@ def run_workflow(workspace=None, *, timeout: float = 900, on_log=None):
     state = wt.state()
     reference = wt.need("image_reference", "05_build_enclave_image")
     output_uri = wt.need("output_uri", "03_upload_and_presign")
+    checks.check_products(state, "08")
     start_local_stack(wt)
     # a result left by an earlier run must not pass for this run's
     storage.delete_object(output_uri, profile=state.get("profile", "local"),
                           workspace=wt.workspace)
     wt.update(last_run=None)
     backend = wt.need("backend", "05_build_enclave_image")
-    outcome = run_enclave(reference, config_id, backend=backend, workspace=wt.workspace,
-                          timeout=timeout, on_log=on_log)
+    try:
+        outcome = run_enclave(reference, config_id, backend=backend, workspace=wt.workspace,
+                              timeout=timeout, on_log=on_log)
+    except RunError as exc:
+        if exc.hint:
+            raise
+        timed_out = "did not finish within" in exc.message
+        raise RunError(exc.message, hint=(
+            "Give it longer (the timeout parameter of 08, in seconds) and run 08 again."
+            if timed_out else "Check the local stack (`nitronb local status`, its logs), then "
+                              "run 08 again.")) from None
     # the object was deleted above: if it is there now, this run's app uploaded it
     uploaded = outcome.refused is None and _object_exists(
         output_uri, profile=state.get("profile", "local"), workspace=wt.workspace)
     wt.update(last_run={"enclave_id": outcome.enclave_id, "exit_code": outcome.exit_code,
-                        "result_uploaded": uploaded})
+                        "result_uploaded": uploaded,
+                        "output_key": (state.get("registered") or {}).get("output_key"),
+                        "products": checks.run_products(state)})
     if not outcome.ok and not uploaded:
         reason = outcome.reason or "it wrote no log"
         raise RunError(f"enclave {outcome.enclave_id} ended with exit code {outcome.exit_code} "
-                       f"and uploaded no result: {reason}")
+                       f"and uploaded no result: {reason}",
+                       hint=checks.run_failure_hint(reason, state,
+                                                    refused=outcome.refused is not None))
     return outcome
 
 
@@ -644,12 +701,17 @@ def decrypt_output(workspace=None):
     """Download the result object and decrypt it with the output key: a ``RunResult``, whose
     ``returncode``, ``stderr`` and :meth:`~nitronb.results.RunResult.report` say how the app
     ended (an app that failed still uploads its result). Raises
-    :class:`~nitronb.errors.RunError` when the last run uploaded no result."""
+    :class:`~nitronb.errors.RunError` when the last run uploaded no result,
+    :class:`~nitronb.errors.StepOrderError` when the result is not from a run on the
+    workspace's products now (:func:`nitronb.walkthrough_checks.check_result_current`: the
+    output key replaced, the input encrypted again …), and
+    :class:`~nitronb.errors.ResultDecryptionError` (naming the result relative to the
+    workspace) when the result does not decrypt with the output key."""
     from nitronb import storage
     from nitronb.keys import read_key_file
     from nitronb.results import decrypt_run_result
 
-    from nitronb.errors import RunError
+    from nitronb.errors import DecryptionError, ResultDecryptionError, RunError
 
     wt = _wt(workspace)
     uri = wt.need("output_uri", "03_upload_and_presign")
@@ -658,10 +720,19 @@ def decrypt_output(workspace=None):
         raise RunError(f"the last run (enclave {last.get('enclave_id')}) failed with exit code "
                        f"{last.get('exit_code')}; it uploaded no result to decrypt.",
                        hint="See 08_run_workflow's log, fix the cause and run it again.")
+    checks.check_result_current(wt.state())
     target = wt.path(OUTPUT_OBJECT)
     storage.download_file(uri, target, profile=wt.state().get("profile", "local"),
                           workspace=wt.workspace, progress=False)
-    result = decrypt_run_result(read_key_file(wt.need("output_key", "01_generate_keys")), target)
+    key = read_key_file(wt.need("output_key", "01_generate_keys"))
+    try:
+        result = decrypt_run_result(key, target, name=wt.shown(target))
+    except DecryptionError as exc:
+        raise ResultDecryptionError(
+            exc.message, path=target,
+            hint="The enclave encrypts the result with the key the output dataset had when 08 "
+                 "ran; if the output key was replaced since (01 with replace_keys), run 04 and "
+                 "08 again, then 09.") from None
     return dataclasses.replace(result, inputs=_input_files(wt.state()))
 
 

@@ -153,3 +153,48 @@ def test_column_names_as_papermills_p_passes_them():
     assert column_names("[]") == [] and column_names("") == []
     assert column_names("DESCRIPTION") == ["DESCRIPTION"]
     assert column_names('["A", "B"]') == ["A", "B"] == column_names("[A, B]") == column_names("A,B")
+
+
+def test_a_quote_that_never_closes_is_refused_while_encrypting(tmp_path):
+    """RFC 4180: quotes inside a field are doubled, so a well-formed file holds an even number
+    of '"'. An odd number is refused in one line naming the last quote's line, and the
+    previous encrypted file stays."""
+    path = _csv(tmp_path, "badquote.csv", b'ID,DESCRIPTION\n1,"unterminated\n2,b\n')
+    check = check_csv(path)  # the header and first record look fine
+    target = tmp_path / "input.enc"
+    target.write_bytes(b"previous")
+    with pytest.raises(InputDataError) as info:
+        encrypt_csv(generate_key(), check, target)
+    assert _one_line(info.value).startswith(
+        "badquote.csv has a quoted field that never closes: it holds an odd number of '\"' (1), "
+        "the last on line 2.")
+    assert info.value.path == str(path)
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_quotes_are_counted_past_the_header_sample_and_in_other_encodings(tmp_path):
+    row = b'2020,"a ""quoted"" word"\n'
+    body = b"START,DESCRIPTION\n" + row * (SAMPLE_BYTES // len(row) + 10)
+    fine = _csv(tmp_path, "fine.csv", body)
+    assert encrypt_csv(generate_key(), check_csv(fine), tmp_path / "fine.enc") == len(body)
+    broken = _csv(tmp_path, "broken.csv", body + b'2021,"Caf\xe9\n2022,x\n')
+    lines = body.count(b"\n") + 1
+    with pytest.raises(InputDataError, match=rf"the last on line {lines:,}\."):
+        encrypt_csv(generate_key(), check_csv(broken, encoding="cp1252"), tmp_path / "b.enc")
+
+
+def test_a_multi_line_value_is_listed_on_one_line_and_counted_right(tmp_path):
+    """The app escapes line feeds, carriage returns and backslashes in its list of most
+    frequent values; value_counts gives back each value as the CSV holds it."""
+    path = _csv(tmp_path, "multi.csv",
+                b'ID,DESCRIPTION\n1,"Sprain\nof ankle"\n2,"Sprain\nof ankle"\n3,Headache\n'
+                b'4,"dos\r\nline"\n5,C:\\temp\\new\n6,"Sprain\nof ankle"\n')
+    out = _app_reads(tmp_path, path)
+    summary = describe_summary(out)["input/data"]
+    assert (summary["count"], summary["unique"], summary["freq"]) == (6, 4, 3)
+    assert value_counts(out) == {"Sprain\nof ankle": 3, "Headache": 1, "dos\r\nline": 1,
+                                 "C:\\temp\\new": 1}
+    listed = out.split("most frequent values of DESCRIPTION in input/data:\n", 1)[1]
+    assert listed.splitlines() == ["       3  Sprain\\nof ankle", "       1  Headache",
+                                   "       1  dos\\r\\nline", "       1  C:\\\\temp\\\\new"]

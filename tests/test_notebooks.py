@@ -88,14 +88,15 @@ def test_unknown_parameter_is_refused_before_anything_runs(tmp_path):
 
 
 def test_walkthrough_command_fails_with_the_notebook_and_cell_named(tmp_path):
+    (tmp_path / "codes.csv").write_text("START,CODE\n2020-01-01,1\n", encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "nitronb", "walkthrough", "--out",
                            str(tmp_path / "run"), "--workspace", str(tmp_path / "ws"),
-                           "-p", "input_csv", str(tmp_path / "missing.csv")],
+                           "-p", "input_csv", str(tmp_path / "codes.csv")],
                           capture_output=True, text=True, timeout=300)
     try:
         assert done.returncode == 1
         assert "02_encrypt_input" in done.stderr and "FAILED" in done.stderr
-        assert "failed in cell" in done.stderr and "does not exist" in done.stderr
+        assert "failed in cell" in done.stderr and "has no column DESCRIPTION" in done.stderr
         assert "Traceback" not in done.stderr
     finally:
         from nitronb import local

@@ -116,6 +116,38 @@ def test_merge_order_is_papermills(tmp_path, declared_by):
 def test_unknown_names_are_refused(declared_by):
     with pytest.raises(NotebookError, match="no notebook declares the parameter.*colour"):
         _prepared(declared_by, values=[("colour", "red")])
+    with pytest.raises(NotebookError) as info:
+        _prepared(declared_by, values=[("replace_key", "True")])
+    assert str(info.value).startswith("no notebook declares the parameter(s) replace_key; did you "
+                                      "mean replace_keys? ")
+
+
+def test_values_are_checked_against_their_choices_before_anything_runs(tmp_path, declared_by):
+    from nitronb.errors import InputDataError
+
+    with pytest.raises(NotebookError) as info:
+        _prepared(declared_by, values=[("backend", "kubernetes")])
+    assert str(info.value).startswith("parameter backend of 05_build_enclave_image takes auto, "
+                                      "process or container, not 'kubernetes'.")
+    with pytest.raises(NotebookError, match="decline_party of 07_workflow_and_approvals takes "
+                                            "data-owner, output-owner, app-owner or admin"):
+        _prepared(declared_by, values=[("decline_party", "output_owner")])
+    with pytest.raises(NotebookError, match="expiry of 03_upload_and_presign takes 1 to 604800"):
+        _prepared(declared_by, values=[("expiry", "0")])
+    assert _prepared(declared_by, values=[("expiry", "999999"), ("legacy_presign", "True")])
+    with pytest.raises(NotebookError, match="top of 09_decrypt_output takes a number of at least"):
+        _prepared(declared_by, values=[("top", "0")])
+    with pytest.raises(InputDataError, match="unknown encoding 'klingon'"):
+        _prepared(declared_by, values=[("encoding", "klingon")])
+    with pytest.raises(InputDataError, match=r"missing\.csv does not exist"):
+        _prepared(declared_by, values=[("input_csv", str(tmp_path / "missing.csv"))])
+    with pytest.raises(InputDataError, match="is a folder"):
+        _prepared(declared_by, values=[("input_csv", str(tmp_path))])
+    (tmp_path / "ws").write_text("", encoding="utf-8")
+    with pytest.raises(NotebookError, match="which is a file, not a folder"):
+        _prepared(declared_by, values=[("workspace", str(tmp_path / "ws"))])
+    assert _prepared(declared_by, values=[("backend", "container"), ("decline_party", "")]) == {
+        "backend": "container", "decline_party": ""}
 
 
 def test_relative_paths_are_read_from_the_callers_folder(tmp_path):
@@ -149,6 +181,29 @@ def test_walkthrough_refuses_a_wrong_type_before_starting_anything(tmp_path):
     assert not (tmp_path / "ws" / "local").exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args, said", [
+    (["-p", "backend", "kubernetes"], "nitronb: error: parameter backend of "
+                                      "05_build_enclave_image takes auto, process or container, "
+                                      "not 'kubernetes'."),
+    (["-p", "input_csv", "missing.csv"], "nitronb: error: the input CSV {cwd}/missing.csv does "
+                                         "not exist."),
+    (["-p", "replace_key", "True"], "nitronb: error: no notebook declares the parameter(s) "
+                                    "replace_key; did you mean replace_keys?"),
+])
+def test_walkthrough_refuses_bad_values_before_starting_anything(tmp_path, args, said):
+    from nitronb import local
+
+    try:
+        done = _nitronb("walkthrough", *args, "--out", "run", cwd=tmp_path,
+                        workspace=tmp_path / "ws")
+        assert done.returncode == 1
+        assert done.stderr.startswith(said.format(cwd=tmp_path)) and done.stderr.count("\n") == 1
+        assert not (tmp_path / "ws" / "local").exists() and not (tmp_path / "run").exists()
+    finally:
+        if (tmp_path / "ws" / "local").exists():
+            local.down(tmp_path / "ws")
+
+
 def test_walkthrough_false_keeps_the_keys_and_reads_paths_from_the_callers_folder(tmp_path):
     """`-p replace_keys False` keeps the keys (the text "False" would replace them), and
     `-p input_csv mine.csv` reads ./mine.csv of the folder the command runs in."""
@@ -165,6 +220,7 @@ def test_walkthrough_false_keeps_the_keys_and_reads_paths_from_the_callers_folde
         done = _nitronb("walkthrough", "-p", "replace_keys", "False", "-p", "input_csv",
                         "mine.csv", "--out", "run", cwd=here, workspace=workspace)
         assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("starting the local stack …\n")
         # 01 ran and kept the keys; 02 read ./mine.csv and refused it before any approval
         assert "01_generate_keys             … ok" in done.stderr
         assert "mine.csv has no column DESCRIPTION (its header: START, CODE)" in done.stderr
@@ -173,6 +229,7 @@ def test_walkthrough_false_keeps_the_keys_and_reads_paths_from_the_callers_folde
             encoding="utf-8")
         done = _nitronb("walkthrough", "-p", "replace_keys", "True", "-p", "input_csv",
                         "mine.csv", "--out", "run2", cwd=here, workspace=workspace)
+        assert done.stderr.startswith("using the running local stack\n")
         assert "01_generate_keys             … ok" in done.stderr
         assert (workspace / "walkthrough" / "input_key.hex").read_bytes() != keys["input_key.hex"]
     finally:

@@ -80,3 +80,40 @@ def test_a_failed_result_says_why_in_one_line_then_its_stderr():
     assert RunResult(3, b"", b"").error_line() == (
         "the enclave's app exited with code 3: it wrote nothing to stderr")
     assert RunResult(0, DESCRIBE.encode(), b"warning\n").report() == DESCRIBE
+
+
+def test_value_counts_undo_the_apps_escaping_and_name_their_blocks():
+    from nitronb.results import counted_columns, described_column, value_counts
+
+    text = ("input/abc\ncount 4\nName: DESCRIPTION, dtype: object\n\n"
+            "most frequent values of DESCRIPTION in input/abc:\n"
+            "       2  Sprain\\nof ankle\n"
+            "       1  dos\\r\\nline\n"
+            "       1  C:\\\\temp\\\\new \\\\n not a line feed\n"
+            "       1  line\u2028separator\n")
+    assert value_counts(text) == {"Sprain\nof ankle": 2, "dos\r\nline": 1,
+                                  "C:\\temp\\new \\n not a line feed": 1,
+                                  "line\u2028separator": 1}
+    assert counted_columns(text) == [("DESCRIPTION", "input/abc")]
+    assert described_column(text) == "DESCRIPTION" and described_column("x\n") is None
+
+
+def test_a_result_that_does_not_decrypt_is_named_as_asked(tmp_path):
+    key = generate_key()
+    (tmp_path / "result.enc").write_bytes(encrypt_bytes(key, RunResult(0, b"", b"").to_json()))
+    with pytest.raises(DecryptionError, match=r"^cannot decrypt \$WORKSPACE/r\.enc: "):
+        decrypt_run_result(generate_key(), tmp_path / "result.enc", name="$WORKSPACE/r.enc")
+
+
+def test_the_chart_and_the_table_name_the_column_and_the_input_dataset():
+    from nitronb.steps import result_chart, result_table
+
+    text = ("input/abc\ncount 3\nunique 2\ntop x\nfreq 2\nName: DESCRIPTION, dtype: object\n\n"
+            "most frequent values of DESCRIPTION in input/abc:\n       2  x\n       1  y\n")
+    result = RunResult(0, text.encode(), b"", inputs={"input/abc": "my"})
+    chart = result_chart(result)
+    assert chart.title == "the 10 most frequent DESCRIPTION values in my"
+    assert ">most frequent DESCRIPTION values in my</text>" in chart._repr_svg_()
+    table = result_table(result)
+    assert table.title == "describe() of DESCRIPTION in my"
+    assert '<td style="text-align:left">my</td>' in table._repr_html_()

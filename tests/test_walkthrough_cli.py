@@ -49,13 +49,13 @@ def test_an_app_that_fails_shows_its_own_error_after_the_run(tmp_path):
     assert re.search(r"app exit code\s+1\b", _outputs(run / "08_run_workflow.ipynb"))
     shown = _outputs(run / "09_decrypt_output.ipynb")
     assert USECOLS in shown and "its stderr (last lines)" in shown
-    assert "describe() of DESCRIPTION: the app failed" in shown
+    assert "describe() of DESCRIPTION in codes: the app failed" in shown
     assert '"ename"' not in shown  # no cell failed
 
 
 def test_the_result_is_labelled_with_the_data_owners_csv(tmp_path):
     from nitronb import local
-    from nitronb.results import describe_summary
+    from nitronb.results import describe_summary, value_counts
 
     workspace = tmp_path / "ws"
     (tmp_path / "visits.csv").write_bytes(
@@ -70,3 +70,13 @@ def test_the_result_is_labelled_with_the_data_owners_csv(tmp_path):
     (label, summary), = describe_summary(done.stdout).items()
     assert re.fullmatch(r"input/[a-z][a-z0-9]{8} \(dataset visits\)", label)
     assert summary == {"count": 3, "unique": 2, "top": "Café allergy", "freq": 2}
+    # the multi-line value is listed on one line, and charted with the others
+    assert "\n       1  Sprain\\nof ankle\n" in done.stdout
+    assert value_counts(done.stdout) == {"Café allergy": 2, "Sprain\nof ankle": 1}
+    run = tmp_path / "run"
+    shown = _outputs(run / "09_decrypt_output.ipynb")
+    assert "most frequent DESCRIPTION values in visits" in shown
+    assert "describe() of DESCRIPTION in visits" in shown
+    # the object in the store is named after the CSV
+    uploaded = _outputs(run / "03_upload_and_presign.ipynb")
+    assert "s3://nitronb/walkthrough/visits.csv.enc" in uploaded

@@ -34,7 +34,7 @@ def test_working_copy_copies_once_and_keeps_edits_unless_reset(tmp_path):
 
 def test_lab_refuses_another_root_folder_before_starting_anything(tmp_path):
     workspace = tmp_path / "ws"
-    for args in (["room", "--", "--notebook-dir=/"], ["room", "--ServerApp.root_dir", "/"],
+    for args in (["room", "--", "--notebook-dir=/"], ["room", "--", "--ServerApp.root_dir", "/"],
                  ["--", "--notebook-dir", "/"]):
         done = _nitronb("lab", *args, cwd=tmp_path, workspace=workspace)
         assert done.returncode == 1, done.stderr
@@ -49,7 +49,7 @@ def test_lab_serves_a_working_copy_and_passes_jupyter_options_on(tmp_path):
 
     workspace = tmp_path / "ws"
     try:
-        done = _nitronb("lab", "room", "--version", cwd=tmp_path, workspace=workspace)
+        done = _nitronb("lab", "room", "--", "--version", cwd=tmp_path, workspace=workspace)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip()[0].isdigit()  # `jupyter lab --version`
         assert f"copied 10 notebooks into {tmp_path / 'room'}" in done.stderr
@@ -84,3 +84,77 @@ def test_sample_writes_the_shipped_csv_once(tmp_path):
     assert (tmp_path / "conditions.csv").read_bytes() == sample_path().read_bytes()
     again = _nitronb("sample", cwd=tmp_path, workspace=tmp_path / "ws")
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_lab_options_go_anywhere_before_the_double_dash(tmp_path):
+    """--reset and --workspace after DIR are nitronb's; an option that is not says in one line
+    that jupyter's options go after `--`, before anything is copied or started."""
+    from nitronb import local
+
+    workspace = tmp_path / "ws"
+    for args, stray in ((["--port", "8898"], "--port 8898"),
+                        (["room", "--reset", "--no-browser"], "--no-browser")):
+        done = _nitronb("lab", *args, cwd=tmp_path, workspace=workspace)
+        assert done.returncode == 2
+        assert done.stderr == (f"nitronb lab: error: unrecognized arguments: {stray}; options for "
+                               f"jupyter lab go after --: nitronb lab [DIR] -- {stray}\n")
+    assert not (workspace / "local").exists() and not (tmp_path / "room").exists()
+    working_copy(tmp_path / "room")
+    edited = tmp_path / "room" / "01_generate_keys.ipynb"
+    edited.write_text("{}", encoding="utf-8")
+    try:
+        done = _nitronb("lab", "room", "--reset", "--workspace", str(tmp_path / "other"), "--",
+                        "--version", cwd=tmp_path, workspace=workspace)
+        assert done.returncode == 0, done.stderr
+        assert f"copied 10 notebooks into {tmp_path / 'room'}" in done.stderr
+        assert edited.read_bytes() == (notebooks_dir() / edited.name).read_bytes()
+        assert (tmp_path / "other" / "local").is_dir() and not (workspace / "local").exists()
+    finally:
+        local.down(tmp_path / "other")
+
+
+def test_stopping_lab_stops_jupyterlab(tmp_path):
+    """SIGTERM to `nitronb lab` reaches the JupyterLab it started, and it waits for its end."""
+    import signal
+    import socket
+    import time
+
+    import psutil
+
+    from nitronb import local
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workspace = tmp_path / "ws"
+    env = {**os.environ, "NITRONB_WORKSPACE": str(workspace),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    lab = subprocess.Popen([sys.executable, "-m", "nitronb", "lab", "room", "--", "--no-browser",
+                            f"--port={port}", "--ServerApp.port_retries=0"],
+                           cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    jupyter, seen = None, {}
+    try:
+        deadline = time.monotonic() + 120
+        while jupyter is None and time.monotonic() < deadline and lab.poll() is None:
+            for child in psutil.Process(lab.pid).children(recursive=True):
+                seen[child.pid] = child
+                try:
+                    if any(c.laddr.port == port for c in child.net_connections(kind="tcp")):
+                        jupyter = child
+                except psutil.Error:  # a child that ended meanwhile
+                    pass
+            time.sleep(0.5)
+        assert jupyter is not None, "JupyterLab did not start listening"
+        lab.send_signal(signal.SIGTERM)
+        lab.wait(timeout=60)
+        assert not jupyter.is_running(), "JupyterLab outlived nitronb lab"
+    finally:
+        if lab.poll() is None:
+            lab.kill()
+        for child in seen.values():  # what this test started, whatever happened
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        local.down(workspace)

@@ -39,22 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="workspace (default: $NITRONB_WORKSPACE, else ~/.nitronb)")
     p.set_defaults(handler=run_walkthrough)
 
-    lab = sub.add_parser(
-        "lab", help="open JupyterLab on a working copy of the notebooks",
-        usage="nitronb lab [-h] [--workspace DIR] [--reset] [DIR [JUPYTER_ARGS …]]",
-        description="Copy the walk-through's notebooks into DIR (default: <workspace>/notebooks, "
-                    "i.e. $NITRONB_WORKSPACE/notebooks, else ~/.nitronb/notebooks) unless copies "
-                    "are there already, start the local stack, and open JupyterLab on DIR with "
-                    "the 'nitronb' kernel. Edits and autosaves stay in DIR; the installed "
-                    "notebooks are never changed. Options for `jupyter lab` itself go after DIR, "
-                    "or after `--` (e.g. `nitronb lab -- --port 8899`).")
-    lab.add_argument("--workspace", metavar="DIR",
-                     help="workspace (default: $NITRONB_WORKSPACE, else ~/.nitronb)")
-    lab.add_argument("--reset", action="store_true",
-                     help="replace the notebooks in DIR by fresh copies (edits in them are lost)")
-    lab.add_argument("dir", nargs="?", metavar="DIR", help="the working copy's folder")
-    lab.add_argument("jupyter_args", nargs=argparse.REMAINDER, metavar="JUPYTER_ARGS",
-                     help=argparse.SUPPRESS)
+    # `nitronb lab` reads its own arguments (run_lab, _lab_parser): its options anywhere before
+    # `--`, everything after `--` for jupyter; here it only collects them all, as they are
+    lab = sub.add_parser("lab", help="open JupyterLab on a working copy of the notebooks",
+                         add_help=False, prefix_chars="\0")
+    lab.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     lab.set_defaults(handler=run_lab)
 
     sample = sub.add_parser("sample", help="write the shipped sample input (conditions.csv)",
@@ -64,6 +53,63 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="where to write it (default: ./conditions.csv)")
     sample.add_argument("--force", action="store_true", help="replace FILE if it exists")
     sample.set_defaults(handler=run_sample)
+
+
+_LAB_USAGE = "nitronb lab [-h] [--workspace DIR] [--reset] [DIR] [-- JUPYTER_ARGS …]"
+
+
+def _lab_parser() -> argparse.ArgumentParser:
+    lab = argparse.ArgumentParser(
+        prog="nitronb lab", usage=_LAB_USAGE, allow_abbrev=False,
+        description="Copy the walk-through's notebooks into DIR (default: <workspace>/notebooks, "
+                    "i.e. $NITRONB_WORKSPACE/notebooks, else ~/.nitronb/notebooks) unless copies "
+                    "are there already, start the local stack, and open JupyterLab on DIR with "
+                    "the 'nitronb' kernel. Edits and autosaves stay in DIR; the installed "
+                    "notebooks are never changed. nitronb's options go anywhere before `--`; "
+                    "options for `jupyter lab` itself go after `--` (e.g. `nitronb lab room -- "
+                    "--port 8899`). SIGTERM and SIGINT (Ctrl-C) stop JupyterLab too.")
+    lab.add_argument("--workspace", metavar="DIR",
+                     help="workspace (default: $NITRONB_WORKSPACE, else ~/.nitronb)")
+    lab.add_argument("--reset", action="store_true",
+                     help="replace the notebooks in DIR by fresh copies (edits in them are lost)")
+    lab.add_argument("dir", nargs="?", metavar="DIR", help="the working copy's folder")
+    return lab
+
+
+def lab_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """``nitronb lab``'s arguments: its own options (``--workspace``, ``--reset``, ``-h``) and
+    DIR anywhere before the first ``--``, what follows it for ``jupyter lab``. Returns
+    ``(options, jupyter_args)``; anything else before ``--`` exits with status 2 and one line
+    saying where jupyter's options go."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    before, after = argv[:cut], argv[cut + 1:]
+    parser = _lab_parser()
+    options, extras = parser.parse_known_args(before)
+    if extras:
+        stray = _not_ours(before) or extras
+        parser.exit(2, f"nitronb lab: error: unrecognized arguments: {' '.join(stray)}; options "
+                       f"for jupyter lab go after --: nitronb lab [DIR] -- {' '.join(stray)}\n")
+    return options, after
+
+
+def _not_ours(argv: list[str]) -> list[str]:
+    """The options in ``argv`` that are not nitronb lab's, each with the value after it (if
+    that is not an option too), as they would go after ``--``."""
+    ours, with_value = {"-h", "--help", "--reset"}, {"--workspace"}
+    stray: list[str] = []
+    words = iter(argv)
+    for word in words:
+        name = word.split("=", 1)[0]
+        if name in with_value and "=" not in word:
+            next(words, None)
+        elif word.startswith("-") and name not in ours | with_value:
+            stray.append(word)
+            value = next(words, None)
+            if value is not None and not value.startswith("-"):
+                stray.append(value)
+            elif value is not None:
+                stray.extend(_not_ours([value]))
+    return stray
 
 
 def _parameters_help() -> str:
@@ -92,7 +138,7 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from nitronb import notebooks, steps
+    from nitronb import local, notebooks, steps
     from nitronb.errors import NitronbError
     from nitronb.workspace import workspace_dir
 
@@ -107,7 +153,9 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     workspace = workspace_dir(parameters.get("workspace") or None)
     out = Path(args.out or f"runs/{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
     started = time.perf_counter()
-    print("starting the local stack …", file=sys.stderr, flush=True)
+    running = all(s["state"] == "running" for s in local.status(workspace).values())
+    print("using the running local stack" if running else "starting the local stack …",
+          file=sys.stderr, flush=True)
     steps.start_local_stack(workspace)
     try:
         notebooks.run_notebooks(
@@ -137,17 +185,13 @@ def run_walkthrough(args: argparse.Namespace) -> int:
 def run_lab(args: argparse.Namespace) -> int:
     import importlib.util
     import os
-    import subprocess
     from pathlib import Path
 
     from nitronb import notebooks, steps
     from nitronb.errors import NitronbError
     from nitronb.workspace import workspace_dir
 
-    jupyter_args = list(args.jupyter_args)
-    if args.dir and args.dir.startswith("-"):  # `nitronb lab -- --port 8899`
-        jupyter_args.insert(0, args.dir)
-        args.dir = None
+    args, jupyter_args = lab_arguments(list(args.argv))
     for option in jupyter_args:
         if option.split("=", 1)[0] in _ROOT_OPTIONS:
             raise NitronbError(f"nitronb lab serves the working copy of the notebooks; "
@@ -171,7 +215,30 @@ def run_lab(args: argparse.Namespace) -> int:
                *jupyter_args]
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
         command.append("--allow-root")  # containers and CI machines often run as root
-    return subprocess.call(command, env=env)
+    return run_forwarding_signals(command, env=env)
+
+
+def run_forwarding_signals(command: list[str], *, env: dict[str, str] | None = None) -> int:
+    """Run ``command`` and wait for it, passing SIGTERM and SIGINT on to it: stopping this
+    process stops the child too, and this returns only once the child has ended. Returns its
+    exit status (128 + N for a child ended by signal N, as a shell reports it)."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    forwarded = (signal.SIGTERM, signal.SIGINT)
+    previous = {signum: signal.signal(signum, forward) for signum in forwarded}
+    try:
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 128 - code if code < 0 else code
 
 
 def run_sample(args: argparse.Namespace) -> int:
