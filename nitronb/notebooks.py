@@ -53,13 +53,23 @@ def working_copy(folder: str | os.PathLike[str], *, reset: bool = False
         raise NitronbError(f"{folder} is a file, not a folder for the notebooks.",
                            hint="Name a folder (it is created if missing).")
     folder.mkdir(parents=True, exist_ok=True)
+    installed = notebooks_dir()
+    if folder.resolve() == installed.resolve():
+        raise NitronbError(f"{folder} is the installed notebooks folder; a working copy must be "
+                           "somewhere else.", hint="Name another folder, or leave DIR out.")
     copied, kept = [], []
-    for notebook in sorted(notebooks_dir().glob("[0-9][0-9]_*.ipynb")):
+    for notebook in sorted(installed.glob("[0-9][0-9]_*.ipynb")):
         target = folder / notebook.name
+        if target.is_symlink():
+            # a link could make the copy write somewhere else (a folder others can write to)
+            raise NitronbError(f"{target} is a symbolic link; the working copy writes only "
+                               "regular files.", hint="Remove the link, or choose another folder.")
         if target.exists() and not reset:
             kept.append(target)
             continue
-        shutil.copyfile(notebook, target)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(installed / notebook.name, tmp)
+        os.replace(tmp, target)  # replaces the name, never writes through it
         copied.append(target)
     return copied, kept
 
@@ -156,11 +166,37 @@ def check_parameters(parameters: Mapping[str, Any], declared_by: Mapping[Path, M
     texts = dict(texts or {})
     checked: dict[str, Any] = {}
     for name, value in parameters.items():
+        _json_only(name, value)
         for notebook, declared in declared_by.items():
             if name in declared:
                 value = _typed(name, value, texts.get(name), declared[name], Path(notebook).stem)
         checked[name] = value
     return checked
+
+
+def _json_only(name: str, value: Any, *, depth: int = 0) -> None:
+    """Refuse a value that is not made of JSON's types (text, numbers, booleans, null, lists and
+    mappings with text keys): papermill writes other types into the parameters cell as their
+    ``str()``, which is not a literal and may be code (YAML's ``!!pairs`` gives tuples)."""
+    if depth > 32:
+        raise NotebookError(f"parameter {name} is nested deeper than 32 levels.")
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _json_only(name, item, depth=depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotebookError(f"parameter {name} has a key of type {type(key).__name__} "
+                                    f"({key!r}); mappings take text keys.")
+            _json_only(name, item, depth=depth + 1)
+        return
+    raise NotebookError(f"parameter {name} holds a {type(value).__name__}, which a notebook "
+                        "parameter cannot take.",
+                        hint="Use text, numbers, True/False, None, lists and mappings (plain "
+                             "YAML or JSON, without tags such as !!pairs or !!set).")
 
 
 def _typed(name: str, value: Any, text: str | None, default: Any, notebook: str) -> Any:

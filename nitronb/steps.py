@@ -42,13 +42,24 @@ class Record:
         return self.data[key]
 
     def _repr_markdown_(self) -> str:
-        lines = [f"**{self.title}**", "", "| | |", "|---|---|"]
-        lines += [f"| {k} | {str(v).replace('|', '&#124;')} |" for k, v in self.rows]
+        lines = [f"**{_cell(self.title)}**", "", "| | |", "|---|---|"]
+        lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in self.rows]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         width = max((len(k) for k, _ in self.rows), default=0)
         return "\n".join([self.title, *(f"  {k.ljust(width)}  {v}" for k, v in self.rows)])
+
+
+def _cell(value: Any) -> str:
+    """Text for a Markdown table cell: HTML escaped (names and reasons come from other parties
+    and outputs are exported as HTML), on one line, with ``|`` and link brackets inert."""
+    import html
+
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    for mark in ("\\", "|", "[", "]"):
+        text = text.replace(mark, f"&#{ord(mark)};")
+    return text
 
 
 class Walkthrough:
@@ -339,8 +350,11 @@ def _create_or_update_dataset(client, dataset) -> dict:
         return client.create_dataset(dataset.payload())
     except ConflictError:
         payload = dataset.payload()
+        # the location moves with the credentials (another S3 directory, or a local endpoint
+        # that came back on another port)
         return client.update_dataset(dataset.name, {
-            k: payload[k] for k in ("description", "labels", "long_description", "credentials")})
+            k: payload[k] for k in ("description", "labels", "long_description", "location",
+                                    "credentials")})
 
 
 # --- 05 enclave image -----------------------------------------------------------------------

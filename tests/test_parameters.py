@@ -234,3 +234,19 @@ def test_walkthrough_false_keeps_the_keys_and_reads_paths_from_the_callers_folde
         assert (workspace / "walkthrough" / "input_key.hex").read_bytes() != keys["input_key.hex"]
     finally:
         local.down(workspace)
+
+
+@pytest.mark.parametrize("yaml_text, kind", [
+    ('required_columns: !!pairs [{"DESCRIPTION\\"+__import__(\\"os\\").system(\\"id\\")+\\"": x}]',
+     "tuple"),
+    ("required_columns: !!set {DESCRIPTION: null}", "set"),
+    ("input_labels: !!binary aGVsbG8=", "bytes"),
+    ("input_labels: {1: one}", "key of type int"),
+])
+def test_values_of_types_json_has_not_are_refused_before_they_reach_a_cell(declared_by, yaml_text,
+                                                                            kind):
+    """papermill writes a value of another type as its str(): a tuple from YAML's !!pairs would
+    end the string and run code in the kernel."""
+    parameters, texts = cli_parameters(yaml_texts=[yaml_text])
+    with pytest.raises(NotebookError, match=kind):
+        check_parameters(parameters, declared_by, texts=texts)

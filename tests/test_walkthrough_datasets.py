@@ -71,3 +71,18 @@ def test_the_shipped_sample_and_an_explicit_name(workspace):
     wt = _through_datasets(workspace, input_name="mine", input_labels="a=b")
     assert wt.state()["input_dataset"] == "mine"
     assert wt.client("data-owner").get_dataset("mine")["labels"] == {"a": "b"}
+
+
+def test_datasets_registered_again_follow_a_new_s3_directory(workspace):
+    """03 run again with another S3 directory, then 04: the datasets move with their URLs (a
+    location left behind would pair the new signature with the old object: 403 at the run)."""
+    from nitronb import steps
+
+    _through_datasets(workspace)
+    steps.upload_and_presign(workspace, s3_dir="s3://nitronb/datasets-moved/")
+    steps.create_datasets(workspace)
+    wt = steps.Walkthrough(workspace)
+    for party, name in (("data-owner", wt.state()["input_dataset"]),
+                        ("output-owner", wt.state()["output_dataset"])):
+        location = wt.client(party).get_dataset(name)["location"]
+        assert "/nitronb/datasets-moved/" in location, (party, location)

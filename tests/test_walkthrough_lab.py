@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from nitronb.errors import NitronbError
+
 from nitronb.notebooks import KERNEL_NAME, ensure_kernelspec, notebooks_dir, working_copy
 
 
@@ -158,3 +162,26 @@ def test_stopping_lab_stops_jupyterlab(tmp_path):
             except psutil.Error:
                 pass
         local.down(workspace)
+
+
+def test_the_working_copy_never_writes_through_a_link_nor_into_the_installed_notebooks(tmp_path):
+    room = tmp_path / "room"
+    room.mkdir()
+    victim = tmp_path / "precious.txt"
+    victim.write_text("mine", encoding="utf-8")
+    (room / "01_generate_keys.ipynb").symlink_to(victim)
+    with pytest.raises(NitronbError, match="symbolic link"):
+        working_copy(room, reset=True)
+    assert victim.read_text(encoding="utf-8") == "mine"
+    dangling = tmp_path / "room2"
+    dangling.mkdir()
+    (dangling / "02_encrypt_input.ipynb").symlink_to(tmp_path / "created-by-lab.ipynb")
+    with pytest.raises(NitronbError, match="symbolic link"):
+        working_copy(dangling)
+    assert not (tmp_path / "created-by-lab.ipynb").exists()
+    with pytest.raises(NitronbError, match="installed notebooks"):
+        working_copy(notebooks_dir())
+    link = tmp_path / "installed"
+    link.symlink_to(notebooks_dir())
+    with pytest.raises(NitronbError, match="installed notebooks"):
+        working_copy(link, reset=True)

@@ -222,9 +222,11 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
 
     def update_dataset(self, user: User, dataset_ref: str, payload: dict[str, Any]
                        ) -> dict[str, Any]:
-        """Owner only: change description, labels, long description or credentials."""
+        """Owner only: change description, labels, long description, location or credentials
+        (a location and its credentials move together: the credentials' query string is signed
+        for one object)."""
         payload = check.body(payload)
-        allowed = {"description", "labels", "long_description", "credentials"}
+        allowed = {"description", "labels", "long_description", "location", "credentials"}
         extra = set(payload) - allowed
         if extra:
             raise ValidationError(f"cannot change {', '.join(sorted(extra))} of a dataset; "
@@ -240,6 +242,11 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
             if "long_description" in payload:
                 dataset.long_description = check.text(payload, "long_description",
                                                       required=False, limit=200_000)
+            if "location" in payload:
+                if "credentials" not in payload:
+                    raise ValidationError("a new location needs its credentials: the presigned "
+                                          "query string is signed for one object.")
+                dataset.location = check.location(check.text(payload, "location", limit=2048))
             if "credentials" in payload:
                 self.store.put_secret(dataset.id,
                                       self._seal(check.credentials(payload["credentials"])))

@@ -243,3 +243,20 @@ def test_http_errors_are_json_with_clear_messages(manager):
     client.create_dataset({"name": "my data", "location": "http://127.0.0.1:9/b/o",
                            "credentials": {"query_string": "", "encryption": {"key": "0" * 64}}})
     assert client.get_dataset("my data")["name"] == "my data"
+
+
+def test_a_dataset_location_moves_only_with_its_credentials(manager):
+    world = build_world(manager)
+    do = world.clients["data-owner"]
+    moved = "http://127.0.0.1:9/nitronb/elsewhere/conditions.csv.enc"
+    with pytest.raises(ValidationError, match="needs its credentials"):
+        do.update_dataset("conditions", {"location": moved})
+    creds = {"query_string": "YQ==", "encryption": {"key": "11" * 32}}
+    assert do.update_dataset("conditions", {"location": moved, "credentials": creds})[
+        "location"] == moved
+    with pytest.raises(ValidationError, match="query string"):
+        do.update_dataset("conditions", {"location": moved + "?X-Amz-Signature=1",
+                                         "credentials": creds})
+    with pytest.raises(PermissionDeniedError):
+        world.clients["app-owner"].update_dataset("conditions", {"location": moved,
+                                                                 "credentials": creds})
