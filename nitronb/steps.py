@@ -315,7 +315,12 @@ def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: st
                         app_dir: str | os.PathLike[str] | None = None,
                         on_log=None) -> Record:
     """Build the app, convert it into an enclave image, register app and build, and have the
-    administrator approve the domain and build whitelisting tasks."""
+    administrator approve the domain and build whitelisting tasks.
+
+    ``app_dir`` is the app's folder (a Dockerfile and its files; ``enclave_image/`` when
+    omitted; a relative path is read from the working folder). On the container backend the
+    base image measured is the one the Dockerfile's ``FROM`` names; ``base_image`` is its
+    ``BASE_IMAGE`` build argument when it declares ``ARG BASE_IMAGE``."""
     from nitronb import image as images
 
     wt = _wt(workspace)
@@ -326,8 +331,9 @@ def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: st
         from nitronb.engine import require_engine
 
         engine = require_engine(wt.workspace)
-        base = base_image or images.default_base_image()
-        images.build_app_image(app_dir, "nitronb/describe-app:1", base_image=base,
+        given = base_image or images.default_base_image()
+        base = images.app_base_image(app_dir, given)  # the Dockerfile's real FROM
+        images.build_app_image(app_dir, "nitronb/describe-app:1", base_image=given,
                                engine=engine, on_log=on_log)
         built = images.convert_to_enclave_image("nitronb/describe-app:1", IMAGE_NAME,
                                                 app_dir=app_dir, base_image=base,
