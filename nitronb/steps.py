@@ -499,16 +499,18 @@ def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None,
 
 def through_approval(workspace=None, *, backend: str = "process",
                      input_csv: str | os.PathLike[str] | None = None, encoding: str = "utf-8",
-                     required_columns: list[str] | tuple[str, ...] | None = None) -> Walkthrough:
+                     required_columns: list[str] | tuple[str, ...] | None = None,
+                     app_dir: str | os.PathLike[str] | None = None) -> Walkthrough:
     """Steps 01 to 07 with their defaults, every owner approving: the workspace is then ready
     for :func:`run_workflow` (for batch runs, tests and benchmarks). ``input_csv``,
-    ``encoding`` and ``required_columns`` go to :func:`encrypt_input`."""
+    ``encoding`` and ``required_columns`` go to :func:`encrypt_input`, ``app_dir`` to
+    :func:`build_enclave_image`."""
     wt = _wt(workspace)
     generate_keys(wt)
     encrypt_input(wt, input_csv, encoding=encoding, required_columns=required_columns)
     for step in (upload_and_presign, create_datasets):
         step(wt)
-    build_enclave_image(wt, backend=backend)
+    build_enclave_image(wt, backend=backend, app_dir=app_dir)
     create_app_configuration(wt)
     create_workflow(wt)
     approved = approve_workflow(wt)
