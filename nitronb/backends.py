@@ -169,7 +169,7 @@ class _ContainerHandle:
         except Exception:  # noqa: BLE001
             self.code = 1
         try:
-            self.container.remove(force=True)
+            self.container.remove(force=True, v=True)  # its anonymous volumes too
         except Exception:  # noqa: BLE001
             pass
         self._done.set()

@@ -41,7 +41,7 @@ APP_LABEL_BASE = "nitronb.app.base_image"
 LogSink = Callable[[str], None]
 
 __all__ = [
-    "default_app_dir", "default_base_image", "EnclaveImage", "build_app_image",
+    "default_app_dir", "default_base_image", "EnclaveImage", "build_app_image", "app_base_image",
     "convert_to_enclave_image", "prepare_process_image",
     "verify_process_image", "verify_container_image", "image_measurements",
     "launcher_command", "IMAGE_ROOT", "LAUNCHER_ROOT",
@@ -102,22 +102,67 @@ def launcher_command(launcher_module: str = DEFAULT_LAUNCHER_MODULE,
 # --- container backend ---------------------------------------------------------------------
 
 
-def build_app_image(context_dir: str | os.PathLike[str], tag: str, *, base_image: str,
+def build_app_image(context_dir: str | os.PathLike[str], tag: str, *, base_image: str = "",
                     engine: "docker.DockerClient | None" = None,
                     on_log: LogSink | None = None, no_cache: bool = False) -> str:
-    """Build the app image ``tag`` from ``context_dir`` (with ``BASE_IMAGE=base_image``); return
-    its image id. Each build log line goes to ``on_log``; a failure raises
-    :class:`ImageBuildError` with the failing step's log. ``no_cache`` rebuilds every step."""
+    """Build the app image ``tag`` from ``context_dir``; return its image id.
+
+    The image is labelled and measured with the base its Dockerfile really starts from
+    (:func:`app_base_image`): ``base_image`` is passed as the ``BASE_IMAGE`` build argument only
+    when the Dockerfile declares ``ARG BASE_IMAGE``. A base the engine lacks is pulled; one it
+    cannot pull raises :class:`ImageBuildError` naming the ``tag`` command that provides it. Each
+    build log line goes to ``on_log``; a failed step raises :class:`ImageBuildError` with its
+    log. ``no_cache`` rebuilds every step."""
+    from nitronb.dockerfile import declared_args
+
     files = tree_files(context_dir)
-    if "Dockerfile" not in files:
+    base = app_base_image(context_dir, base_image)
+    client = engine or _require_engine()
+    _ensure_base(client, base, Path(context_dir) / "Dockerfile")
+    declared = declared_args(files["Dockerfile"].read_text(encoding="utf-8", errors="replace"))
+    buildargs = {"BASE_IMAGE": base_image} if base_image and "BASE_IMAGE" in declared else None
+    labels = {APP_LABEL_PCR2: pcr(application_data(files, base)), APP_LABEL_BASE: base}
+    return _build(client, _context_tar(files), tag, what=f"the app image {tag}",
+                  buildargs=buildargs, labels=labels, on_log=on_log, no_cache=no_cache)
+
+
+def app_base_image(context_dir: str | os.PathLike[str], base_image: str = "") -> str:
+    """The image the app's Dockerfile is built on: its final ``FROM``, with the ``ARG`` defaults
+    and ``BASE_IMAGE=base_image`` (only if the Dockerfile declares that ``ARG``) substituted.
+    This is the base image PCR2 names. Raises :class:`ImageBuildError` if there is no
+    Dockerfile or its ``FROM`` has no value."""
+    from nitronb.dockerfile import base_image as dockerfile_base
+
+    path = Path(context_dir) / "Dockerfile"
+    if not path.is_file():
         raise ImageBuildError(f"{context_dir} has no Dockerfile.")
-    if not base_image:
-        raise ImageBuildError("no base image given (the BASE_IMAGE build argument).")
-    labels = {APP_LABEL_PCR2: pcr(application_data(files, base_image)),
-              APP_LABEL_BASE: base_image}
-    return _build(engine, _context_tar(files), tag, what=f"the app image {tag}",
-                  buildargs={"BASE_IMAGE": base_image}, labels=labels, on_log=on_log,
-                  no_cache=no_cache)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return dockerfile_base(text, {"BASE_IMAGE": base_image} if base_image else None,
+                           where=str(path))
+
+
+def _ensure_base(client, base: str, dockerfile: Path) -> None:
+    """Make sure the engine has ``base``: pull it if missing; say how to provide it if not."""
+    docker_errors = _docker_errors()
+    try:
+        client.images.get(base)
+        return
+    except docker_errors.ImageNotFound:
+        pass
+    except docker_errors.APIError as exc:
+        raise ImageBuildError(f"cannot inspect the base image {base}: {_explain(exc)}") from None
+    try:
+        client.images.pull(base)
+        client.images.get(base)
+        return
+    except docker_errors.DockerException:
+        pass
+    tool = "podman" if _is_podman(client) else "docker"
+    raise ImageBuildError(
+        f"the base image {base} (FROM in {dockerfile}) is not in the container engine, and it "
+        f"cannot be pulled.",
+        hint=f"Pull it where a registry is reachable, or give a local image that name: "
+             f"`{tool} tag {default_base_image()} {base}`.")
 
 
 def convert_to_enclave_image(app_image: str, enclave_tag: str, *,
@@ -309,6 +354,14 @@ def _context_tar(files: Mapping[str, Path], extra: Mapping[str, bytes] | None = 
                     tar.addfile(info, fh)
     spool.seek(0)
     return spool
+
+
+def _is_podman(client) -> bool:
+    try:
+        components = client.version().get("Components") or []
+    except Exception:  # noqa: BLE001 - only the hint depends on it
+        return "podman" in str(getattr(client, "engine_url", ""))
+    return any("podman" in str(c.get("Name", "")).lower() for c in components)
 
 
 def _require_engine():

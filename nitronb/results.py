@@ -123,13 +123,16 @@ def describe_summary(text: str) -> dict[str, dict[str, str | int]]:
     """Parse the ``describe()`` blocks the tutorial's app prints, one per input file.
 
     Returns ``{path: {"count": int, "unique": int, "top": str, "freq": int}}``; a block starts
-    with the dataset's path on a line of its own.
+    with the dataset's path on a line of its own. Plain ``describe()`` output, with no path
+    before it (an app of its own may print only that), gives blocks named ``describe() 1``, …
     """
     summary: dict[str, dict[str, str | int]] = {}
     current: dict[str, str | int] | None = None
     for line in text.splitlines():
         match = _ROW.match(line)
-        if match and current is not None:
+        if match and (current is None or match.group(1) in current):
+            current = summary.setdefault(f"describe() {len(summary) + 1}", {})
+        if match:
             name, value = match.groups()
             current[name] = int(value) if name != "top" and value.isdigit() else value
         elif line.strip() and not line.startswith(("Name:", "dtype:")) and not match:

@@ -364,7 +364,12 @@ def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: st
                         app_dir: str | os.PathLike[str] | None = None,
                         on_log=None) -> Record:
     """Build the app, convert it into an enclave image, register app and build, and have the
-    administrator approve the domain and build whitelisting tasks."""
+    administrator approve the domain and build whitelisting tasks.
+
+    ``app_dir`` is the app's folder (a Dockerfile and its files; ``enclave_image/`` when
+    omitted; a relative path is read from the working folder). On the container backend the
+    base image measured is the one the Dockerfile's ``FROM`` names; ``base_image`` is its
+    ``BASE_IMAGE`` build argument when it declares ``ARG BASE_IMAGE``."""
     from nitronb import image as images
 
     wt = _wt(workspace)
@@ -375,8 +380,9 @@ def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: st
         from nitronb.engine import require_engine
 
         engine = require_engine(wt.workspace)
-        base = base_image or images.default_base_image()
-        images.build_app_image(app_dir, "nitronb/describe-app:1", base_image=base,
+        given = base_image or images.default_base_image()
+        base = images.app_base_image(app_dir, given)  # the Dockerfile's real FROM
+        images.build_app_image(app_dir, "nitronb/describe-app:1", base_image=given,
                                engine=engine, on_log=on_log)
         built = images.convert_to_enclave_image("nitronb/describe-app:1", IMAGE_NAME,
                                                 app_dir=app_dir, base_image=base,
@@ -543,16 +549,18 @@ def approve_workflow(workspace=None, *, decline: dict[str, str] | None = None,
 
 def through_approval(workspace=None, *, backend: str = "process",
                      input_csv: str | os.PathLike[str] | None = None, encoding: str = "utf-8",
-                     required_columns: list[str] | tuple[str, ...] | None = None) -> Walkthrough:
+                     required_columns: list[str] | tuple[str, ...] | None = None,
+                     app_dir: str | os.PathLike[str] | None = None) -> Walkthrough:
     """Steps 01 to 07 with their defaults, every owner approving: the workspace is then ready
     for :func:`run_workflow` (for batch runs, tests and benchmarks). ``input_csv``,
-    ``encoding`` and ``required_columns`` go to :func:`encrypt_input`."""
+    ``encoding`` and ``required_columns`` go to :func:`encrypt_input`, ``app_dir`` to
+    :func:`build_enclave_image`."""
     wt = _wt(workspace)
     generate_keys(wt)
     encrypt_input(wt, input_csv, encoding=encoding, required_columns=required_columns)
     for step in (upload_and_presign, create_datasets):
         step(wt)
-    build_enclave_image(wt, backend=backend)
+    build_enclave_image(wt, backend=backend, app_dir=app_dir)
     create_app_configuration(wt)
     create_workflow(wt)
     approved = approve_workflow(wt)

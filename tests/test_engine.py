@@ -30,6 +30,9 @@ from nitronb.measure import measure_build_context
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "enclave_image"
+#: an app written for the real enclave OS: ``FROM python:3.11``, CMD an executable script
+BYO_APP_DIR = ROOT / "tests" / "data" / "byo_app"
+BYO_BASE = "python:3.11"
 SCRIPT = ROOT / "scripts" / "provision-podman.sh"
 
 
@@ -362,6 +365,92 @@ def test_build_failure_names_the_failing_step(engine, base_image, tags, tmp_path
     assert "about-to-fail" in message and "exit 3" in message
     assert "preparing" not in message.split("failed:", 1)[1].split("\n", 1)[1]
     assert any("preparing" in line for line in lines)
+
+
+@pytest.fixture(scope="module")
+def byo_base(engine, base_image):
+    """The provisioned base image tagged as ``python:3.11``, the base the app brought names
+    (no registry is assumed reachable); the tag is removed afterwards if it was made here."""
+    yield from tagged_as(engine, base_image, BYO_BASE)
+
+
+def tagged_as(engine, source: str, name: str):
+    import docker.errors
+
+    try:
+        engine.images.get(name)
+        made = False
+    except docker.errors.ImageNotFound:
+        repository, _, tag = name.rpartition(":")
+        assert engine.images.get(source).tag(repository, tag)
+        made = True
+    yield name
+    if made:
+        engine.images.remove(name)
+
+
+@pytest.fixture(scope="module")
+def byo_app_image(engine, byo_base, tags):
+    tag = tags("byo-app")
+    lines: list[str] = []
+    started = time.monotonic()
+    build_app_image(BYO_APP_DIR, tag, base_image=engine_mod.BASE_IMAGE_NAME, engine=engine,
+                    on_log=lines.append)
+    print(f"the app brought was built in {time.monotonic() - started:.1f} s")
+    return tag, lines
+
+
+@pytest.mark.engine
+def test_an_app_brought_is_measured_with_the_base_its_dockerfile_names(engine, byo_app_image,
+                                                                       tags, tmp_path):
+    """Its Dockerfile says ``FROM python:3.11`` and declares no ``ARG BASE_IMAGE``: the image is
+    labelled and measured with ``python:3.11``, whatever default base nitronb has."""
+    from nitronb.image import APP_LABEL_BASE, inspect_container_image
+
+    tag, lines = byo_app_image
+    assert not [line for line in lines if "BASE_IMAGE" in line]  # no unused build argument
+    labels = engine.images.get(tag).attrs["Config"]["Labels"]
+    assert labels[APP_LABEL_BASE] == BYO_BASE
+    image = convert_to_enclave_image(tag, tags("byo-enclave"), app_dir=BYO_APP_DIR,
+                                     engine=engine)
+    assert image.base_image == BYO_BASE
+    assert image.measurements == measure_build_context(BYO_APP_DIR, None, BYO_BASE)
+    assert image.measurements != measure_build_context(BYO_APP_DIR, None,
+                                                       engine_mod.BASE_IMAGE_NAME)
+    measurements, launch = inspect_container_image(image.reference, engine)
+    assert measurements == image.measurements
+    assert launch["command"] == ["/demo/start.py"]
+
+
+@pytest.mark.engine
+def test_a_base_the_engine_lacks_is_named_with_the_command_that_provides_it(engine, tmp_path):
+    missing = f"localhost/nitronb-test-absent:{secrets.token_hex(4)}"
+    (tmp_path / "Dockerfile").write_text(f"FROM {missing}\nCMD [\"python3\"]\n")
+    with pytest.raises(ImageBuildError) as caught:
+        build_app_image(tmp_path, "localhost/nitronb-test-never:1", engine=engine)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"the base image {missing} (FROM in {tmp_path / 'Dockerfile'}) is not in the " \
+           f"container engine, and it cannot be pulled." in message
+    assert f"tag {engine_mod.BASE_IMAGE_NAME} {missing}`" in message
+
+
+@pytest.mark.engine
+def test_a_new_command_on_top_of_an_app_brought_is_not_what_runs(engine, byo_app_image, tags,
+                                                                   tmp_path):
+    from nitronb.image import inspect_container_image, launcher_command
+
+    enclave_tag, other_tag = tags("byo-enclave"), tags("byo-other-cmd")
+    image = convert_to_enclave_image(byo_app_image[0], enclave_tag, app_dir=BYO_APP_DIR,
+                                     engine=engine)
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {enclave_tag}\nCMD [\"/usr/bin/python3\", \"-c\", \"print('not measured')\"]\n")
+    build_app_image(tmp_path, other_tag, engine=engine)
+    measurements, launch = inspect_container_image(other_tag, engine)
+    assert measurements == image.measurements
+    assert launch["entrypoint"] == launcher_command()
+    assert launch["command"] == ["/demo/start.py"]
+    assert launch["image_id"] == engine.images.get(other_tag).id
 
 
 def test_build_without_dockerfile_is_refused(tmp_path):

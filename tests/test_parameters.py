@@ -44,6 +44,15 @@ def test_defaults_are_the_literals_of_the_parameters_cells(declared_by):
     assert by_stem["02_encrypt_input"]["required_columns"] == ["DESCRIPTION"]
     assert by_stem["03_upload_and_presign"]["expiry"] == 3600
     assert by_stem["04_create_datasets"]["output_labels"] == {"kind": "result"}
+    assert by_stem["05_build_enclave_image"]["app_dir"] == ""
+
+
+def test_an_app_folder_is_a_parameter_of_the_walkthrough(tmp_path, declared_by):
+    """``nitronb walkthrough -p app_dir DIR`` reaches notebook 05, as an absolute path."""
+    assert _prepared(declared_by, values=[("app_dir", "my-app")])["app_dir"] == str(
+        Path.cwd() / "my-app")
+    assert absolute_paths({"app_dir": "my-app"}, cwd=tmp_path)["app_dir"] == str(
+        tmp_path / "my-app")
 
 
 def test_booleans_take_true_or_false_only(declared_by):

@@ -42,6 +42,15 @@ def test_describe_summary():
     assert json.loads(RunResult(3, b"", b"boom").to_json())["stderr"] == "Ym9vbQ=="
 
 
+def test_plain_describe_output_without_a_path_is_summarised():
+    """An app of its own may print describe() alone, one block per input, and no path."""
+    plain = DESCRIBE.split("\n", 1)[1]
+    assert describe_summary(plain) == {"describe() 1": {
+        "count": 8376, "unique": 129, "top": "Viral sinusitis (disorder)", "freq": 1248}}
+    two = describe_summary(plain + plain.replace("8376", "5"))
+    assert [v["count"] for v in two.values()] == [8376, 5]
+
+
 def test_value_counts_are_parsed_and_added_up():
     from nitronb.results import value_counts
 

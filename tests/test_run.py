@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 EXPECTED = {"count": 8376, "unique": 129, "top": "Viral sinusitis (disorder)", "freq": 1248}
+#: an app written for the real enclave OS (``FROM python:3.11``, paths hard-coded)
+BYO_APP_DIR = Path(__file__).resolve().parent / "data" / "byo_app"
 
 
-def _approved_walkthrough(workspace: Path, backend: str):
+def _approved_walkthrough(workspace: Path, backend: str, app_dir: Path | None = None):
     from nitronb import steps
 
-    wt = steps.through_approval(workspace, backend=backend)
+    wt = steps.through_approval(workspace, backend=backend, app_dir=app_dir)
     assert wt.state()["backend"] == backend and wt.state()["appconfig_id"]
     return wt
 
@@ -54,6 +56,35 @@ def container_wt(engine, tmp_path_factory):
         yield _approved_walkthrough(workspace, "container")
     finally:
         local.down(workspace)
+
+
+@pytest.fixture(scope="module")
+def byo_container_wt(engine, tmp_path_factory):
+    """The walk-through up to approval with the app brought, its base ``python:3.11`` made by
+    tagging the provisioned base image (no registry is assumed reachable)."""
+    import docker.errors
+
+    from nitronb import local
+    from nitronb.image import default_base_image
+
+    made = False
+    try:
+        engine.images.get("python:3.11")
+    except docker.errors.ImageNotFound:
+        try:
+            engine.images.get(default_base_image()).tag("python", "3.11")
+        except docker.errors.ImageNotFound:
+            pytest.skip(f"no base image {default_base_image()} to tag as python:3.11; run "
+                        "scripts/provision-podman.sh")
+        made = True
+    workspace = tmp_path_factory.mktemp("run-byo-ws")
+    try:
+        local.up(workspace)
+        yield _approved_walkthrough(workspace, "container", BYO_APP_DIR)
+    finally:
+        local.down(workspace)
+        if made:
+            engine.images.remove("python:3.11")
 
 
 def _secrets(wt) -> list[str]:
@@ -151,6 +182,37 @@ def test_end_to_end_container_backend(container_wt, engine) -> None:
     left = engine.containers.list(all=True,
                                   filters={"label": f"nitronb.enclave={outcome.enclave_id}"})
     assert left == [], "the enclave's container must be removed once it exited"
+
+
+@pytest.mark.engine
+def test_an_app_written_for_the_enclave_os_runs_unmodified_in_a_container(byo_container_wt,
+                                                                         engine) -> None:
+    """The app brought hard-codes /opt/fortanix/enclave-os/app-config/rw, writes the decrypted
+    input beside it and prints plain describe(): it runs as built, its base is the one its
+    Dockerfile names, and nothing it wrote survives the enclave."""
+    from nitronb import steps
+
+    from nitronb.measure import measure_build_context
+
+    wt = byo_container_wt
+    measured = measure_build_context(BYO_APP_DIR, None, "python:3.11")  # FROM, not the default
+    assert wt.state()["measurements"] == measured.as_dict()
+    volumes = {v.name for v in engine.volumes.list()}
+    outcome = steps.run_workflow(wt, timeout=600)
+    assert outcome.ok, outcome.log
+    assert outcome.backend == "container" and outcome.refused is None
+    assert "decrypted input" in outcome.log and "uploaded the result to" in outcome.log
+    result = steps.decrypt_output(wt)
+    assert result.ok and result.returncode == 0
+    assert result.text.startswith("count ")  # plain describe(), no path before it
+    _check_result(wt)
+    _assert_nothing_left(wt, outcome.enclave_id)
+    assert engine.containers.list(
+        all=True, filters={"label": f"nitronb.enclave={outcome.enclave_id}"}) == []
+    assert {v.name for v in engine.volumes.list()} == volumes
+    image_id = engine.images.get(wt.state()["image_reference"]).id
+    assert engine.containers.list(all=True, filters={"ancestor": image_id}) == []
+    assert "printed no value counts to chart" in steps.result_chart(result)._repr_html_()
 
 
 def test_a_declined_version_runs_nothing_and_says_why(process_wt) -> None:

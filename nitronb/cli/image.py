@@ -33,9 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q)
     q.set_defaults(handler=measure)
 
-    q = verbs.add_parser("build", help="build the app image with a container engine")
+    q = verbs.add_parser("build", help="build the app image with a container engine",
+                         description="Build the app folder DIR (a Dockerfile and its files) into "
+                                     "an app image, labelled with its application measurement; "
+                                     "the base image measured is the one its FROM names.")
+    q.add_argument("dir", nargs="?", metavar="DIR",
+                   help="the app's folder (default: --app-dir, else enclave_image/)")
     common(q)
-    q.add_argument("--tag", required=True, help="the app image's tag")
+    q.add_argument("--tag", help="the app image's tag (default: localhost/nitronb-app-<folder "
+                                 "name>:latest)")
     q.add_argument("-q", "--quiet", action="store_true", help="do not print the build log")
     q.set_defaults(handler=build)
 
@@ -68,7 +74,8 @@ def _inputs(args: argparse.Namespace) -> dict:
     from nitronb.image import default_app_dir, default_base_image
     from nitronb.measure import DEFAULT_LAUNCHER_MODULE
 
-    return {"app_dir": getattr(args, "app_dir", None) or default_app_dir(),
+    return {"app_dir": (getattr(args, "dir", None) or getattr(args, "app_dir", None)
+                        or default_app_dir()),
             "base_image": args.base_image or default_base_image(),
             "launcher_module": args.launcher_module or DEFAULT_LAUNCHER_MODULE}
 
@@ -82,21 +89,31 @@ def _print_record(record: dict) -> None:
 
 
 def measure(args: argparse.Namespace) -> int:
+    from nitronb.image import app_base_image
     from nitronb.measure import measure_build_context
 
     given = _inputs(args)
-    m = measure_build_context(given["app_dir"], None, given["base_image"],
+    base = app_base_image(given["app_dir"], given["base_image"])  # what FROM really names
+    m = measure_build_context(given["app_dir"], None, base,
                               launcher_module=given["launcher_module"])
     _print_record(m.as_dict())
     return 0
 
 
 def build(args: argparse.Namespace) -> int:
-    from nitronb.image import build_app_image
+    import re
+    from pathlib import Path
+
+    from nitronb.image import app_base_image, build_app_image
 
     given = _inputs(args)
-    image_id = build_app_image(given["app_dir"], args.tag, base_image=given["base_image"],
+    folder = Path(given["app_dir"]).resolve()
+    name = re.sub(r"[^a-z0-9._-]+", "-", folder.name.lower()).strip("-._") or "app"
+    tag = args.tag or f"localhost/nitronb-app-{name}:latest"
+    base = app_base_image(folder, given["base_image"])
+    image_id = build_app_image(folder, tag, base_image=given["base_image"],
                                on_log=_log(args.quiet))
+    print(f"built {tag} from {folder} on the base image {base}", file=sys.stderr)
     print(image_id)
     return 0
 
