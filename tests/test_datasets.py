@@ -108,20 +108,6 @@ def test_long_description_from_a_folder_or_a_fifo_is_one_line(tmp_path):
     assert "regular file" in _one_line_error(str(fifo))  # refused without opening (no block)
 
 
-def test_unreadable_long_description_is_one_line(tmp_path):
-    import os
-
-    if os.geteuid() == 0:
-        pytest.skip("root reads a file of mode 000")
-    secret = tmp_path / "secret.md"
-    secret.write_text("# hidden", encoding="utf-8")
-    secret.chmod(0)
-    try:
-        assert "cannot read" in _one_line_error(str(secret))
-    finally:
-        secret.chmod(0o600)
-
-
 def test_repr_and_str_of_a_dataset_show_neither_key_nor_query_string():
     key = generate_key()
     ds = Dataset.from_url("conditions", URL, key)

@@ -47,12 +47,18 @@ def test_defaults_are_the_literals_of_the_parameters_cells(declared_by):
     assert by_stem["05_build_enclave_image"]["app_dir"] == ""
 
 
-def test_an_app_folder_is_a_parameter_of_the_walkthrough(tmp_path, declared_by):
-    """``nitronb walkthrough -p app_dir DIR`` reaches notebook 05, as an absolute path."""
+def test_an_app_folder_is_a_parameter_of_the_walkthrough(tmp_path, declared_by, monkeypatch):
+    """``nitronb walkthrough -p app_dir DIR`` reaches notebook 05, as an absolute path; a folder
+    that does not exist is refused before anything runs."""
+    (tmp_path / "my-app").mkdir()
+    monkeypatch.chdir(tmp_path)
     assert _prepared(declared_by, values=[("app_dir", "my-app")])["app_dir"] == str(
-        Path.cwd() / "my-app")
-    assert absolute_paths({"app_dir": "my-app"}, cwd=tmp_path)["app_dir"] == str(
         tmp_path / "my-app")
+    assert absolute_paths({"app_dir": "other"}, cwd=tmp_path)["app_dir"] == str(
+        tmp_path / "other")
+    with pytest.raises(NotebookError, match="app_dir of 05_build_enclave_image names .*other, "
+                                            "which does not exist"):
+        _prepared(declared_by, values=[("app_dir", "other")])
 
 
 def test_booleans_take_true_or_false_only(declared_by):
