@@ -168,7 +168,8 @@ def test_without_bubblewrap_an_app_on_the_canonical_paths_is_refused(agent, monk
 
 @needs_bwrap
 def test_the_enclave_token_is_in_no_environment_on_the_host(agent, tmp_path) -> None:
-    """While the launcher waits on the manager, no process's environment holds the token."""
+    """While the launcher waits on the manager, no process's environment or command line holds
+    the token."""
     from nitronb.image import HOST_PYTHON, default_app_dir, prepare_process_image
 
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON,
@@ -180,17 +181,21 @@ def test_the_enclave_token_is_in_no_environment_on_the_host(agent, tmp_path) -> 
         assert reply.status_code == 200
         enclave = agent.get(reply.json()["id"])
         token = enclave.token.encode()
+        silent.settimeout(60)
+        connection, _ = silent.accept()  # the launcher is running: it asks for a nonce
         seen = 0
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
-            try:
-                data = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            seen += 1
-            assert token not in data, f"the enclave token is in the environment of {entry.name}"
-        assert seen > 1
+            for name in ("environ", "cmdline"):
+                try:
+                    data = (entry / name).read_bytes()
+                except OSError:
+                    continue
+                seen += 1
+                assert token not in data, f"the enclave token is in /proc/{entry.name}/{name}"
+        assert seen > 2
+        connection.close()
         agent.stop(enclave.id)
 
 
