@@ -272,3 +272,25 @@ def test_what_the_app_wrote_anywhere_is_gone(probe_run) -> None:
     for path in workspace.rglob("*"):
         if path.is_file():
             assert b"probe-plaintext-marker" not in path.read_bytes(), path
+
+
+
+def test_without_bubblewrap_the_walkthrough_still_gives_its_result(tmp_path) -> None:
+    """The README's demo where bubblewrap is missing: nitronb's app runs unsandboxed."""
+    from nitronb import local, steps
+    from nitronb.results import describe_summary
+
+    workspace = tmp_path / "ws"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NITRONB_BWRAP", "/nonexistent/bwrap")  # the node agent inherits it
+        try:
+            local.up(workspace)
+            wt = steps.through_approval(workspace, backend="process")
+            outcome = steps.run_workflow(wt, timeout=300)
+            result = steps.decrypt_output(wt)
+        finally:
+            local.down(workspace)
+    assert outcome.ok, outcome.log
+    assert outcome.log.startswith("[enclave-os] warning: bubblewrap is not installed")
+    assert list(describe_summary(result.text).values()) == [
+        {"count": 8376, "unique": 129, "top": "Viral sinusitis (disorder)", "freq": 1248}]
