@@ -7,11 +7,13 @@ starts it with the launcher's environment. A handle has ``poll()``, ``wait()`` a
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -87,15 +89,34 @@ class _ProcessHandle:
             shutil.rmtree(path, ignore_errors=True)
 
 
+_SPAWNER: ThreadPoolExecutor | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawner() -> ThreadPoolExecutor:
+    global _SPAWNER
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None:
+            _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nitronb-spawn")
+        return _SPAWNER
+
+
 class ProcessBackend:
     """Runs a prepared image folder (``nitronb.image.prepare_process_image``) as a process group.
     The folder is copied into the enclave's private folder and the copy is measured: what runs is
-    exactly what was measured, whatever happens to the original meanwhile."""
+    exactly what was measured, whatever happens to the original meanwhile.
+
+    With bubblewrap the enclave runs in the sandbox of :mod:`nitronb.sandbox`; without it, only
+    an image laid out as nitronb's own app runs, unsandboxed, with a warning in its log
+    (:func:`nitronb.sandbox.unsandboxed_refusal`). The enclave's node-agent token reaches the
+    launcher over an inherited pipe, never through an environment."""
 
     name = "process"
 
     def prepare(self, image: str, folder: Path) -> Prepared:
+        from nitronb import sandbox
         from nitronb.image import verify_process_image
+        from nitronb.measure import tree_files
 
         source = verify_process_image(image)  # refuse an altered folder with a clear message
         copy = folder / "private" / source.measurements.pcr0[:16]
@@ -104,43 +125,97 @@ class ProcessBackend:
         prepared = verify_process_image(copy)
         if prepared.measurements != source.measurements:
             raise ImageBuildError(f"the image {image} changed while it was being launched.")
+        context = tree_files(copy / "app")
+        layout = sandbox.read_layout(context)
+        sandbox.check_command(layout)
+        bwrap = sandbox.find_bwrap()
+        if bwrap is None:
+            why = sandbox.unsandboxed_refusal(layout, context)
+            if why is not None:
+                raise sandbox.SandboxUnavailableError(
+                    f"the image {image} needs the bubblewrap sandbox ({why}), and bubblewrap "
+                    "is not installed.", hint=sandbox.BWRAP_HINT)
         return Prepared(prepared.measurements, {"root": str(copy),
                                                 "module": prepared.launcher_module,
-                                                "command": list(prepared.command)})
+                                                "command": list(layout.command),
+                                                "layout": layout, "bwrap": bwrap})
 
     def start(self, prepared: Prepared, env: dict[str, str], folder: Path, log_path: Path
               ) -> _ProcessHandle:
+        from nitronb import sandbox
+
         root = Path(prepared.launch["root"])
-        app_command = [self._host_path(root, part) for part in prepared.launch["command"]]
-        if app_command and app_command[0] in ("python3", "python"):
-            app_command[0] = sys.executable
-        if not app_command:
+        layout = prepared.launch.get("layout") or sandbox.Layout(
+            command=list(prepared.launch["command"]))
+        bwrap = prepared.launch.get("bwrap")
+        if not layout.command:
             raise ImageBuildError("the image's Dockerfile names no exec-form CMD to run.")
         # run the measured copy of the launcher by its path: an import by module name could
         # resolve to an installed nitronb instead of the files that were measured
-        script = root / "launcher" / (prepared.launch["module"].replace(".", "/") + ".py")
+        module = prepared.launch["module"]
+        script = root / "launcher" / (module.replace(".", "/") + ".py")
         if not script.is_file():
-            raise ImageBuildError(f"the image has no launcher {prepared.launch['module']}.")
-        launcher = [sys.executable, "-I", str(script)]
-        work = folder / "work"
+            raise ImageBuildError(f"the image has no launcher {module}.")
+        env = dict(env)
+        token = env.pop("NITRONB_ENCLAVE_TOKEN", "")
         private = folder / "private"
-        for path in (work, private / "tmp"):
+        app_config = private / "app-config"
+        work = private / "work"
+        for path in (work, private / "tmp", app_config, private / "bin"):
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-                       "HOME": str(work), "TMPDIR": str(private / "tmp"),
-                       "APP_CONFIG_DIR": str(private / "app-config"), **env}
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, token.encode("ascii"))
+        finally:
+            os.close(write_end)
+        env["NITRONB_ENCLAVE_TOKEN_FD"] = str(read_end)
+        if bwrap:
+            from nitronb.image import launcher_command
+
+            inside = {"PATH": sandbox.DEFAULT_PATH, "LANG": "C.UTF-8", "HOME": "/root",
+                      **layout.env, **env, "APP_CONFIG_DIR": sandbox.APP_CONFIG_PATH}
+            argv = sandbox.bwrap_command(
+                bwrap, image_root=root, layout=layout, app_config=app_config,
+                wrapper=sandbox.python_wrapper(private / "bin"), env=inside,
+                argv=[*launcher_command(module, root=f"{sandbox.IMAGE_PATH}/launcher"),
+                      *layout.command])
+            environment, cwd, warning = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, \
+                work, None
+        else:
+            app_command = [self._host_path(root, layout, part) for part in layout.command]
+            if app_command[0] in ("python3", "python"):
+                app_command[0] = sys.executable
+            argv = [sys.executable, "-I", str(script), *app_command]
+            environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+                           "HOME": str(work), "TMPDIR": str(private / "tmp"), **layout.env,
+                           **env, "APP_CONFIG_DIR": str(app_config)}
+            cwd = work
+            warning = ("[enclave-os] warning: bubblewrap is not installed, so this enclave "
+                       "runs unsandboxed: it sees your files, your other processes and their "
+                       "environments, and what it writes outside its private folder stays; "
+                       "install bubblewrap (`apt-get install bubblewrap`) to isolate it.\n")
         log = open(log_path, "ab", buffering=0)
         try:
-            process = subprocess.Popen([*launcher, *app_command], cwd=work, env=environment,
-                                       stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            if warning:
+                log.write(warning.encode("utf-8"))
+            # bwrap --die-with-parent follows the thread that started it: start it from a
+            # thread that lives as long as this process, not from a request's thread
+            process = _spawner().submit(
+                subprocess.Popen, argv, cwd=cwd, env=environment, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=(read_end,)).result()
         finally:
             log.close()
+            os.close(read_end)
         return _ProcessHandle(process, [private])
 
     @staticmethod
-    def _host_path(root: Path, part: str) -> str:
-        # the image's /app is the folder's app/: the command runs what was measured
+    def _host_path(root: Path, layout, part: str) -> str:
+        # a file of the image is its measured copy: the command runs what was measured
+        where = posixpath.normpath(posixpath.join(layout.workdir, part)) \
+            if part.startswith(("/", "./")) or "/" in part else None
+        if where in layout.files:
+            return str(root / "app" / layout.files[where])
         if part == "/app" or part.startswith("/app/"):
             return str(root / "app" / part[len("/app"):].lstrip("/"))
         return part

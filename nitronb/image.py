@@ -410,6 +410,7 @@ def prepare_process_image(app_dir: str | os.PathLike[str],
         shutil.rmtree(folder)
     record = _record(measurements, base_image_ref, launcher_module, _dockerfile_cmd(app_files),
                      app_dir)
+    record.update(_process_notes(app_files))
     staging = Path(tempfile.mkdtemp(dir=images, prefix=".staging-"))
     try:
         _copy_tree(app_files, staging / "app")
@@ -422,6 +423,13 @@ def prepare_process_image(app_dir: str | os.PathLike[str],
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return verify_process_image(folder)
+
+
+def _process_notes(app_files: Mapping[str, Path]) -> dict:
+    """What the process backend leaves out of the image: its RUN lines (still measured)."""
+    from nitronb.sandbox import not_run_lines
+
+    return {"not_run_by_process_backend": not_run_lines(app_files)}
 
 
 def verify_process_image(folder: str | os.PathLike[str]) -> EnclaveImage:

@@ -140,7 +140,13 @@ def prepare(args: argparse.Namespace) -> int:
     image = prepare_process_image(given["app_dir"], None, base,
                                   launcher_module=given["launcher_module"],
                                   workspace=args.workspace)
-    _print_record(image.as_dict())
+    from nitronb.measure import tree_files
+    from nitronb.sandbox import not_run_lines
+
+    # RUN lines are measured (the Dockerfile is part of PCR2) but the process backend runs none
+    record = dict(image.as_dict(),
+                  not_run_by_process_backend=not_run_lines(tree_files(given["app_dir"])))
+    _print_record(record)
     return 0
 
 

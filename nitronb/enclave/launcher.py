@@ -4,8 +4,11 @@ folder, run the app, wipe the credentials, and exit with the app's code.
     python3 launcher.py [APP COMMAND …]        (default: python3 /app/start.py)
 
 Environment: ``NODE_AGENT`` and ``CCM_BACKEND`` (URLs), ``APPCONFIG_ID``, ``NITRONB_ENCLAVE_ID``
-and ``NITRONB_ENCLAVE_TOKEN`` (given by the node agent that launched this enclave), and
-``APP_CONFIG_DIR`` (default ``/opt/fortanix/enclave-os/app-config/rw``).
+(given by the node agent that launched this enclave), and ``APP_CONFIG_DIR`` (default
+``/opt/fortanix/enclave-os/app-config/rw``). The enclave's node-agent token comes from the
+inherited file descriptor ``NITRONB_ENCLAVE_TOKEN_FD`` (read once, then closed), else from
+``NITRONB_ENCLAVE_TOKEN``; the launcher makes itself non-dumpable (Linux) before reading it, and
+the app gets neither the token nor the descriptor.
 
 The release is the runtime configuration in the real CCM's shape (DESIGN §3.5). The folder it
 writes (DESIGN §3.3): ``APP_CONFIG_DIR/<port>/<node>/dataset/credentials.bin`` and
@@ -43,6 +46,10 @@ TIMEOUT = 60
 
 class LaunchError(Exception):
     """The enclave could not be provisioned; the message says which step failed."""
+
+
+#: environment entries the launcher keeps from the app
+PRIVATE_ENV = ("NITRONB_ENCLAVE_TOKEN", "NITRONB_ENCLAVE_TOKEN_FD")
 
 
 def log(message: str) -> None:
@@ -244,8 +251,55 @@ def wipe(folder: Path) -> None:
 # --- the launch -------------------------------------------------------------------------------
 
 
-def provision(env: dict) -> dict:
-    """Attest through the node agent and obtain the release from the manager."""
+def make_non_dumpable() -> bool:
+    """``prctl(PR_SET_DUMPABLE, 0)``: no core dump, and processes of the same user (the app
+    among them) cannot ptrace this one or read its memory. False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        return False
+
+
+def take_token(env: dict) -> str | None:
+    """The enclave's node-agent token: read from the descriptor ``NITRONB_ENCLAVE_TOKEN_FD``
+    (which is closed), else ``NITRONB_ENCLAVE_TOKEN``; both entries leave ``env``."""
+    token = env.pop("NITRONB_ENCLAVE_TOKEN", None)
+    number = env.pop("NITRONB_ENCLAVE_TOKEN_FD", None)
+    if number:
+        try:
+            fd = int(number)
+        except ValueError:
+            raise LaunchError(f"NITRONB_ENCLAVE_TOKEN_FD {number!r} is not a descriptor.") \
+                from None
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError as exc:
+            raise LaunchError(f"cannot read the enclave token from descriptor {fd}: "
+                              f"{exc.strerror or exc}.") from None
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        token = b"".join(chunks).decode("ascii", "replace").strip()
+    for name in PRIVATE_ENV:
+        os.environ.pop(name, None)
+    return token or None
+
+
+def provision(env: dict, token: str | None = None) -> dict:
+    """Attest through the node agent (with the enclave's ``token``) and obtain the release
+    from the manager."""
     missing = [k for k in ("NODE_AGENT", "CCM_BACKEND", "APPCONFIG_ID", "NITRONB_ENCLAVE_ID")
                if not env.get(k)]
     if missing:
@@ -261,7 +315,7 @@ def provision(env: dict) -> dict:
                      {"public_key": base64.b64encode(public).decode(),
                       "user_data": base64.b64encode(user_data).decode(),
                       "nonce": nonce},
-                     token=env.get("NITRONB_ENCLAVE_TOKEN"),
+                     token=token,
                      what="attestation by the node agent")["document"]
     log(f"attested: public key and APPCONFIG_ID {config_id[:12]}… bound into the document")
     reply = _post(f"{ccm}/v1/runtime/app_configs/{config_id}/provision",
@@ -280,10 +334,12 @@ def provision(env: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv or DEFAULT_COMMAND
+    make_non_dumpable()
     env = dict(os.environ)
     folder = Path(env.get("APP_CONFIG_DIR") or DEFAULT_APP_CONFIG_DIR)
     try:
-        release = provision(env)
+        token = take_token(env)
+        release = provision(env, token)
     except LaunchError as exc:
         log(f"refused: {exc}")
         return 70
@@ -302,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             raise LaunchError(f"cannot write the app-config folder {folder}: "
                               f"{exc.strerror or exc}.") from None
         log(f"wrote {len(written)} file(s) under the app-config folder; starting the app")
-        child = subprocess.Popen(command, env=dict(env, APP_CONFIG_DIR=str(folder)))
+        child = subprocess.Popen(command, env=dict(env, APP_CONFIG_DIR=str(folder)),
+                                 close_fds=True)
         code = child.wait()
     except LaunchError as exc:
         log(f"refused: {exc}")
