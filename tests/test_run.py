@@ -274,3 +274,27 @@ def test_an_app_that_fails_still_hands_its_error_to_the_output_owner(tmp_path) -
     assert result.report().startswith(result.error_line() + "\n\nits stderr (last lines):\n")
     assert "the app failed" in repr(steps.result_table(result))
     assert "the app failed" in steps.result_chart(result)._repr_html_()
+
+
+def test_an_app_written_for_the_enclave_os_runs_unmodified_in_the_process_sandbox(tmp_path):
+    """The same app on the process backend: laid out at its Dockerfile's COPY destinations in a
+    bubblewrap sandbox, its shebang's /usr/bin/python3 the stand-in interpreter, the app-config
+    folder at its canonical path; what it wrote outside rw/ is gone on the host afterwards."""
+    from nitronb import local, steps
+    from nitronb.sandbox import find_bwrap
+
+    if find_bwrap() is None:
+        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap); CI installs it")
+    workspace = tmp_path / "ws"
+    try:
+        local.up(workspace)
+        wt = _approved_walkthrough(workspace, "process", BYO_APP_DIR)
+        outcome = steps.run_workflow(wt, timeout=600)
+        assert outcome.ok, outcome.log
+        result = steps.decrypt_output(wt)
+        assert result.ok and result.text.startswith("count ")
+        _check_result(wt)
+        _assert_nothing_left(wt, outcome.enclave_id)
+    finally:
+        local.down(workspace)
+    assert not Path("/opt/fortanix").exists() and not Path("/demo").exists()
