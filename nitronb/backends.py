@@ -224,10 +224,30 @@ class ProcessBackend:
 # --- container backend ----------------------------------------------------------------------
 
 
+#: the private folder, under an enclave's folder, that holds its node-agent token for the
+#: container backend; it is bind-mounted read-only at ``CONTAINER_TOKEN_DIR`` (the folder, not the
+#: file: the node agent's removal of the file once the token is used shows inside the container)
+TOKEN_FOLDER = "enclave-token"
+TOKEN_FILE = "token"
+CONTAINER_TOKEN_DIR = "/run/nitronb-enclave"
+
+
+def _write_token_folder(folder: Path, token: str) -> Path:
+    """``folder/TOKEN_FOLDER/TOKEN_FILE`` holding ``token``: the folder 0700, the file 0600."""
+    private = folder / TOKEN_FOLDER
+    private.mkdir(mode=0o700)
+    os.chmod(private, 0o700)
+    fd = os.open(private / TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "w", encoding="utf-8") as out:
+        out.write(token + "\n")
+    return private
+
+
 class _ContainerHandle:
-    def __init__(self, container, log_path: Path) -> None:
+    def __init__(self, container, log_path: Path, cleanup: list[Path] | None = None) -> None:
         self.container = container
         self.log_path = log_path
+        self.cleanup = cleanup or []
         self.code: int | None = None
         self._done = threading.Event()
         threading.Thread(target=self._follow, daemon=True).start()
@@ -247,6 +267,8 @@ class _ContainerHandle:
             self.container.remove(force=True, v=True)  # its anonymous volumes too
         except Exception:  # noqa: BLE001
             pass
+        for path in self.cleanup:
+            shutil.rmtree(path, ignore_errors=True)
         self._done.set()
 
     def poll(self) -> int | None:
@@ -266,7 +288,10 @@ class _ContainerHandle:
 
 class ContainerBackend:
     """Runs an enclave image through the Docker Engine API (Docker or Podman's service), with the
-    host's network so that the enclave reaches the node agent and the manager on 127.0.0.1."""
+    host's network so that the enclave reaches the node agent and the manager on 127.0.0.1.
+    The enclave's node-agent token is not in the container's environment: it is a 0600 file in a
+    private folder bind-mounted read-only at ``/run/nitronb-enclave``, removed by the node agent
+    once the token is used and, with its folder, when the container ends."""
 
     name = "container"
 
@@ -282,11 +307,24 @@ class ContainerBackend:
     def start(self, prepared: Prepared, env: dict[str, str], folder: Path, log_path: Path
               ) -> _ContainerHandle:
         launch = prepared.launch
-        container = self.engine.containers.run(
-            launch["image_id"], entrypoint=launch["entrypoint"], command=launch["command"],
-            environment=env, network_mode="host",
-            detach=True, labels={"nitronb.enclave": env.get("NITRONB_ENCLAVE_ID", "")})
-        return _ContainerHandle(container, log_path)
+        env = dict(env)
+        token = env.pop("NITRONB_ENCLAVE_TOKEN", None)
+        volumes, cleanup = None, []
+        if token:
+            # never in the container's environment: `inspect` and /proc/PID/environ show that
+            cleanup.append(_write_token_folder(folder, token))
+            volumes = {str(cleanup[0]): {"bind": CONTAINER_TOKEN_DIR, "mode": "ro"}}
+            env["NITRONB_ENCLAVE_TOKEN_FILE"] = f"{CONTAINER_TOKEN_DIR}/{TOKEN_FILE}"
+        try:
+            container = self.engine.containers.run(
+                launch["image_id"], entrypoint=launch["entrypoint"], command=launch["command"],
+                environment=env, network_mode="host", volumes=volumes,
+                detach=True, labels={"nitronb.enclave": env.get("NITRONB_ENCLAVE_ID", "")})
+        except BaseException:
+            for path in cleanup:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
+        return _ContainerHandle(container, log_path, cleanup)
 
 
 def choose_backend(name: str, image: str, workspace: Path) -> Backend:

@@ -160,6 +160,7 @@ class NodeAgent:
         if not token or not secrets.compare_digest(token, enclave.token):
             raise AuthenticationError("only the enclave itself may ask for its attestation "
                                       "document (bearer token missing or wrong).")
+        _forget_token_file(enclave)
         enclave.refresh()
         # "starting": an engine may run the enclave before its start call returns
         if enclave.state not in ("starting", "running"):
@@ -187,6 +188,17 @@ class NodeAgent:
             return handle.read().decode("utf-8", errors="replace")
 
     url = ""
+
+
+def _forget_token_file(enclave: Enclave) -> None:
+    """Remove the file that handed ``enclave`` its token (container backend) once the token is
+    used: the app, started after attestation, finds none."""
+    from nitronb.backends import TOKEN_FILE, TOKEN_FOLDER
+
+    try:
+        (enclave.folder / TOKEN_FOLDER / TOKEN_FILE).unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot remove the token file of %s: %s", enclave.id, exc)
 
 
 def _b64(value: Any, name: str) -> bytes | None:

@@ -189,3 +189,21 @@ def test_main_reports_an_unreachable_manager(monkeypatch, tmp_path, capsys) -> N
     monkeypatch.setenv("APP_CONFIG_DIR", str(tmp_path / "app-config"))
     assert launcher.main(["true"]) == 70
     assert "refused: asking the manager for a nonce failed: cannot reach" in capsys.readouterr().err
+
+
+def test_take_token_reads_the_token_file_and_keeps_its_name_from_the_app(monkeypatch,
+                                                                        tmp_path) -> None:
+    path = tmp_path / "token"
+    path.write_text("s3cret-token\n", encoding="utf-8")
+    monkeypatch.setenv("NITRONB_ENCLAVE_TOKEN_FILE", str(path))
+    env = {"NITRONB_ENCLAVE_TOKEN_FILE": str(path), "APPCONFIG_ID": "ab" * 32}
+    assert launcher.take_token(env) == "s3cret-token"
+    assert env == {"APPCONFIG_ID": "ab" * 32}
+    assert "NITRONB_ENCLAVE_TOKEN_FILE" not in os.environ
+
+
+def test_take_token_names_a_token_file_it_cannot_read(tmp_path) -> None:
+    missing = tmp_path / "gone" / "token"
+    with pytest.raises(launcher.LaunchError, match=f"cannot read the enclave token from "
+                                                   f"{missing}"):
+        launcher.take_token({"NITRONB_ENCLAVE_TOKEN_FILE": str(missing)})

@@ -298,3 +298,84 @@ def test_an_app_written_for_the_enclave_os_runs_unmodified_in_the_process_sandbo
     finally:
         local.down(workspace)
     assert not Path("/opt/fortanix").exists() and not Path("/demo").exists()
+
+
+@pytest.mark.engine
+def test_the_container_backend_hands_the_token_in_a_read_only_folder(engine, tmp_path) -> None:
+    """The token is not in the container's inspected environment; the launcher reads it from
+    the bind-mounted folder, and the file's removal on the host shows inside the container."""
+    import docker.errors
+
+    from nitronb.backends import ContainerBackend, Prepared
+    from nitronb.image import default_base_image
+
+    try:
+        image_id = engine.images.get(default_base_image()).id
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"no base image {default_base_image()}; run scripts/provision-podman.sh")
+    token = "t0ken-" + os.urandom(16).hex()
+    env = {"NITRONB_ENCLAVE_ID": "enc-token-test", "NITRONB_ENCLAVE_TOKEN": token}
+    prepared = Prepared(None, {"image_id": image_id, "entrypoint": ["sleep"],
+                               "command": ["300"]})
+    handle = ContainerBackend(engine).start(prepared, env, tmp_path, tmp_path / "enclave.log")
+    try:
+        container = handle.container
+        container.reload()
+        environment = container.attrs["Config"]["Env"] or []
+        assert not [e for e in environment if token in e or
+                    e.startswith("NITRONB_ENCLAVE_TOKEN=")], environment
+        assert "NITRONB_ENCLAVE_TOKEN_FILE=/run/nitronb-enclave/token" in environment
+        host_file = tmp_path / "enclave-token" / "token"
+        assert oct(host_file.parent.stat().st_mode & 0o777) == "0o700"
+        assert oct(host_file.stat().st_mode & 0o777) == "0o600"
+        read = container.exec_run(["cat", "/run/nitronb-enclave/token"])
+        assert read.exit_code == 0 and read.output.decode().strip() == token
+        write = container.exec_run(["sh", "-c", "echo x > /run/nitronb-enclave/other"])
+        assert write.exit_code != 0, "the token folder must be read-only in the container"
+        host_file.unlink()  # what the node agent does once the token is used
+        assert container.exec_run(["test", "-e", "/run/nitronb-enclave/token"]).exit_code != 0
+    finally:
+        handle.stop()
+    assert handle.wait() is not None
+    assert not (tmp_path / "enclave-token").exists()
+
+
+def test_the_node_agent_removes_the_token_file_once_the_token_is_used(tmp_path) -> None:
+    import base64
+
+    from nitronb.errors import AuthenticationError
+    from nitronb.node_agent import Enclave, NodeAgent
+
+    agent = NodeAgent(tmp_path / "ws")
+    folder = agent.folder / "enclaves" / "enc-file"
+    (folder / "enclave-token").mkdir(parents=True)
+    token_file = folder / "enclave-token" / "token"
+    token_file.write_text("t0ken\n", encoding="utf-8")
+    enclave = Enclave(id="enc-file", token="t0ken", backend="container", image="x",
+                      appconfig_id="ab" * 32, pcrs={f"pcr{i}": f"{i:02x}" * 48 for i in range(3)},
+                      folder=folder, state="running")
+    agent.enclaves[enclave.id] = enclave
+    body = {"nonce": base64.b64encode(b"n" * 16).decode()}
+    with pytest.raises(AuthenticationError):
+        agent.attest(enclave.id, "wrong", body)
+    assert token_file.exists(), "a wrong token must not remove the file"
+    assert agent.attest(enclave.id, "t0ken", body)["document"]
+    assert not token_file.exists()
+
+
+@pytest.mark.engine
+def test_a_container_run_leaves_no_token_behind(engine, tmp_path) -> None:
+    """Its own workspace: the app brought above is converted under the same image name."""
+    from nitronb import local, steps
+
+    workspace = tmp_path / "ws"
+    try:
+        local.up(workspace)
+        wt = _approved_walkthrough(workspace, "container")
+        outcome = steps.run_workflow(wt, timeout=600)
+    finally:
+        local.down(workspace)
+    assert outcome.ok, outcome.log
+    folder = workspace / "node-agent" / "enclaves" / outcome.enclave_id
+    assert folder.is_dir() and not (folder / "enclave-token").exists()
+    assert not [p for p in folder.rglob("*") if p.name == "token"]

@@ -6,9 +6,10 @@ folder, run the app, wipe the credentials, and exit with the app's code.
 Environment: ``NODE_AGENT`` and ``CCM_BACKEND`` (URLs), ``APPCONFIG_ID``, ``NITRONB_ENCLAVE_ID``
 (given by the node agent that launched this enclave), and ``APP_CONFIG_DIR`` (default
 ``/opt/fortanix/enclave-os/app-config/rw``). The enclave's node-agent token comes from the
-inherited file descriptor ``NITRONB_ENCLAVE_TOKEN_FD`` (read once, then closed), else from
+inherited file descriptor ``NITRONB_ENCLAVE_TOKEN_FD`` (read once, then closed), else from the
+file ``NITRONB_ENCLAVE_TOKEN_FILE`` (which the host removes once the token is used), else from
 ``NITRONB_ENCLAVE_TOKEN``; the launcher makes itself non-dumpable (Linux) before reading it, and
-the app gets neither the token nor the descriptor.
+the app gets neither the token nor where it came from.
 
 The release is the runtime configuration in the real CCM's shape (DESIGN §3.5). The folder it
 writes (DESIGN §3.3): ``APP_CONFIG_DIR/<port>/<node>/dataset/credentials.bin`` and
@@ -49,7 +50,8 @@ class LaunchError(Exception):
 
 
 #: environment entries the launcher keeps from the app
-PRIVATE_ENV = ("NITRONB_ENCLAVE_TOKEN", "NITRONB_ENCLAVE_TOKEN_FD")
+PRIVATE_ENV = ("NITRONB_ENCLAVE_TOKEN", "NITRONB_ENCLAVE_TOKEN_FD",
+               "NITRONB_ENCLAVE_TOKEN_FILE")
 
 
 def log(message: str) -> None:
@@ -267,9 +269,20 @@ def make_non_dumpable() -> bool:
 
 def take_token(env: dict) -> str | None:
     """The enclave's node-agent token: read from the descriptor ``NITRONB_ENCLAVE_TOKEN_FD``
-    (which is closed), else ``NITRONB_ENCLAVE_TOKEN``; both entries leave ``env``."""
+    (which is closed), else from the file ``NITRONB_ENCLAVE_TOKEN_FILE`` (which the host removes
+    once the token is used), else ``NITRONB_ENCLAVE_TOKEN``; every such entry leaves ``env``.
+
+    Raises :class:`LaunchError` when the descriptor or the file cannot be read."""
     token = env.pop("NITRONB_ENCLAVE_TOKEN", None)
     number = env.pop("NITRONB_ENCLAVE_TOKEN_FD", None)
+    path = env.pop("NITRONB_ENCLAVE_TOKEN_FILE", None)
+    if path and not number:
+        try:
+            with open(path, "r", encoding="utf-8") as source:
+                token = source.read(4096).strip()
+        except OSError as exc:
+            raise LaunchError(f"cannot read the enclave token from {path}: "
+                              f"{exc.strerror or exc}.") from None
     if number:
         try:
             fd = int(number)
