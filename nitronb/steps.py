@@ -382,9 +382,15 @@ def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: st
         engine = require_engine(wt.workspace)
         given = base_image or images.default_base_image()
         base = images.app_base_image(app_dir, given)  # the Dockerfile's real FROM
-        images.build_app_image(app_dir, "nitronb/describe-app:1", base_image=given,
+        # engine tags of this workspace's app folder: another workspace or app folder never
+        # retags the image this workspace measured and whitelisted
+        import hashlib
+
+        tag = hashlib.sha256(f"{wt.workspace}\0{app_dir.resolve()}".encode("utf-8")).hexdigest()
+        app_tag = f"nitronb/describe-app:{tag[:12]}"
+        images.build_app_image(app_dir, app_tag, base_image=given,
                                engine=engine, on_log=on_log)
-        built = images.convert_to_enclave_image("nitronb/describe-app:1", IMAGE_NAME,
+        built = images.convert_to_enclave_image(app_tag, f"{IMAGE_NAME.split(':')[0]}:{tag[:12]}",
                                                 app_dir=app_dir, base_image=base,
                                                 engine=engine,
                                                 on_log=on_log)
