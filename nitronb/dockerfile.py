@@ -9,12 +9,14 @@ the ``FROM`` lines. Variables in ``FROM`` (``$NAME``, ``${NAME}``, ``${NAME:-wor
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from typing import Mapping
 
 from nitronb.errors import ImageBuildError
 
-__all__ = ["instructions", "base_image", "declared_args"]
+__all__ = ["instructions", "words", "exec_form", "base_image", "declared_args"]
 
 _VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::(?P<op>[-+])(?P<word>[^}]*))?\}"
                        r"|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
@@ -42,6 +44,26 @@ def instructions(text: str) -> list[tuple[str, str]]:
         name, _, rest = pending.strip().partition(" ")
         found.append((name.upper(), rest.strip()))
     return found
+
+
+def exec_form(rest: str) -> list[str] | None:
+    """The arguments of an exec-form instruction (``CMD ["python3", "x.py"]``), or None when
+    ``rest`` is not a JSON list of strings."""
+    if not rest.startswith("["):
+        return None
+    try:
+        value = json.loads(rest)
+    except ValueError:
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    return None
+
+
+def words(rest: str) -> list[str]:
+    """An instruction's arguments: its exec form, else split as a shell would."""
+    value = exec_form(rest)
+    return value if value is not None else shlex.split(rest)
 
 
 def declared_args(text: str) -> dict[str, str | None]:

@@ -496,16 +496,13 @@ def _copy_tree(files: Mapping[str, str | os.PathLike[str]], dest: Path) -> None:
 
 def _dockerfile_cmd(app_files: Mapping[str, Path]) -> list[str]:
     """The exec-form CMD of the app's Dockerfile, if it has one."""
+    from nitronb.dockerfile import exec_form, instructions
+
     path = app_files.get("Dockerfile")
     if path is None:
         return []
     command: list[str] = []
-    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.strip().upper().startswith("CMD "):
-            try:
-                value = json.loads(line.strip()[4:])
-            except ValueError:
-                continue
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                command = value
+    for name, rest in instructions(Path(path).read_text(encoding="utf-8", errors="replace")):
+        if name == "CMD":
+            command = exec_form(rest) or command
     return command

@@ -19,7 +19,6 @@ none), an image may run unsandboxed only when it is laid out as nitronb's own ap
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import posixpath
 import shlex
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from nitronb.dockerfile import instructions, words
 from nitronb.errors import ImageBuildError
 
 #: the app-config folder's canonical path inside an enclave
@@ -76,41 +76,6 @@ def find_bwrap() -> str | None:
     if given:
         return given if os.path.isfile(given) and os.access(given, os.X_OK) else None
     return shutil.which("bwrap")
-
-
-def _instructions(text: str) -> list[tuple[str, str]]:
-    """``(INSTRUCTION, arguments)`` of a Dockerfile: continuation lines joined, comments
-    dropped."""
-    result: list[tuple[str, str]] = []
-    current = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not current and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        current += line
-        word, _, rest = current.strip().partition(" ")
-        result.append((word.upper(), rest.strip()))
-        current = ""
-    if current.strip():
-        word, _, rest = current.strip().partition(" ")
-        result.append((word.upper(), rest.strip()))
-    return result
-
-
-def _words(rest: str) -> list[str]:
-    if rest.startswith("["):
-        try:
-            value = json.loads(rest)
-        except ValueError:
-            value = None
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return value
-    return shlex.split(rest)
 
 
 def _absolute(path: str, workdir: str) -> str:
@@ -167,13 +132,13 @@ def read_layout(context: Mapping[str, object]) -> Layout:
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     entrypoint: list[str] = []
     cmd: list[str] = []
-    for word, rest in _instructions(text):
+    for word, rest in instructions(text):
         line = f"{word} {rest}"
         if word == "FROM":
             # a new stage starts afresh: the last stage is the image
             layout, entrypoint, cmd = Layout(not_run=layout.not_run), [], []
         elif word in ("COPY", "ADD"):
-            args = _words(rest)
+            args = words(rest)
             if any(a.startswith("--from") for a in args):
                 raise ImageBuildError(f"the Dockerfile line {line!r} copies from another stage "
                                       "or image; the process backend runs only files of the "
@@ -182,11 +147,11 @@ def read_layout(context: Mapping[str, object]) -> Layout:
         elif word == "WORKDIR":
             layout.workdir = _absolute(rest.strip(), layout.workdir)
         elif word == "ENV":
-            words = shlex.split(rest)
-            if words and "=" not in words[0]:
-                layout.env[words[0]] = rest.split(None, 1)[1] if len(words) > 1 else ""
+            parts = shlex.split(rest)
+            if parts and "=" not in parts[0]:
+                layout.env[parts[0]] = rest.split(None, 1)[1] if len(parts) > 1 else ""
             else:
-                layout.env.update(w.split("=", 1) for w in words if "=" in w)
+                layout.env.update(w.split("=", 1) for w in parts if "=" in w)
         elif word == "RUN":
             folders = _mkdir_only(rest)
             if folders is None:
@@ -194,9 +159,9 @@ def read_layout(context: Mapping[str, object]) -> Layout:
             else:
                 layout.dirs.extend(folders)
         elif word == "CMD":
-            cmd = _words(rest) if rest.startswith("[") else []
+            cmd = words(rest) if rest.startswith("[") else []
         elif word == "ENTRYPOINT":
-            entrypoint = _words(rest) if rest.startswith("[") else []
+            entrypoint = words(rest) if rest.startswith("[") else []
     layout.command = entrypoint + cmd
     return layout
 
@@ -215,11 +180,11 @@ def _mkdir_only(rest: str) -> list[str] | None:
     """The absolute folders of a RUN line that only makes folders (``mkdir [-p] /A /B [&& …]``),
     else None."""
     try:
-        words = shlex.split(rest)
+        parts = shlex.split(rest)
     except ValueError:
         return None
     folders: list[str] = []
-    for part in " ".join(words).split("&&"):
+    for part in " ".join(parts).split("&&"):
         items = part.split()
         if not items or items[0] != "mkdir":
             return None
