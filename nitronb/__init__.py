@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     # keys and the encrypted-file format
     "generate_key": "keys", "read_key_file": "keys", "write_key_file": "keys", "redact": "keys",
+    "fingerprint": "keys",
     "encrypt_file": "crypto", "decrypt_file": "crypto", "encrypt_bytes": "crypto",
     "decrypt_bytes": "crypto", "encrypt_stream": "crypto", "decrypt_stream": "crypto",
     # object store and datasets

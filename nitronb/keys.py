@@ -110,6 +110,16 @@ def write_key_file(path: str | os.PathLike[str], key: str | None = None, *,
     return key
 
 
+def fingerprint(key: str | bytes) -> str:
+    """A key's fingerprint for display: the first 8 hex digits of SHA-256 of its 32 bytes.
+
+    Tells two keys apart without showing any digit of either. ``key`` is 64 hex characters or
+    the raw bytes; raises :class:`~nitronb.errors.KeyFileError` for anything else."""
+    import hashlib
+
+    return hashlib.sha256(key_bytes(key)).hexdigest()[:8]
+
+
 def redact(key: str | bytes) -> str:
     """A key for display: the first and last four hex characters (``63F0…D24A``)."""
     text = key.hex().upper() if isinstance(key, (bytes, bytearray)) else str(key).strip().upper()

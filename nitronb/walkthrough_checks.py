@@ -39,9 +39,9 @@ def key_fingerprint(path: str | os.PathLike[str]) -> str:
     """The first 8 hex digits of SHA-256 of the 32 bytes of the key in the file at ``path``:
     enough to tell two keys apart, nothing to recover either. Raises
     :class:`~nitronb.errors.KeyFileError` for a missing or malformed key file."""
-    from nitronb.keys import key_bytes, read_key_file
+    from nitronb.keys import fingerprint, read_key_file
 
-    return hashlib.sha256(key_bytes(read_key_file(path))).hexdigest()[:8]
+    return fingerprint(read_key_file(path))
 
 
 def encryption_id(path: str | os.PathLike[str] | None) -> str | None:

@@ -14,12 +14,53 @@ _PORT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PCR = re.compile(r"^[0-9a-f]{96}$")
 _HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9*]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: the longest reason a decline or a withdrawal may give, in characters
+REASON_LIMIT = 1000
+
+
+def unicode_text(value: Any, where: str = "the request body") -> None:
+    """Refuse a lone surrogate anywhere in ``value`` (strings, keys, nested lists and objects):
+    JSON lets ``"\\ud800"`` through, but no UTF-8 text can hold it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise ValidationError(f"{where} holds a lone UTF-16 surrogate, which is not "
+                                      "text; send valid Unicode.")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def body(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ValidationError("the request body must be a JSON object.")
+    unicode_text(payload)
     return payload
+
+
+def reason(value: Any, *, what: str = "a decline", required: bool = True) -> str | None:
+    """A decline's or a withdrawal's reason: text of at most :data:`REASON_LIMIT` characters,
+    without control characters (tab and newline allowed) or lone surrogates; stripped."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ValidationError(f"{what} needs a reason ('reason').")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"'reason' must be a string, not {type(value).__name__}.")
+    unicode_text(value, "'reason'")
+    if _CONTROL.search(value):
+        raise ValidationError("'reason' holds control characters; write it as plain text.")
+    value = value.strip()
+    if len(value) > REASON_LIMIT:
+        raise ValidationError(f"'reason' is {len(value)} characters long; at most "
+                              f"{REASON_LIMIT}.")
+    return value
 
 
 def text(payload: dict[str, Any], key: str, *, required: bool = True, default: str = "",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Iterable
 
 from nitronb.ccm.store import Store
 
@@ -43,18 +43,24 @@ def append(store: Store, *, at: str, actor: str, action: str, object_type: str,
     return row_id
 
 
-def entries(store: Store, *, limit: int | None = None, object_id: str | None = None
-            ) -> list[dict[str, Any]]:
-    """Rows, oldest first (the last ``limit`` when given)."""
+def entries(store: Store, *, limit: int | None = None, object_id: str | None = None,
+            visible: tuple[Iterable[str], str] | None = None) -> list[dict[str, Any]]:
+    """Rows, oldest first (the last ``limit`` when given); with ``visible = (object ids,
+    actor)`` only the rows about one of those objects or acted by that actor."""
     sql = "SELECT id, at, actor, action, object_type, object_id, details, prev_hash, hash FROM audit"
-    params: tuple[Any, ...] = ()
+    where, params = [], []
     if object_id is not None:
-        sql += " WHERE object_id = ?"
-        params = (object_id,)
+        where.append("object_id = ?")
+        params.append(object_id)
+    if visible is not None:
+        where.append("(object_id IN (SELECT value FROM json_each(?)) OR actor = ?)")
+        params += [json.dumps(sorted(visible[0])), visible[1]]
+    if where:
+        sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id DESC"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    rows = store.execute(sql, params)
+    rows = store.execute(sql, tuple(params))
     out = []
     for r in reversed(rows):
         out.append({"id": r[0], "at": r[1], "actor": r[2], "action": r[3], "object_type": r[4],

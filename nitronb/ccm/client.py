@@ -134,6 +134,10 @@ class CCMClient:
     def deny_task(self, task_id: str, reason: str | None = None) -> dict[str, Any]:
         return self._call("POST", f"/v1/tasks/{_p(task_id)}/deny", {"reason": reason})
 
+    def revoke_task(self, task_id: str, reason: str) -> dict[str, Any]:
+        """Administrator: revoke an approved whitelisting task; its enclaves are refused."""
+        return self._call("POST", f"/v1/tasks/{_p(task_id)}/revoke", {"reason": reason})
+
     def create_app_config(self, payload: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/v1/app_configs", payload)
 
@@ -176,6 +180,12 @@ class CCMClient:
 
     def get_final_workflow(self, final_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/workflows/final/graphs/{_p(final_id)}")
+
+    def revoke_workflow(self, final_id: str, reason: str) -> dict[str, Any]:
+        """An approver withdraws its approval of an approved version; its APPCONFIG_IDs are
+        refused from then on. Returns the final workflow, now REVOKED."""
+        return self._call("POST", f"/v1/workflows/final/graphs/{_p(final_id)}/revoke",
+                          {"reason": reason})
 
     def list_runtime_configs(self) -> list[dict[str, Any]]:
         return self._call("GET", "/v1/runtime/app_configs")

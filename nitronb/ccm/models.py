@@ -14,6 +14,10 @@ ROLE_USER = "user"
 TASK_DOMAIN = "DOMAIN_WHITELIST"
 TASK_BUILD = "BUILD_WHITELIST"
 PENDING, APPROVED, DENIED = "PENDING", "APPROVED", "DENIED"
+#: an approval withdrawn by an approver (a workflow version) or the administrator (a task)
+REVOKED = "REVOKED"
+#: an approved workflow version after a newer version of the same draft was approved
+SUPERSEDED = "SUPERSEDED"
 
 #: what a dataset response shows in place of its credentials
 REDACTED = "<redacted>"
@@ -93,6 +97,9 @@ class Task(Record):
     decided_by: str | None = None
     decided_at: str | None = None
     reason: str | None = None
+    revoked_by: str | None = None
+    revoked_at: str | None = None
+    revoke_reason: str | None = None
 
 
 @dataclass
@@ -126,7 +133,11 @@ class Workflow(Record):
 
 @dataclass
 class FinalWorkflow(Record):
-    """An immutable version of a draft, with its approval state and, once approved, its configs."""
+    """An immutable version of a draft, with its approval state and, once approved, its configs.
+
+    ``status`` is PENDING, APPROVED, DENIED, REVOKED (an approver withdrew its approval:
+    ``revoked_by``, ``revoked_at``, ``revoke_reason``) or SUPERSEDED (a newer version of the
+    draft was approved: ``superseded_by`` is its version number)."""
 
     kind: ClassVar[str] = "final_workflow"
     draft_id: str = ""
@@ -138,6 +149,10 @@ class FinalWorkflow(Record):
     status: str = PENDING
     approval_request_id: str = ""
     app_config_ids: dict[str, str] = field(default_factory=dict)
+    revoked_by: str | None = None
+    revoked_at: str | None = None
+    revoke_reason: str | None = None
+    superseded_by: int | None = None
 
 
 @dataclass

@@ -43,6 +43,9 @@ _BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/approval_requests/{id}/deny"): {"required": ["reason"],
                                                   "properties": {"reason": _STR}},
     ("POST", "/v1/tasks/{id}/deny"): {"properties": {"reason": _STR}},
+    ("POST", "/v1/tasks/{id}/revoke"): {"required": ["reason"], "properties": {"reason": _STR}},
+    ("POST", "/v1/workflows/final/graphs/{id}/revoke"): {"required": ["reason"],
+                                                         "properties": {"reason": _STR}},
     ("POST", "/v1/runtime/app_configs/{id}/provision"): {
         "required": ["attestation_document"],
         "properties": {"attestation_document": {"type": "string", "format": "byte"},

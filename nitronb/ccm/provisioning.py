@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from nitronb.ccm import runtime
-from nitronb.ccm.models import APPROVED
 from nitronb.errors import (AttestationError, DecryptionError, ProvisioningRefusedError,
                             ValidationError)
 
@@ -229,35 +228,26 @@ class ProvisioningVerbs:
                     "or its build no longer exists.")
             verified = self._check_enclave(final, app_config, build, config_id, document,
                                            expected_nonce)
+            # consent is read again where the release is recorded: none follows a withdrawal
+            with self.store.transaction():
+                self.check_consent(final.id, app_config, build)
+                extra = self._connections(stored, self.dataset_credentials)
+                payload = {"config": stored.config, "extra": extra}
+                envelope = seal_envelope(verified.public_key, payload, config_id)
+                names = sorted({self.store.get("dataset", dataset_id).name
+                                for _, _, dataset_id in runtime.dataset_nodes(stored.config)})
+                self._audit("enclave", "provision.release", object_type="runtime_config",
+                            object_id=config_id,
+                            details={"workflow_id": final.id, "pcr0": build.measurements["pcr0"],
+                                     "datasets": names})
         except ProvisioningRefusedError as exc:
             self._audit("enclave", "provision.refused", object_type="runtime_config",
                         object_id=config_id, details={"reason": exc.message})
             raise
-        extra = self._connections(stored, self.dataset_credentials)
-        payload = {"config": stored.config, "extra": extra}
-        envelope = seal_envelope(verified.public_key, payload, config_id)
-        names = sorted({self.store.get("dataset", dataset_id).name
-                        for _, _, dataset_id in runtime.dataset_nodes(stored.config)})
-        self._audit("enclave", "provision.release", object_type="runtime_config",
-                    object_id=config_id,
-                    details={"workflow_id": final.id, "pcr0": build.measurements["pcr0"],
-                             "datasets": names})
         return {"app_config_id": config_id, "envelope": envelope}
 
     def _check_enclave(self, final, app_config, build, config_id, document, expected_nonce):
-        if final.status != APPROVED:
-            raise ProvisioningRefusedError(
-                f"workflow {final.name!r} version {final.version} ({final.id}) is not approved: "
-                f"it is {final.status}.")
-        app = self.store.get("app", app_config.app_id)
-        for task_id, what in ((build.task_id, f"build task {build.task_id} ({build.image})"),
-                              (app.domain_task_id,
-                               f"domain task {app.domain_task_id} ({app.domain})")):
-            task = self.store.get("task", task_id)
-            if task is None or task.status != APPROVED:
-                raise ProvisioningRefusedError(
-                    f"{what} is {task.status if task else 'missing'}; an administrator must "
-                    "approve it before the enclave can run.")
+        self.check_consent(final.id, app_config, build)
         if self.verifier is None:
             raise ProvisioningRefusedError("the manager has no attestation verifier configured.",
                                            hint="Start it with --trust-root PEM.")

@@ -18,11 +18,13 @@ from typing import Any
 from nitronb._files import write_atomic
 from nitronb.ccm import _checks as check
 from nitronb.ccm import audit
+from nitronb.ccm.consent import ConsentVerbs
 from nitronb.ccm.models import (APPROVED, DENIED, PARTIES, PENDING, ROLE_ADMIN,
                                 ROLE_USER, TASK_BUILD, TASK_DOMAIN, App, AppConfig, Build,
                                 Dataset, Record, Task, User)
 from nitronb.ccm.provisioning import AttestationVerifier, ProvisioningVerbs
 from nitronb.ccm.store import Store
+from nitronb.ccm.visibility import Scope, scope_for
 from nitronb.ccm.workflows import WorkflowVerbs
 from nitronb.errors import (AuthenticationError, ConflictError, NotFoundError,
                             PermissionDeniedError, ValidationError)
@@ -39,8 +41,11 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-class Service(WorkflowVerbs, ProvisioningVerbs):
-    """The manager: state in ``store``, dataset credentials sealed with ``manager_key``."""
+class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
+    """The manager: state in ``store``, dataset credentials sealed with ``manager_key``.
+
+    Reads follow need to know (:mod:`nitronb.ccm.visibility`): an object a user may not see is
+    answered 404, as if it did not exist."""
 
     def __init__(self, store: Store, manager_key: str,
                  verifier: AttestationVerifier | None = None) -> None:
@@ -105,15 +110,23 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
         found = self.store.find("user", name=name)
         return found[0] if found else None  # type: ignore[return-value]
 
-    def _resolve(self, kind: str, ref: Any, *, what: str | None = None) -> Any:
-        """The record of ``kind`` whose id, or else unique name, is ``ref`` (404 otherwise)."""
+    def _scope(self, user: User) -> Scope:
+        return scope_for(self.store, user)
+
+    def _resolve(self, kind: str, ref: Any, *, what: str | None = None,
+                 user: User | None = None) -> Any:
+        """The record of ``kind`` whose id, or else unique name, is ``ref`` (404 otherwise);
+        with ``user``, only among the records that user may see."""
         what = what or kind.replace("_", " ")
         if not isinstance(ref, str) or not ref:
             raise ValidationError(f"a {what} id or name is required.")
+        scope = self._scope(user) if user is not None and not user.is_admin else None
         record = self.store.get(kind, ref)
-        if record is not None:
+        if record is not None and (scope is None or scope.sees(kind, record.id)):
             return record
         named = self.store.find(kind, name=ref)
+        if scope is not None:
+            named = scope.only(kind, named)
         if len(named) == 1:
             return named[0]
         if len(named) > 1:
@@ -232,7 +245,7 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
             raise ValidationError(f"cannot change {', '.join(sorted(extra))} of a dataset; "
                                   f"only {', '.join(sorted(allowed))}.")
         with self.store.transaction():
-            dataset = self._resolve("dataset", dataset_ref)
+            dataset = self._resolve("dataset", dataset_ref, user=user)
             self._require_owner(user, dataset, "change it")
             if "description" in payload:
                 dataset.description = check.text(payload, "description", required=False,
@@ -255,10 +268,11 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
         return self._show_dataset(dataset)
 
     def list_datasets(self, user: User) -> list[dict[str, Any]]:
-        return [self._show_dataset(d) for d in self.store.find("dataset")]
+        return [self._show_dataset(d)
+                for d in self._scope(user).only("dataset", self.store.find("dataset"))]
 
     def get_dataset(self, user: User, dataset_ref: str) -> dict[str, Any]:
-        return self._show_dataset(self._resolve("dataset", dataset_ref))
+        return self._show_dataset(self._resolve("dataset", dataset_ref, user=user))
 
     # --- apps, builds and their whitelisting tasks ---------------------------------------------
 
@@ -283,10 +297,10 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
         return app.to_dict()
 
     def list_apps(self, user: User) -> list[dict[str, Any]]:
-        return [a.to_dict() for a in self.store.find("app")]
+        return [a.to_dict() for a in self._scope(user).only("app", self.store.find("app"))]
 
     def get_app(self, user: User, app_ref: str) -> dict[str, Any]:
-        return self._resolve("app", app_ref).to_dict()
+        return self._resolve("app", app_ref, user=user).to_dict()
 
     def create_build(self, user: User, payload: dict[str, Any]) -> dict[str, Any]:
         """App owner only: a build (image reference, measurements); opens its BUILD_WHITELIST task."""
@@ -295,7 +309,7 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
         measurements = check.measurements(payload.get("measurements"))
         now = utc_now()
         with self.store.transaction():
-            app = self._resolve("app", payload.get("app_id") or payload.get("app"))
+            app = self._resolve("app", payload.get("app_id") or payload.get("app"), user=user)
             self._require_owner(user, app, "register its builds")
             build = Build(id=str(uuid.uuid4()), owner=user.name, created_at=now, app_id=app.id,
                           image=image, measurements=measurements)
@@ -309,29 +323,30 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
         return build.to_dict()
 
     def list_builds(self, user: User, app_ref: str | None = None) -> list[dict[str, Any]]:
-        builds = self.store.find("build")
+        builds = self._scope(user).only("build", self.store.find("build"))
         if app_ref:
-            app_id = self._resolve("app", app_ref).id
+            app_id = self._resolve("app", app_ref, user=user).id
             builds = [b for b in builds if b.app_id == app_id]
         return [b.to_dict() for b in builds]
 
     def get_build(self, user: User, build_id: str) -> dict[str, Any]:
-        return self._resolve("build", build_id).to_dict()
+        return self._resolve("build", build_id, user=user).to_dict()
 
     def list_tasks(self, user: User, status: str | None = None) -> list[dict[str, Any]]:
-        tasks = self.store.find("task")
+        tasks = self._scope(user).only("task", self.store.find("task"))
         if status:
             tasks = [t for t in tasks if t.status == status.upper()]
         return [t.to_dict() for t in tasks]
 
     def get_task(self, user: User, task_id: str) -> dict[str, Any]:
-        return self._resolve("task", task_id).to_dict()
+        return self._resolve("task", task_id, user=user).to_dict()
 
     def approve_task(self, user: User, task_id: str) -> dict[str, Any]:
         return self._decide_task(user, task_id, APPROVED, None)
 
     def deny_task(self, user: User, task_id: str, reason: str | None = None) -> dict[str, Any]:
-        return self._decide_task(user, task_id, DENIED, reason)
+        return self._decide_task(user, task_id, DENIED,
+                                 check.reason(reason, what="a denial", required=False))
 
     def _decide_task(self, user: User, task_id: str, status: str, reason: str | None
                      ) -> dict[str, Any]:
@@ -358,12 +373,13 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
         items = check.config_items(payload.get("config_items"), set(ports))
         with self.store.transaction():
             if payload.get("build_id"):
-                build = self._resolve("build", payload["build_id"])
+                build = self._resolve("build", payload["build_id"], user=user)
                 if build.image != image:
                     raise ValidationError(f"build {build.id} is image {build.image!r}, not "
                                           f"{image!r}.")
             else:
-                builds = [b for b in self.store.find("build") if b.image == image]
+                builds = [b for b in self._scope(user).only("build", self.store.find("build"))
+                          if b.image == image]
                 if not builds:
                     raise ValidationError(f"no build is registered for image {image!r}.",
                                           hint="Register the enclave image's build first.")
@@ -382,16 +398,23 @@ class Service(WorkflowVerbs, ProvisioningVerbs):
         return config.to_dict()
 
     def list_app_configs(self, user: User) -> list[dict[str, Any]]:
-        return [c.to_dict() for c in self.store.find("app_config")]
+        return [c.to_dict()
+                for c in self._scope(user).only("app_config", self.store.find("app_config"))]
 
     def get_app_config(self, user: User, config_ref: str) -> dict[str, Any]:
-        return self._resolve("app_config", config_ref, what="application configuration").to_dict()
+        return self._resolve("app_config", config_ref, what="application configuration",
+                             user=user).to_dict()
 
     # --- audit ------------------------------------------------------------------------------
 
     def audit_log(self, user: User, limit: int | None = None,
                   object_id: str | None = None) -> list[dict[str, Any]]:
-        return audit.entries(self.store, limit=limit, object_id=object_id)
+        """Rows, oldest first: every row for an administrator; for anyone else the rows about
+        an object the user may see, and the rows of the user's own actions."""
+        if user.is_admin:
+            return audit.entries(self.store, limit=limit, object_id=object_id)
+        return audit.entries(self.store, limit=limit, object_id=object_id,
+                             visible=(self._scope(user).all_ids(), user.name))
 
     def verify_audit(self, user: User | None = None) -> dict[str, Any]:
         """``{"ok": True, "rows": n, …}`` or ``{"ok": False, "bad_row": id, "reason": …}``."""

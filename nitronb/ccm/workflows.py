@@ -137,7 +137,7 @@ class WorkflowVerbs:
         from nitronb.ccm.service import utc_now
 
         with self.store.transaction():
-            draft = self._resolve("workflow", draft_ref, what="workflow draft")
+            draft = self._resolve("workflow", draft_ref, what="workflow draft", user=user)
             self._require_owner(user, draft, "change it")
             merged = {"objects": draft.objects, "edges": draft.edges, **payload}
             draft.objects, draft.edges, _ = self._graph(merged)
@@ -161,10 +161,12 @@ class WorkflowVerbs:
         return out
 
     def list_workflows(self, user: "User") -> list[dict[str, Any]]:
-        return [self._show_draft(d) for d in self.store.find("workflow")]
+        return [self._show_draft(d)
+                for d in self._scope(user).only("workflow", self.store.find("workflow"))]
 
     def get_workflow(self, user: "User", draft_ref: str) -> dict[str, Any]:
-        return self._show_draft(self._resolve("workflow", draft_ref, what="workflow draft"))
+        return self._show_draft(self._resolve("workflow", draft_ref, what="workflow draft",
+                                              user=user))
 
     # --- approval ------------------------------------------------------------------------------
 
@@ -173,7 +175,7 @@ class WorkflowVerbs:
         from nitronb.ccm.service import utc_now
 
         with self.store.transaction():
-            draft = self._resolve("workflow", draft_ref, what="workflow draft")
+            draft = self._resolve("workflow", draft_ref, what="workflow draft", user=user)
             self._require_owner(user, draft, "request its approval")
             if draft.submitted_version == draft.version:
                 raise ConflictError(f"version {draft.version} of workflow {draft.name!r} was "
@@ -205,17 +207,18 @@ class WorkflowVerbs:
 
     def list_approval_requests(self, user: "User", status: str | None = None
                                ) -> list[dict[str, Any]]:
-        requests = self.store.find("approval_request")
+        requests = self._scope(user).only("approval_request", self.store.find("approval_request"))
         if status:
             requests = [r for r in requests if r.status == status.upper()]
         return [self._show_request(r) for r in requests]
 
     def get_approval_request(self, user: "User", request_id: str) -> dict[str, Any]:
         return self._show_request(self._resolve("approval_request", request_id,
-                                                what="approval request"))
+                                                what="approval request", user=user))
 
     def _pending_request(self, user: "User", request_id: str) -> ApprovalRequest:
-        request = self._resolve("approval_request", request_id, what="approval request")
+        request = self._resolve("approval_request", request_id, what="approval request",
+                                user=user)
         if user.name not in request.approvers:
             raise PermissionDeniedError(
                 f"{user.name} owns nothing in workflow {request.workflow_id}; only its object "
@@ -243,6 +246,7 @@ class WorkflowVerbs:
                 self.store.put(final)
                 self._audit(user.name, "workflow.approved", final,
                             {"app_config_ids": final.app_config_ids})
+                self._supersede(final, user.name)
             self.store.put(request)
         return self._show_request(request)
 
@@ -250,12 +254,11 @@ class WorkflowVerbs:
         """An approver's decline, with its reason: the version is DENIED."""
         from nitronb.ccm.service import utc_now
 
-        if not isinstance(reason, str) or not reason.strip():
-            raise ValidationError("a decline needs a reason ('reason').")
+        reason = check.reason(reason)
         with self.store.transaction():
             request = self._pending_request(user, request_id)
             request.status, request.denied_by = DENIED, user.name
-            request.reason, request.decided_at = reason.strip(), utc_now()
+            request.reason, request.decided_at = reason, utc_now()
             final = self.store.get("final_workflow", request.workflow_id)
             final.status = DENIED
             self.store.put(final)
@@ -267,10 +270,12 @@ class WorkflowVerbs:
     # --- final versions and runtime configurations ---------------------------------------------
 
     def list_final_workflows(self, user: "User") -> list[dict[str, Any]]:
-        return [self._show_final(f) for f in self.store.find("final_workflow")]
+        return [self._show_final(f) for f in
+                self._scope(user).only("final_workflow", self.store.find("final_workflow"))]
 
     def get_final_workflow(self, user: "User", final_id: str) -> dict[str, Any]:
-        return self._show_final(self._resolve("final_workflow", final_id, what="final workflow"))
+        return self._show_final(self._resolve("final_workflow", final_id, what="final workflow",
+                                              user=user))
 
     def _show_final(self, final: FinalWorkflow) -> dict[str, Any]:
         out = final.to_dict()
@@ -312,8 +317,12 @@ class WorkflowVerbs:
             ids[key] = config_id
         return ids
 
-    def _runtime_config(self, config_id: str) -> StoredRuntimeConfig:
+    def _runtime_config(self, config_id: str, user: "User | None" = None
+                        ) -> StoredRuntimeConfig:
         row = self.store.get_runtime_config(config_id) if isinstance(config_id, str) else None
+        if row is not None and user is not None and not user.is_admin \
+                and not self._scope(user).sees("runtime_config", config_id):
+            row = None
         if row is None:
             raise NotFoundError(
                 f"no runtime configuration {config_id!r}: APPCONFIG_IDs exist only for workflows "
@@ -342,32 +351,32 @@ class WorkflowVerbs:
         return {"connections": out}
 
     def get_runtime_config(self, user: "User", config_id: str) -> dict[str, Any]:
-        """``{"config", "extra"}`` for an approver of its workflow or an administrator; the
-        credentials in ``extra`` are shown redacted."""
-        stored = self._runtime_config(config_id)
-        final = stored.final
-        request = self.store.get("approval_request", final.approval_request_id)
-        if not user.is_admin and user.name not in request.approvers:
-            raise PermissionDeniedError(f"{user.name} is not a party to workflow {final.id}; "
-                                        "only its approvers see its runtime configurations.")
+        """``{"config", "extra"}`` for a party to its workflow or an administrator (404 for
+        anyone else); the credentials in ``extra`` are shown redacted."""
+        stored = self._runtime_config(config_id, user)
         return {"config": stored.config,
                 "extra": self._connections(stored, self._redacted_credentials)}
 
     def _redacted_credentials(self, dataset_id: str) -> Any:
-        from nitronb.keys import redact
+        """The credentials as shown: nothing of the query string or the key but the key's
+        fingerprint (:func:`nitronb.keys.fingerprint`)."""
+        from nitronb.keys import fingerprint
 
         try:
             key = self.dataset_credentials(dataset_id)["encryption"]["key"]
+            shown = fingerprint(key)
         except Exception:  # noqa: BLE001 - a view never fails on one unreadable secret
             return REDACTED
-        return {"query_string": REDACTED, "encryption": {"key": redact(key)}}
+        return {"query_string": REDACTED,
+                "encryption": {"key": REDACTED, "key_fingerprint": shown}}
 
     def list_runtime_configs(self, user: "User") -> list[dict[str, Any]]:
         out = []
+        scope = self._scope(user)
         for config_id, workflow_id in self.store.runtime_config_ids():
             final = self.store.get("final_workflow", workflow_id)
-            request = self.store.get("approval_request", final.approval_request_id)
-            if user.is_admin or user.name in request.approvers:
+            if scope.sees("runtime_config", config_id):
                 out.append({"id": config_id, "workflow_id": workflow_id,
-                            "workflow_name": final.name, "version": final.version})
+                            "workflow_name": final.name, "version": final.version,
+                            "status": final.status})
         return out
