@@ -30,9 +30,10 @@ def workflow_picture(workspace=None) -> Picture:
     wt = _wt(workspace)
     client = wt.client("app-owner")
     draft = client.get_workflow(wt.need("workflow_draft_id", "07_workflow_and_approvals"))
-    request = approval_status(wt)["request"]
-    return Picture(workflow_svg(annotate_workflow(client, draft), request),
-                   title=f"workflow {draft['name']}: {request['status']}")
+    status = approval_status(wt)
+    return Picture(workflow_svg(annotate_workflow(client, draft), status["request"],
+                                final=status["final"]),
+                   title=f"workflow {draft['name']}: {status['status']}")
 
 
 def run_workflow_live(workspace=None, *, timeout: float = 900):

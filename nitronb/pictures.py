@@ -26,7 +26,10 @@ GREY, INK, MUTED = "#BBBBBB", "#1A1A1A", "#555555"
 
 #: overall status → (badge fill, symbol); badge text is always dark on these fills
 STATUS_STYLE = {"APPROVED": (GREEN, "✓"), "PENDING": (ORANGE, "…"),
-                "DENIED": (VERMILLION, "✗"), "DRAFT": (GREY, "✎")}
+                "DENIED": (VERMILLION, "✗"), "DRAFT": (GREY, "✎"),
+                "REVOKED": (VERMILLION, "⊘"), "SUPERSEDED": (GREY, "↷")}
+#: states of an approved version that no longer runs (the final workflow's ``status``)
+WITHDRAWN = ("REVOKED", "SUPERSEDED")
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -122,20 +125,31 @@ def _approval_rows(approval: Mapping[str, Any]) -> list[tuple[str, str, str, str
     return rows
 
 
-def workflow_svg(graph: Mapping[str, Any], approval: Mapping[str, Any] | None = None) -> str:
+def workflow_svg(graph: Mapping[str, Any], approval: Mapping[str, Any] | None = None, *,
+                 final: Mapping[str, Any] | None = None) -> str:
     """The workflow as SVG: input datasets (with their node names), the app with its ports,
     output datasets, each object's owner, and who has approved.
 
     ``graph`` is a draft or final workflow as the manager serves it (``objects`` and ``edges``);
     objects may carry ``name``, ``owner`` and (apps) ``ports`` — see :func:`annotate_workflow`.
     ``approval`` is an approval request; a final workflow's own ``approval`` is used when it is
-    omitted, and with neither the workflow is shown as a draft.
+    omitted, and with neither the workflow is shown as a draft. ``final`` is the version as
+    the manager serves it (``graph`` itself when it is one): when REVOKED or SUPERSEDED, that
+    is the status shown, with who withdrew the approval and why, or the superseding version.
     """
     objects: Mapping[str, Mapping[str, Any]] = graph.get("objects") or {}
     edges = [e for e in (graph.get("edges") or []) if isinstance(e, Mapping)]
     if approval is None and isinstance(graph.get("approval"), Mapping):
         approval = graph["approval"]
+    if final is None and isinstance(graph.get("approval"), Mapping):
+        final = graph
     status = str(approval.get("status") or "PENDING").upper() if approval else "DRAFT"
+    withdrawn = None
+    if final is not None and str(final.get("status") or "").upper() in WITHDRAWN:
+        status = str(final["status"]).upper()
+        withdrawn = (f"approval withdrawn by {final.get('revoked_by')}: "
+                     f"{final.get('revoke_reason')}" if status == "REVOKED" else
+                     f"superseded by version {final.get('superseded_by')}: it no longer runs")
     fill, symbol = STATUS_STYLE.get(status, (GREY, "?"))
 
     apps = [k for k, o in objects.items() if o.get("type") == "app"]
@@ -149,7 +163,8 @@ def workflow_svg(graph: Mapping[str, Any], approval: Mapping[str, Any] | None = 
     app_stack = sum(h + 32 for h in app_heights.values())
     area = max(len(inputs) * _ROW, len(outputs) * _ROW, app_stack, _ROW)
 
-    uid = _uid(dict(graph), dict(approval) if approval else None)
+    uid = _uid(dict(graph), dict(approval) if approval else None,
+               *((withdrawn,) if withdrawn else ()))
     name = graph.get("name") or graph.get("id") or "workflow"
     version = graph.get("version")
     heading = f"Workflow {_fit(name, 48)}" + (f" (version {version})" if version else "")
@@ -259,6 +274,14 @@ def workflow_svg(graph: Mapping[str, Any], approval: Mapping[str, Any] | None = 
                         + _text(230, ry, _fit(what, 64), size=13) + "</g>")
             lines.append(f"{who}: {what}")
         height = y + 30 + len(rows) * 22
+        if withdrawn:
+            body.append(f'<g><title>{_esc(withdrawn)}</title>'
+                        + _text(24, height, STATUS_STYLE[status][1], size=14, weight="bold",
+                                fill=VERMILLION if status == "REVOKED" else MUTED)
+                        + _text(44, height, _fit(withdrawn, 86), size=13, weight="bold")
+                        + "</g>")
+            lines.append(withdrawn)
+            height += 22
     else:
         body.append(_text(16, y + 6, "Draft: approval not requested yet", size=13, weight="bold"))
         height = y + 22

@@ -593,7 +593,8 @@ def approval_status(workspace=None) -> Record:
     the approvals panel, with ``nitronb ccm``): this reads the approval request and the final
     workflow and writes ``appconfig_id`` (None unless approved: an earlier version's is
     forgotten) and ``workflow_status`` to the workspace state. The record's data holds
-    ``status`` ("PENDING", "APPROVED" or "DENIED"), ``waiting_for`` (parties), ``denied_by``,
+    ``status`` ("PENDING", "APPROVED", "DENIED", or "REVOKED" / "SUPERSEDED" for an approved
+    version that no longer runs), ``waiting_for`` (parties), ``denied_by``,
     ``reason``, ``version``, ``appconfig_id``, ``app_config_ids``, ``request``, ``final``
     and ``summary`` (one sentence). Raises :class:`StepOrderError` before
     :func:`create_workflow`.
@@ -605,6 +606,8 @@ def approval_status(workspace=None) -> Record:
     final = client.get_final_workflow(request["workflow_id"])
     ids = final.get("app_config_ids") or {}
     status = request["status"]
+    if final.get("status") in ("REVOKED", "SUPERSEDED"):
+        status = final["status"]
     appconfig_id = next(iter(ids.values()), None) if status == "APPROVED" else None
     waiting = list(request.get("waiting_for") or []) if status == "PENDING" else []
     decided = {"status": status, "version": final.get("version"),
@@ -616,6 +619,12 @@ def approval_status(workspace=None) -> Record:
         summary = f"{workflow} is approved; its APPCONFIG_ID is {appconfig_id}."
     elif status == "DENIED":
         summary = f"{workflow} was declined by {decided['denied_by']}: {decided['reason']}."
+    elif status == "REVOKED":
+        summary = (f"{workflow} no longer runs: {final.get('revoked_by')} withdrew its "
+                   f"approval: {final.get('revoke_reason')}.")
+    elif status == "SUPERSEDED":
+        summary = (f"{workflow} no longer runs: it was superseded by version "
+                   f"{final.get('superseded_by')}.")
     else:
         summary = f"{workflow} is waiting for approvals by {', '.join(waiting) or 'nobody'}."
     rows = [("workflow", str(final.get("name") or "")), ("version", str(decided["version"])),
@@ -639,7 +648,7 @@ def approved_config_id(workspace=None, *,
     status = approval_status(workspace)
     if status["appconfig_id"]:
         return status["appconfig_id"]
-    if status["status"] == "DENIED":
+    if status["status"] in ("DENIED", "REVOKED", "SUPERSEDED"):
         raise error(f"{status['summary'][:-1]}; no enclave can be provisioned for it.",
                     hint="Draft a new version (run 07_workflow_and_approvals again) and ask "
                          "for approval again.")

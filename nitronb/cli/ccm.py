@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     verb("whoami", "the user the token belongs to", _whoami)
     v = verb("list", "list objects of a kind", _list)
     v.add_argument("kind", choices=sorted(_KINDS))
-    v.add_argument("--status", type=str.upper, choices=("PENDING", "APPROVED", "DENIED"),
+    v.add_argument("--status", type=str.upper,
+                   choices=("PENDING", "APPROVED", "DENIED", "REVOKED"),
                    help="tasks and approvals: only this status")
     v = verb("show", "show one object", _show)
     v.add_argument("kind", choices=sorted(k for k, s in _SINGULAR.items() if _KINDS[s][1]))
@@ -64,11 +65,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = verb("deny-task", "deny a whitelisting task (administrator)", _deny_task)
     v.add_argument("task", help="task id")
     v.add_argument("--reason", help="why")
+    v = verb("revoke-task", "revoke an approved whitelisting task, with a reason "
+                            "(administrator): its enclaves are refused from then on", _revoke_task)
+    v.add_argument("task", help="task id")
+    v.add_argument("--reason", required=True, help="why (shown to every party)")
     v = verb("approve", "approve a workflow (an approval request id, or a workflow draft's "
                         "id or name with a pending request)", _approve)
     v.add_argument("ref")
     v = verb("deny", "decline a workflow, with a reason", _deny)
     v.add_argument("ref")
+    v.add_argument("--reason", required=True, help="why (shown to every party)")
+    v = verb("revoke", "withdraw your approval of an approved workflow version, with a reason: "
+                       "its APPCONFIG_ID is refused from then on", _revoke)
+    v.add_argument("ref", help="a final workflow id, or a workflow draft's id or name")
+    v.add_argument("--version", type=int,
+                   help="the version (default: the draft's approved version)")
     v.add_argument("--reason", required=True, help="why (shown to every party)")
     v = verb("workflow", "a workflow draft with the approval state of each submitted version",
              _workflow)
@@ -193,6 +204,45 @@ def _deny_task(args: argparse.Namespace) -> int:
     return _out(args, task, f"task {task['id']} ({task['task_type']}) DENIED")
 
 
+def _revoke_task(args: argparse.Namespace) -> int:
+    task = _client(args).revoke_task(args.task, args.reason)
+    return _out(args, task, f"task {task['id']} ({task['task_type']}) REVOKED by "
+                            f"{task['revoked_by']}: {task['revoke_reason']}")
+
+
+def _final_id(client, ref: str, version: int | None) -> str:
+    """A final workflow id from itself, or from a draft's id or name and a version (default:
+    the version that is APPROVED now)."""
+    from nitronb.errors import NotFoundError
+
+    if version is None:
+        try:
+            return client.get_final_workflow(ref)["id"]
+        except NotFoundError:
+            pass
+    draft = client.get_workflow(ref)
+    versions = draft["final_versions"]
+    if version is not None:
+        chosen = [f for f in versions if f["version"] == version]
+        if not chosen:
+            raise NotFoundError(f"workflow {draft['name']!r} has no submitted version {version}.",
+                                hint=f"See its versions with `nitronb ccm workflow {ref}`.")
+    else:
+        chosen = [f for f in versions if f["status"] == "APPROVED"]
+        if not chosen:
+            raise NotFoundError(f"workflow {draft['name']!r} has no APPROVED version.",
+                                hint=f"See its versions with `nitronb ccm workflow {ref}`.")
+    return chosen[-1]["id"]
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    client = _client(args)
+    final = client.revoke_workflow(_final_id(client, args.ref, args.version), args.reason)
+    return _out(args, final, f"workflow {final['name']} version {final['version']}: "
+                             f"{final['status']} by {final['revoked_by']}: "
+                             f"{final['revoke_reason']}")
+
+
 def _request_id(client, ref: str) -> str:
     from nitronb.errors import NotFoundError
 
@@ -249,7 +299,13 @@ def _workflow(args: argparse.Namespace) -> int:
         lines.append(f"  edge {edge['source']} -> {edge['target']} (port {edge['port']})")
     for final in finals:
         approval = final["approval"] or {}
-        lines.append(f"version {final['version']}: {final['status']}")
+        state = final["status"]
+        if state == "REVOKED":
+            state += (f" (approval withdrawn by {final.get('revoked_by')} at "
+                      f"{final.get('revoked_at')}: {final.get('revoke_reason')})")
+        elif state == "SUPERSEDED":
+            state += f" (by version {final.get('superseded_by')}; no longer runs)"
+        lines.append(f"version {final['version']}: {state}")
         for approver in approval.get("approvers", []):
             state = ("approved" if approver in approval.get("approvals", {}) else
                      "declined" if approver == approval.get("denied_by") else "waiting")
@@ -266,7 +322,7 @@ def _create_dataset(args: argparse.Namespace) -> int:
 
     from nitronb.datasets import Dataset, load_long_description, parse_labels
     from nitronb.errors import ConflictError, ValidationError
-    from nitronb.keys import read_key_file, redact
+    from nitronb.keys import fingerprint, read_key_file
 
     text = Path(args.presigned).read_text(encoding="utf-8").strip()
     try:
@@ -290,18 +346,18 @@ def _create_dataset(args: argparse.Namespace) -> int:
             k: payload[k] for k in ("description", "labels", "long_description", "credentials")})
         verb = "updated"
     return _out(args, created, f"dataset {created['name']} {verb} ({created['id']}): "
-                               f"{dataset.location}, key {redact(key)}")
+                               f"{dataset.location}, key fingerprint {fingerprint(key)}")
 
 
 def _create_workflow(args: argparse.Namespace) -> int:
     client = _client(args)
     from nitronb.ccm import workflow_graph
 
-    # node names are drawn as the real CCM's user interface draws them (short generated ids)
-    graph = workflow_graph(args.name, client.get_app_config(args.app_config)["id"],
-                           inputs={"input": client.get_dataset(args.input)["id"]},
-                           outputs={"output": client.get_dataset(args.output)["id"]},
-                           description=args.description)
+    # node names are drawn as the real CCM's user interface draws them (short generated ids);
+    # the manager resolves the references: another party's dataset is not visible before the
+    # workflow joins it
+    graph = workflow_graph(args.name, args.app_config, inputs={"input": args.input},
+                           outputs={"output": args.output}, description=args.description)
     draft = next((w for w in client.list_workflows() if w.get("name") == args.name), None)
     draft = client.update_workflow(draft["id"], graph) if draft else client.create_workflow(graph)
     request = client.request_approval(draft["id"])

@@ -15,9 +15,9 @@ import requests
 import em_client_rule
 from ccm_flow import build_world
 from nitronb.ccm import CCMClient, app_config_id
-from nitronb.keys import fingerprint
 from nitronb.errors import (AuthenticationError, ConflictError, NotFoundError,
                             PermissionDeniedError, ValidationError)
+from nitronb.keys import fingerprint
 
 
 def test_first_start_creates_the_parties_with_private_tokens(manager):
