@@ -250,7 +250,9 @@ def approvals_panel(workspace=None):
         status = approval_status(wt)
         then = {"APPROVED": "Run the cells below (again).",
                 "DENIED": "To try again, run this notebook from the top: it drafts a new "
-                          "version."}.get(status["status"], "")
+                          "version.",
+                "REVOKED": "To run again, run this notebook from the top: it drafts a new "
+                           "version."}.get(status["status"], "")
         return f"{status['summary']} {then}".strip()
 
     return ApprovalsPanel({party: wt.client(party) for party in PARTIES}, on_decision=decided,

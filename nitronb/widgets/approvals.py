@@ -1,6 +1,7 @@
 """The approvals panel: what waits for each party's decision (whitelisting tasks, workflow
 approval requests), with Approve and Decline buttons; earlier versions of a workflow are listed
-as superseded, never decided here."""
+as superseded, never decided here. An approver can withdraw its approval of an approved version
+(Withdraw approval, with a reason)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,21 @@ class PendingItem:
 
 
 @dataclass
+class ApprovedItem:
+    """An approved workflow version one approver may withdraw its approval of."""
+
+    party: str
+    id: str                 # the final workflow (version) id
+    title: str
+    withdraw_button: Any
+    reason: Any             # the Text holding the withdrawal's reason
+
+    def withdraw(self, reason: str) -> None:
+        self.reason.value = reason
+        self.withdraw_button.click()
+
+
+@dataclass
 class SupersededRequest:
     """A pending approval request for a workflow version older than the newest submitted."""
 
@@ -51,9 +67,11 @@ class ApprovalsPanel(_Shown):
 
     Of each workflow only the newest submitted version can be decided here: a pending request
     for an earlier version is listed once, under "superseded", without buttons, and
-    :meth:`approve` and :meth:`decline` refuse it. Every status line names the workflow and its
-    version. After each decision the manager has accepted, ``on_decision(party, kind, result)``
-    is called (``kind`` is "task" or "request", ``result`` the manager's answer); a text it
+    :meth:`approve` and :meth:`decline` refuse it. Each approved version an approver approved is
+    listed for it with a Withdraw approval button and a reason box (:attr:`approved`,
+    :meth:`withdraw`). Every status line names the workflow and its version. After each
+    decision the manager has accepted, ``on_decision(party, kind, result)`` is called (``kind``
+    is "task", "request" or "withdrawal", ``result`` the manager's answer); a text it
     returns is shown under the status line, an error it raises is shown there too. The
     approval request ``current`` (an id), if pending, is listed first and marked "current".
     """
@@ -67,6 +85,8 @@ class ApprovalsPanel(_Shown):
         self.on_decision = on_decision
         self.current = current
         self.items: list[PendingItem] = []
+        #: approved versions each approver may withdraw its approval of, as of the last refresh
+        self.approved: list[ApprovedItem] = []
         #: pending requests for earlier versions, as of the last refresh
         self.superseded: list[SupersededRequest] = []
         self.status = w.HTML()
@@ -138,10 +158,33 @@ class ApprovalsPanel(_Shown):
         self._decided(party, kind, result)
         return result
 
+    def withdraw(self, party: str, final_id: str, reason: str) -> dict[str, Any]:
+        """``party`` withdraws its approval of the approved version ``final_id``, with a
+        reason: its APPCONFIG_ID is refused from then on; then refreshes. Raises
+        :class:`~nitronb.errors.ValidationError` without a reason, and what the manager
+        raises."""
+        client = self.clients[party]
+        what = self._labels.get(final_id, f"workflow {final_id[:8]}")
+        if not reason or not reason.strip():
+            self._say(_ERROR, f"a withdrawal needs a reason: type it in the box beside "
+                              f"Withdraw approval ({what}).")
+            raise ValidationError("a withdrawal needs a reason.")
+        try:
+            result = client.revoke_workflow(final_id, reason.strip())
+        except Exception as exc:
+            self._say(_ERROR, f"{party} could not withdraw its approval of {what}: "
+                              f"{_error_text(exc)}")
+            raise
+        self.refresh()
+        self._say(_DECLINED, f"{party} withdrew its approval of {what}: {reason.strip()}; "
+                             "it no longer runs.")
+        self._decided(party, "withdrawal", result)
+        return result
+
     def refresh(self) -> None:
         """Ask the manager again what waits for each party, and redraw."""
         w = self._w
-        self.items, self._newest = [], {}
+        self.items, self.approved, self._newest = [], [], {}
         superseded: dict[str, SupersededRequest] = {}
         sections = []
         for party, client in self.clients.items():
@@ -155,6 +198,11 @@ class ApprovalsPanel(_Shown):
                 rows.append(self._row(party, kind, item_id, title))
             if len(rows) == 1:
                 rows.append(w.HTML(_INFO.format("nothing is waiting for this party")))
+            try:
+                for final_id, title in self._approved_for(party, client):
+                    rows.append(self._approved_row(party, final_id, title))
+            except Exception as exc:  # noqa: BLE001 - shown in its place, like the above
+                rows.append(w.HTML(_ERROR.format(html.escape(_error_text(exc)))))
             sections.append(w.VBox(rows, layout=w.Layout(margin="0 0 8px 0")))
         self.superseded = list(superseded.values())
         if self.superseded:
@@ -262,6 +310,32 @@ class ApprovalsPanel(_Shown):
         found.sort(key=lambda entry: entry[1] != self.current)
         return found
 
+    def _approved_for(self, party: str, client: Any) -> list[tuple[str, str]]:
+        """``(final workflow id, title)`` of each APPROVED version ``party`` approved."""
+        name = self._user(party, client).get("name")
+        found = []
+        for request in client.list_approval_requests("APPROVED"):
+            if name not in (request.get("approvers") or []):
+                continue
+            final = client.get_final_workflow(request["workflow_id"])
+            if final.get("status") != "APPROVED":
+                continue
+            label = f"{final.get('name')} version {final.get('version')}"
+            self._labels[final["id"]] = label
+            found.append((final["id"], f"approved: workflow {label} runs with your consent"))
+        return found
+
+    def _approved_row(self, party: str, final_id: str, title: str) -> Any:
+        w = self._w
+        withdraw = w.Button(description="Withdraw approval", button_style="warning",
+                            icon="undo", layout=w.Layout(width="170px"))
+        reason = w.Text(placeholder="reason for withdrawing", layout=w.Layout(width="220px"))
+        self.approved.append(ApprovedItem(party, final_id, title, withdraw, reason))
+        withdraw.on_click(lambda _b: self._quietly(self.withdraw, party, final_id,
+                                                   reason.value))
+        return w.HBox([w.HTML(html.escape(title), layout=w.Layout(width="55%")),
+                       withdraw, reason])
+
     def _superseded_section(self) -> Any:
         """One line per workflow: its earlier versions still pending, and the newest."""
         w = self._w
@@ -326,4 +400,4 @@ class ApprovalsPanel(_Shown):
             pass
 
 
-__all__ = ["ApprovalsPanel", "PendingItem", "SupersededRequest", "TASK_TYPES"]
+__all__ = ["ApprovalsPanel", "ApprovedItem", "PendingItem", "SupersededRequest", "TASK_TYPES"]
