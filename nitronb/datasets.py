@@ -17,7 +17,7 @@ from nitronb.presign import credentials_json, split_url, url_from_credentials
 
 from nitronb._files import write_atomic
 from nitronb.errors import NitronbError, UnsafeNameError, ValidationError
-from nitronb.keys import parse_key, redact
+from nitronb.keys import fingerprint, parse_key
 
 MAX_LONG_DESCRIPTION = 256 * 1024
 
@@ -71,7 +71,7 @@ def _http_location(url: str) -> str:
 @dataclass(repr=False)
 class Dataset:
     """One dataset definition, as the manager receives it. Its ``repr`` and ``str`` show the
-    name, the location, the key redacted and the query string shortened, never whole."""
+    name, the location, the key's fingerprint and the query string shortened, never whole."""
 
     name: str
     location: str
@@ -113,16 +113,17 @@ class Dataset:
                 "credentials": self.credentials}
 
     def redacted(self) -> dict:
-        """A display form: the key redacted, the query string shortened."""
+        """A display form: the key's fingerprint only, the query string shortened."""
         shown = self.payload()
         shown["credentials"] = {
             "query_string": _shorten(self.credentials["query_string"]),
-            "encryption": {"key": redact(self.credentials["encryption"]["key"])}}
+            "encryption": {"key": "<redacted>",
+                           "key_fingerprint": fingerprint(self.credentials["encryption"]["key"])}}
         return shown
 
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, location={self.location!r}, "
-                f"key={redact(self.credentials['encryption']['key'])!r}, "
+                f"key_fingerprint={fingerprint(self.credentials['encryption']['key'])!r}, "
                 f"query_string={_shorten(self.credentials['query_string'])!r})")
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -1,9 +1,9 @@
 """The walk-through's steps, one verb per notebook, handing their products on through the
 workspace (``<workspace>/walkthrough/``) so that each notebook runs alone after its predecessors.
 
-Every verb returns a small record whose display shows no secret: keys and presigned query
-strings appear redacted, and nothing machine-specific (paths are shown relative to the
-workspace).
+Every verb returns a small record whose display shows no secret: a key appears as its
+fingerprint only, presigned query strings redacted, and nothing machine-specific (paths are
+shown relative to the workspace).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from nitronb import walkthrough_checks as checks
 from nitronb.errors import NitronbError, StepOrderError, ValidationError
-from nitronb.keys import redact
+from nitronb.keys import fingerprint
 
 PARTIES = ("data-owner", "output-owner", "app-owner", "admin")
 INPUT_OBJECT = "conditions.csv.enc"
@@ -158,7 +158,7 @@ def generate_keys(workspace=None, *, replace: bool = False) -> Record:
             key, verb = read_key_file(path), "kept"
         else:
             key, verb = write_key_file(path, overwrite=replace), "new"
-        rows.append((f"{owner}: {name}", f"{redact(key)} ({verb}, mode 0600)"))
+        rows.append((f"{owner}: {name}", f"fingerprint {fingerprint(key)} ({verb}, mode 0600)"))
         paths[name] = str(path)
     wt.update(input_key=paths["input_key.hex"], output_key=paths["output_key.hex"])
     return Record("keys", rows, paths)
@@ -203,7 +203,7 @@ def encrypt_input(workspace=None, input_csv: str | os.PathLike[str] | None = Non
     rows += [("plaintext", f"{size:,} bytes"),
              ("encrypted", f"{wt.shown(target)} ({target.stat().st_size:,} bytes = "
                            f"12 nonce + {size:,} ciphertext + 16 tag)"),
-             ("key", redact(key))]
+             ("key fingerprint", fingerprint(key))]
     return Record("encrypted input", rows, {"encrypted": str(target), "size": size,
                                             "check": check})
 
@@ -330,7 +330,7 @@ def create_datasets(workspace=None, *, input_name: str = "",
         ids[party] = created["id"]
         key = dataset.credentials["encryption"]["key"]
         rows.append((f"{party}: {dataset.name}",
-                     f"{_portless(dataset.location)} · key {redact(key)} · labels "
+                     f"{_portless(dataset.location)} · key fingerprint {fingerprint(key)} · labels "
                      f"{', '.join(f'{k}={v}' for k, v in dataset.labels.items()) or '—'}"))
     # what 08 checks it still runs on: this upload, these URLs and keys
     registered = {"input": (state.get("uploaded_input") or {}).get("id"),

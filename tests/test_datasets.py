@@ -9,7 +9,7 @@ import pytest
 from nitronb.datasets import Dataset, check_name, load_long_description
 from nitronb.presign import credentials_json as credentials_for, split_url, url_from_credentials
 from nitronb.errors import UnsafeNameError, ValidationError, KeyFileError
-from nitronb.keys import generate_key
+from nitronb.keys import fingerprint, generate_key
 
 URL = ("http://127.0.0.1:9000/nitronb/input/conditions.csv.enc?X-Amz-Algorithm=AWS4-HMAC-SHA256"
        "&X-Amz-Credential=AK%2F20261126%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Expires=600"
@@ -34,7 +34,9 @@ def test_dataset_payload_and_redaction(tmp_path):
     payload = ds.payload()
     assert payload["credentials"]["encryption"]["key"] == key
     shown = json.dumps(ds.redacted(), ensure_ascii=False)
-    assert key not in shown and f"{key[:4]}…{key[-4:]}" in shown
+    assert key not in shown and f"{key[:4]}…" not in shown and f"…{key[-4:]}" not in shown
+    assert ds.redacted()["credentials"]["encryption"] == {"key": "<redacted>",
+                                                         "key_fingerprint": fingerprint(key)}
     path = ds.save(tmp_path / "ds.json")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert Dataset.load(path) == ds
@@ -116,5 +118,5 @@ def test_repr_and_str_of_a_dataset_show_neither_key_nor_query_string():
         assert key not in shown and query not in shown
         assert "abc123" not in shown  # the signature, in the clear
         assert "conditions" in shown and ds.location in shown
-        assert f"{key[:4]}…{key[-4:]}" in shown
+        assert f"key_fingerprint={fingerprint(key)!r}" in shown and f"{key[:4]}…" not in shown
     assert query not in json.dumps(ds.redacted(), ensure_ascii=False)

@@ -159,3 +159,17 @@ def test_redact_shows_only_the_ends():
     assert redact(key) == "63F0…D24A"
     assert redact(bytes.fromhex(key)) == "63F0…D24A"
     assert redact("short") == "…"
+
+
+def test_a_fingerprint_shows_no_digit_of_the_key():
+    import hashlib
+
+    from nitronb.keys import fingerprint
+
+    key = "63F0" + "0" * 56 + "D24A"
+    expected = hashlib.sha256(bytes.fromhex(key)).hexdigest()[:8]
+    assert fingerprint(key) == fingerprint(key.lower()) == fingerprint(bytes.fromhex(key)) \
+        == expected
+    assert "63f0" not in fingerprint(key) and "d24a" not in fingerprint(key)
+    with pytest.raises(KeyFileError):
+        fingerprint("short")

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 from nitronb.errors import RunError, ValidationError  # noqa: E402
-from nitronb.keys import generate_key  # noqa: E402
+from nitronb.keys import fingerprint, generate_key  # noqa: E402
 from nitronb.pictures import annotate_workflow, workflow_svg  # noqa: E402
 from nitronb.widgets import (RUN_STEPS, ApprovalsPanel, DatasetForm, RunMonitor,  # noqa: E402
                              RunState, parse_labels)
@@ -139,7 +139,8 @@ def test_dataset_form_creates_a_dataset_shown_redacted(manager):
                        on_created=created.append)
     assert form.location.value == "http://127.0.0.1:9/nitronb/input/c.csv.enc"
     assert form.location.disabled
-    assert f"{key[:4]}…{key[-4:]}" in form.credentials.value
+    assert f"key fingerprint {fingerprint(key)};" in form.credentials.value
+    assert f"{key[:4]}…" not in form.credentials.value
     form.name.value = "form-conditions"
     form.description.value = "Synthea conditions, encrypted"
     form.labels.value = "source=synthea\nyear = 2020\n"
@@ -157,7 +158,8 @@ def test_dataset_form_creates_a_dataset_shown_redacted(manager):
     assert shown["labels"] == {"source": "synthea", "year": "2020"}
     assert shown["location"] == "http://127.0.0.1:9/nitronb/input/c.csv.enc"
     assert shown["long_description"].startswith("# Conditions")
-    assert shown["credentials"]["encryption"]["key"] == f"{key[:4]}…{key[-4:]}"
+    assert shown["credentials"]["encryption"] == {"key": "<redacted>",
+                                                  "key_fingerprint": fingerprint(key)}
     assert key not in json.dumps(listed) and "0123456789abcdef" not in json.dumps(listed)
     assert not any(key in text for text in all_values(form.widget))
 

@@ -17,7 +17,7 @@ class DatasetForm(_Shown):
     """The fields of a dataset definition (DESIGN §2.4) and a button that registers it.
 
     ``url`` is the presigned URL (its location is shown; of its query string, only the field
-    names) and ``key`` the dataset's key (shown redacted). ``client`` is the owner's
+    names) and ``key`` the dataset's key (shown by its fingerprint). ``client`` is the owner's
     :class:`~nitronb.ccm.client.CCMClient`. ``registered`` names datasets of this owner that
     the form updates instead of creating when the Name is theirs (name → where it comes from,
     e.g. "registered by step 04"); the form says so beside the Name, as it says when a typed
@@ -91,7 +91,7 @@ class DatasetForm(_Shown):
 
     def set_source(self, url: str | None, key: str | None) -> None:
         """Use another presigned URL and key (the location and the redacted credentials follow)."""
-        from nitronb.keys import redact
+        from nitronb.keys import fingerprint
         from nitronb.presign import split_url
 
         self._url, self._key = url, key
@@ -100,7 +100,7 @@ class DatasetForm(_Shown):
             self.credentials.value = _INFO.format("set by the presigned URL and the key")
             return
         try:
-            shown = redact(key)
+            shown = f"fingerprint {fingerprint(key)}"
         except NitronbError:
             shown = "not a valid key"
         fields = [k for k, _ in parse_qsl(split_url(url)[1], keep_blank_values=True)]
