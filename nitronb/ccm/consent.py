@@ -119,9 +119,12 @@ class ConsentVerbs:
                 f"{what} was withdrawn by {final.revoked_by} at {final.revoked_at}: "
                 f"{final.revoke_reason}", hint="Its parties approve a new version to run again.")
         if final.status == SUPERSEDED:
+            running = [f.version for f in self.store.find("final_workflow")
+                       if f.draft_id == final.draft_id and f.status == APPROVED]
+            now = (f"version {max(running)} is the one that runs now" if running else
+                   "no version of it runs now")
             raise ProvisioningRefusedError(
-                f"{what} was superseded by version {final.superseded_by}; run that version's "
-                "APPCONFIG_ID.")
+                f"{what} was superseded by version {final.superseded_by}; {now}.")
         if final.status != APPROVED:
             raise ProvisioningRefusedError(f"{what} is not approved: it is {final.status}.")
         app = self.store.get("app", app_config.app_id)

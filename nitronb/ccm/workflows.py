@@ -155,9 +155,10 @@ class WorkflowVerbs:
 
     def _show_draft(self, draft: Workflow) -> dict[str, Any]:
         out = draft.to_dict()
-        out["final_versions"] = [
+        out["final_versions"] = sorted((
             {"id": f.id, "version": f.version, "status": f.status}
-            for f in self.store.find("final_workflow") if f.draft_id == draft.id]
+            for f in self.store.find("final_workflow") if f.draft_id == draft.id),
+            key=lambda f: f["version"])
         return out
 
     def list_workflows(self, user: "User") -> list[dict[str, Any]]:
