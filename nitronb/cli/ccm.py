@@ -213,12 +213,12 @@ def _revoke_task(args: argparse.Namespace) -> int:
 def _final_id(client, ref: str, version: int | None) -> str:
     """A final workflow id from itself, or from a draft's id or name and a version (default:
     the version that is APPROVED now)."""
-    from nitronb.errors import NotFoundError
+    from nitronb.errors import ConflictError, NotFoundError
 
     if version is None:
         try:
             return client.get_final_workflow(ref)["id"]
-        except NotFoundError:
+        except (NotFoundError, ConflictError):  # a draft's name: every version carries it
             pass
     draft = client.get_workflow(ref)
     versions = draft["final_versions"]

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from ccm_flow import build_world
+from ccm_flow import approve_all, build_world
 from nitronb.cli import main
 
 
@@ -94,3 +94,64 @@ def test_who_acts_must_be_said(manager, cli):
     assert code == 1 and "no token for party 'nobody'" in err
     code, out, _ = cli("--as", "admin", "whoami")
     assert code == 0 and out.startswith("admin (roles:")
+
+
+def test_revoke_from_the_terminal_shows_revoked_and_superseded(manager, cli):
+    world = build_world(manager)
+    name = "conditions-describe"
+    approve_all(world)
+    ao = world.clients["app-owner"]
+    ao.update_workflow(world.ids["draft"], {"description": "version 2"})
+    request = ao.request_approval(world.ids["draft"])
+    for party in request["approvers"]:
+        world.clients[party].approve_request(request["id"])
+    code, out, _ = cli("--as", "app-owner", "workflow", name)
+    assert code == 0 and "version 1: SUPERSEDED (by version 2; no longer runs)" in out
+    assert "version 2: APPROVED" in out
+
+    code, _, err = cli("--as", "admin", "revoke", name, "--reason", "not a party")
+    assert code == 1 and "only an approver" in err
+    code, out, _ = cli("--as", "output-owner", "revoke", name, "--reason", "bucket moved")
+    assert code == 0 and "version 2: REVOKED by output-owner: bucket moved" in out
+    code, out, _ = cli("--as", "data-owner", "workflow", name)
+    assert "version 2: REVOKED (approval withdrawn by output-owner at " in out
+    assert "bucket moved" in out
+    code, _, err = cli("--as", "data-owner", "revoke", name, "--version", "1", "--reason", "x")
+    assert code == 1 and "SUPERSEDED" in err
+    code, _, err = cli("--as", "data-owner", "revoke", name, "--reason", "x")
+    assert code == 1 and "no APPROVED version" in err
+
+    build_task = world.clients["admin"].get_build(world.ids["build"])["task_id"]
+    code, _, err = cli("--as", "app-owner", "revoke-task", build_task, "--reason", "x")
+    assert code == 1 and "administrator" in err
+    code, out, _ = cli("--as", "admin", "revoke-task", build_task, "--reason", "CVE-2026-1")
+    assert code == 0 and "REVOKED by admin: CVE-2026-1" in out
+    code, out, _ = cli("--as", "admin", "list", "tasks", "--status", "REVOKED")
+    assert build_task in out
+
+
+def test_the_terminal_walk_through_drafts_with_other_parties_datasets_by_name(manager, cli,
+                                                                            tmp_path):
+    """As the README's terminal walk-through does: each owner registers its dataset; the app
+    owner, who sees neither before, drafts the workflow naming them; the output shows the key's
+    fingerprint, none of its digits."""
+    from nitronb.keys import fingerprint, write_key_file
+
+    world = build_world(manager)
+    key = write_key_file(tmp_path / "key.hex")
+    presigned = tmp_path / "url.txt"
+    presigned.write_text("http://127.0.0.1:9/nitronb/t/in.csv.enc?X-Amz-Signature=abc",
+                         encoding="utf-8")
+    code, out, _ = cli("--as", "data-owner", "create-dataset", "terminal-in", "--presigned",
+                       str(presigned), "-K", str(tmp_path / "key.hex"))
+    assert code == 0 and f"key fingerprint {fingerprint(key)}" in out
+    assert key[:4] + "…" not in out and "…" + key[-4:] not in out
+    code, _, err = cli("--as", "app-owner", "show", "dataset", "terminal-in")
+    assert code == 1 and "no dataset 'terminal-in'" in err
+    code, out, err = cli("--as", "app-owner", "create-workflow", "terminal-wf", "--app-config",
+                         "describe-conditions", "--input", "terminal-in", "--output",
+                         "describe-result")
+    assert code == 0, err
+    assert "waiting for app-owner, data-owner, output-owner" in out
+    code, out, _ = cli("--as", "app-owner", "show", "dataset", "terminal-in")
+    assert code == 0 and "key_fingerprint" in out and fingerprint(key) in out
