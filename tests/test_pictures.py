@@ -109,6 +109,25 @@ def test_a_final_workflow_carries_its_own_approval_and_a_draft_has_none():
     assert "✎ DRAFT" in draft and "Draft: approval not requested yet" in draft
 
 
+def test_revoked_and_superseded_versions_say_so_and_who_withdrew_why():
+    everyone = ["app-owner", "data-owner", "output-owner"]
+    revoked = {**GRAPH, "status": "REVOKED", "revoked_by": "data-owner",
+               "revoke_reason": "consent withdrawn", "approval": request("APPROVED", everyone)}
+    svg = workflow_svg(revoked)
+    shown = texts(svg)
+    assert "⊘ REVOKED" in shown and "✓ APPROVED" not in shown
+    assert "approval withdrawn by data-owner: consent withdrawn" in shown
+    assert ET.fromstring(svg)[0].text.endswith(": revoked")
+    superseded = {**GRAPH, "status": "SUPERSEDED", "superseded_by": 3}
+    shown = texts(workflow_svg(GRAPH, request("APPROVED", everyone), final=superseded))
+    assert "↷ SUPERSEDED" in shown
+    assert "superseded by version 3: it no longer runs" in shown
+    approved = texts(workflow_svg({**GRAPH, "status": "APPROVED",
+                                   "approval": request("APPROVED", everyone)}))
+    assert "✓ APPROVED" in approved
+    assert not [t for t in approved if "withdrawn" in t or "superseded" in t]
+
+
 def test_text_is_escaped_and_the_output_is_deterministic():
     graph = {**GRAPH, "name": 'a<b> & "c"',
              "objects": {**GRAPH["objects"],

@@ -110,6 +110,39 @@ def test_the_manager_decides_whatever_the_workspace_state_says(wt):
     assert served["recomputed"] == served["appconfig_id"] == wt.state()["appconfig_id"]
 
 
+def test_an_approver_withdraws_its_approval_in_the_panel_and_the_run_stops(wt):
+    from nitronb.errors import ValidationError
+
+    steps.create_workflow(wt)
+    steps.approve_workflow(wt)
+    final_id = wt.state()["final_workflow_id"]
+    panel = steps.approvals_panel(wt)
+    for party in APPROVERS:
+        assert [a.id for a in panel.approved if a.party == party] == [final_id], party
+    assert not [a for a in panel.approved if a.party == "admin"]
+    shown = texts(panel.widget)
+    assert shown.count("Withdraw approval") == len(APPROVERS)
+    mine = next(a for a in panel.approved if a.party == "data-owner")
+    assert "approved: workflow describe-conditions version" in mine.title
+
+    with pytest.raises(ValidationError, match="needs a reason"):
+        panel.withdraw("data-owner", final_id, " ")
+    assert "a withdrawal needs a reason" in panel.status.value
+    mine.withdraw("the study ended")
+    assert "data-owner withdrew its approval of describe-conditions version" in \
+        panel.status.value and "the study ended" in panel.status.value
+    assert "no longer runs: data-owner withdrew its approval: the study ended" in \
+        panel.note.value
+    assert panel.approved == []  # nothing approved is left to withdraw
+    assert wt.state()["workflow_status"]["status"] == "REVOKED"
+    assert wt.state()["appconfig_id"] is None
+    with pytest.raises(RunError, match="data-owner withdrew its approval: the study ended"):
+        steps.run_workflow(wt)
+    picture = steps.workflow_picture(wt)
+    assert picture.title.endswith("REVOKED")
+    assert "approval withdrawn by data-owner: the study ended" in picture.content
+
+
 def test_approving_in_the_panel_is_what_the_code_cell_says_when_asked(wt):
     steps.create_workflow(wt)
     record = steps.approve_workflow(wt, decline={"data-owner": "ignored"}, in_panel=True)
