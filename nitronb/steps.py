@@ -203,7 +203,7 @@ def encrypt_input(workspace=None, input_csv: str | os.PathLike[str] | None = Non
     rows += [("plaintext", f"{size:,} bytes"),
              ("encrypted", f"{wt.shown(target)} ({target.stat().st_size:,} bytes = "
                            f"12 nonce + {size:,} ciphertext + 16 tag)"),
-             ("key fingerprint", fingerprint(key))]
+             ("key", f"fingerprint {fingerprint(key)}")]
     return Record("encrypted input", rows, {"encrypted": str(target), "size": size,
                                             "check": check})
 

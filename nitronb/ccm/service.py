@@ -120,6 +120,7 @@ class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
         what = what or kind.replace("_", " ")
         if not isinstance(ref, str) or not ref:
             raise ValidationError(f"a {what} id or name is required.")
+        check.unicode_text(ref, f"the {what} id or name")
         scope = self._scope(user) if user is not None and not user.is_admin else None
         record = self.store.get(kind, ref)
         if record is not None and (scope is None or scope.sees(kind, record.id)):

@@ -257,6 +257,11 @@ def test_a_lone_surrogate_anywhere_in_a_body_is_422_not_500(manager):
     assert answer.status_code == 422 and "surrogate" in answer.json()["message"]
     with pytest.raises(NotFoundError):
         manager.client("data-owner").get_dataset("ok")
+    answer = requests.post(manager.url + "/v1/approval_requests",
+                           data=b'{"workflow_id": "\\ud800"}', timeout=10, headers={
+                               "Authorization": f"Bearer {tokens['app-owner']}",
+                               "Content-Type": "application/json"})
+    assert answer.status_code == 422 and "surrogate" in answer.json()["message"]
 
 
 def test_a_long_reason_within_the_limit_is_kept_whole(manager):
