@@ -87,7 +87,8 @@ class Build(Record):
 
 @dataclass
 class Task(Record):
-    """A whitelisting task an administrator approves or denies."""
+    """A whitelisting task an administrator approves or denies, and may later revoke
+    (``status`` REVOKED, with ``revoked_by``, ``revoked_at`` and ``revoke_reason``)."""
 
     kind: ClassVar[str] = "task"
     task_type: str = ""
