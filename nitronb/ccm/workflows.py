@@ -46,9 +46,12 @@ class WorkflowVerbs:
 
     # --- graphs -------------------------------------------------------------------------------
 
-    def _graph(self, payload: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]],
-                                                       set[str]]:
-        """Validate a graph; return objects (refs resolved to ids), edges and the owners."""
+    def _graph(self, payload: dict[str, Any], user: "User | None" = None
+               ) -> tuple[dict[str, Any], list[dict[str, Any]], set[str]]:
+        """Validate a graph; return objects (refs resolved to ids), edges and the owners.
+
+        With ``user``, an object it may not see is taken by its id only (the id its owner
+        handed on), never found by name."""
         objects = payload.get("objects")
         edges = payload.get("edges")
         if not isinstance(objects, dict) or not objects:
@@ -64,14 +67,14 @@ class WorkflowVerbs:
                 raise ValidationError(f"object {key!r} must be an object with a 'type'.")
             kind = obj.get("type")
             if kind == "app":
-                config = self._resolve("app_config", obj.get("app_config_id"),
-                                       what="application configuration")
+                config = self._graph_object("app_config", obj.get("app_config_id"), user,
+                                            what="application configuration")
                 configs[key] = config
                 resolved[key] = {"type": "app", "app_config_id": config.id}
                 owners.add(config.owner)
                 owners.add(self._resolve("app", config.app_id).owner)
             elif kind == "dataset":
-                dataset = self._resolve("dataset", obj.get("dataset_id"))
+                dataset = self._graph_object("dataset", obj.get("dataset_id"), user)
                 resolved[key] = {"type": "dataset", "dataset_id": dataset.id}
                 owners.add(dataset.owner)
             else:
@@ -112,6 +115,16 @@ class WorkflowVerbs:
                                   "any app port.")
         return resolved, clean_edges, owners
 
+    def _graph_object(self, kind: str, ref: Any, user: "User | None", *,
+                      what: str | None = None) -> Any:
+        try:
+            return self._resolve(kind, ref, what=what, user=user)
+        except NotFoundError:
+            record = self.store.get(kind, ref) if isinstance(ref, str) else None
+            if record is None:
+                raise
+            return record
+
     def create_workflow(self, user: "User", payload: dict[str, Any]) -> dict[str, Any]:
         """A draft graph owned by ``user``, validated."""
         payload = check.body(payload)
@@ -119,7 +132,7 @@ class WorkflowVerbs:
         from nitronb.ccm.service import utc_now
 
         with self.store.transaction():
-            objects, edges, _ = self._graph(payload)
+            objects, edges, _ = self._graph(payload, user)
             now = utc_now()
             draft = Workflow(id=str(uuid.uuid4()), owner=user.name, created_at=now, name=name,
                              description=check.text(payload, "description", required=False,
@@ -140,7 +153,7 @@ class WorkflowVerbs:
             draft = self._resolve("workflow", draft_ref, what="workflow draft", user=user)
             self._require_owner(user, draft, "change it")
             merged = {"objects": draft.objects, "edges": draft.edges, **payload}
-            draft.objects, draft.edges, _ = self._graph(merged)
+            draft.objects, draft.edges, _ = self._graph(merged, user)
             if "name" in payload:
                 draft.name = check.text(payload, "name", limit=128)
             if "description" in payload:

@@ -105,9 +105,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--app-config", required=True, metavar="REF",
                    help="the app configuration (id or name)")
     v.add_argument("--input", required=True, metavar="DATASET",
-                   help="the dataset for the app's port 'input' (id or name)")
+                   help="the dataset for the app's port 'input': its id (or, for one you "
+                        "may see, its name)")
     v.add_argument("--output", required=True, metavar="DATASET",
-                   help="the dataset for the app's port 'output' (id or name)")
+                   help="the dataset for the app's port 'output': its id (or, for one "
+                        "you may see, its name)")
     v.add_argument("--description", default="", help="a one-line description")
     v = verb("audit", "the audit log (latest rows)", _audit)
     v.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")

@@ -130,11 +130,10 @@ def test_revoke_from_the_terminal_shows_revoked_and_superseded(manager, cli):
     assert build_task in out
 
 
-def test_the_terminal_walk_through_drafts_with_other_parties_datasets_by_name(manager, cli,
-                                                                            tmp_path):
-    """As the README's terminal walk-through does: each owner registers its dataset; the app
-    owner, who sees neither before, drafts the workflow naming them; the output shows the key's
-    fingerprint, none of its digits."""
+def test_the_app_owner_drafts_with_the_ids_other_owners_hand_on(manager, cli, tmp_path):
+    """As the README's terminal walk-through does: each owner registers its dataset and hands
+    its id on; the app owner, who cannot see it, drafts the workflow with the id (a name it may
+    not see finds nothing); the output shows the key's fingerprint, none of its digits."""
     from nitronb.keys import fingerprint, write_key_file
 
     world = build_world(manager)
@@ -146,11 +145,14 @@ def test_the_terminal_walk_through_drafts_with_other_parties_datasets_by_name(ma
                        str(presigned), "-K", str(tmp_path / "key.hex"))
     assert code == 0 and f"key fingerprint {fingerprint(key)}" in out
     assert key[:4] + "…" not in out and "…" + key[-4:] not in out
+    dataset_id = out.split("(", 1)[1].split(")", 1)[0]
     code, _, err = cli("--as", "app-owner", "show", "dataset", "terminal-in")
     assert code == 1 and "no dataset 'terminal-in'" in err
-    code, out, err = cli("--as", "app-owner", "create-workflow", "terminal-wf", "--app-config",
-                         "describe-conditions", "--input", "terminal-in", "--output",
-                         "describe-result")
+    argv = ("--as", "app-owner", "create-workflow", "terminal-wf", "--app-config",
+            "describe-conditions", "--output", "describe-result", "--input")
+    code, _, err = cli(*argv, "terminal-in")
+    assert code == 1 and "no dataset 'terminal-in'" in err
+    code, out, err = cli(*argv, dataset_id)
     assert code == 0, err
     assert "waiting for app-owner, data-owner, output-owner" in out
     code, out, _ = cli("--as", "app-owner", "show", "dataset", "terminal-in")

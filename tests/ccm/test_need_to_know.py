@@ -60,6 +60,14 @@ def test_a_user_who_owns_nothing_sees_nothing(manager):
     with pytest.raises(NotFoundError):
         stranger.update_dataset("conditions", {"description": "mine now"})
     assert stranger.audit_log(object_id=world.ids["input"]) == []
+    # nor can it make itself a party by naming another's objects in a draft of its own
+    graph = {"name": "snooping",
+             "objects": {"app": {"type": "app", "app_config_id": "describe-conditions"},
+                         "input": {"type": "dataset", "dataset_id": "conditions"}},
+             "edges": [{"source": "input", "target": "app", "port": "input"}]}
+    with pytest.raises(NotFoundError, match="no application configuration"):
+        stranger.create_workflow(graph)
+    assert stranger.list_datasets() == [] and stranger.list_workflows() == []
 
 
 def test_owners_see_their_own_and_parties_see_their_workflows(manager):
