@@ -17,6 +17,11 @@ atomically (temporary file, fsync, rename) after the ``.bin`` it names is comple
 crash leaves either the previous or the new object, never a mix. Files no ``.json`` names are
 leftovers and are removed at start.
 
+A change the disk refuses (full, or any other write error) changes nothing: a request that
+clearly needs more room than the disk has is refused before moto sees it
+(:meth:`S3Store.check_room`), and a change moto made that cannot be written is undone in the
+backend from what the disk holds, so the previous object stays served and stored.
+
 An object's ``.json`` holds: ``bucket``, ``key``, ``data`` (the ``.bin`` name), ``size``,
 ``etag`` (as the store computed it, without quotes: an MD5, or ``md5-of-md5s-N`` for a multipart
 object), ``last_modified`` (ISO 8601, UTC), ``metadata`` (content type, ``x-amz-meta-*`` …),
@@ -28,6 +33,7 @@ than existence, and multipart uploads not yet completed are not kept.
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +52,28 @@ FORMAT = 1
 _CHUNK = 1 << 20
 _STRIPES = 64
 _PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+#: room kept free beyond a request's bytes, for the descriptions and the folders (bytes)
+ROOM_RESERVE = 256 * 1024
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(OSError):
+    """The data folder has not room for a change (``needed`` and ``free`` in bytes)."""
+
+    def __init__(self, folder: Path, needed: int, free: int) -> None:
+        super().__init__(errno.ENOSPC, f"the disk holding {folder} is full: the change needs "
+                         f"{needed} bytes and {free} are free")
+        self.needed = needed
+        self.free = free
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk or the quota is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def data_dir(workspace: Path) -> Path:
@@ -265,12 +293,94 @@ class S3Store:
             return  # a multipart upload started
         head, _, rest = raw_path.lstrip("/").partition("/")
         bucket, key = unquote(head), unquote(rest)
-        if not bucket or bucket not in self.known_buckets():
-            self.sync_all()  # another addressing style, or an unknown bucket: check everything
-        elif not key:
-            self.sync_bucket(bucket)
-        elif not self.sync_object(bucket, key) and method != "DELETE":
-            self.sync_bucket(bucket)  # the object is not where the path says: check the bucket
+        try:
+            if not bucket or bucket not in self.known_buckets():
+                self.sync_all()  # another addressing style, or an unknown bucket: check all
+            elif not key:
+                self.sync_bucket(bucket)
+            elif not self.sync_object(bucket, key) and method != "DELETE":
+                self.sync_bucket(bucket)  # the object is not where the path says: the bucket
+        except BaseException:
+            self.undo(bucket, key)
+            raise
+
+    def check_room(self, method: str, raw_path: str, query: list[tuple[str, str]],
+                   headers: dict[str, str]) -> None:
+        """Raise :class:`DiskFull` if the data folder has clearly not room for what a request
+        (path-style ``/bucket/key``, its decoded query pairs and lower-case headers) may write:
+        its body, the parts it completes or the object it copies, and :data:`ROOM_RESERVE`."""
+        if method in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return
+        try:
+            needed = ROOM_RESERVE + max(0, int(headers.get("content-length") or 0))
+        except ValueError:
+            needed = ROOM_RESERVE
+        head, _, rest = raw_path.lstrip("/").partition("/")
+        bucket, key = unquote(head), unquote(rest)
+        live = self._backend.buckets.get(bucket)
+        upload = next((value for name, value in query if name == "uploadId"), None)
+        if live is not None and method == "POST" and upload is not None:
+            multipart = live.multiparts.get(upload)  # completing: the parts become one object
+            if multipart is not None:
+                needed += sum(int(part.size) for part in list(multipart.parts.values()))
+        source = headers.get("x-amz-copy-source")
+        if source:
+            needed += self._source_size(source)
+        folder = self.root if self.root.exists() else self.root.parent
+        stats = os.statvfs(folder)
+        free = stats.f_bavail * stats.f_frsize
+        if needed > free:
+            raise DiskFull(self.root, needed, free)
+
+    def _source_size(self, source: str) -> int:
+        path = unquote(source.split("?", 1)[0]).lstrip("/")
+        bucket, _, key = path.partition("/")
+        live = self._backend.buckets.get(bucket)
+        fake = live.keys.get(key) if live is not None else None
+        return int(getattr(fake, "size", 0) or 0)
+
+    def undo(self, bucket: str, key: str) -> None:
+        """Make the backend match the disk again for one object (``key``) or, with no key, for
+        a bucket's existence: what a change that could not be written left in memory."""
+        if not bucket:
+            return
+        if bucket not in self._backend.buckets:
+            return  # nothing in memory to take back (a deleted bucket stays deleted)
+        with self._bucket_lock:
+            with self._index_lock:
+                stored = bucket in self._index
+            folder = self._buckets_dir / _bucket_folder_name(bucket)
+            if not stored or not (folder / "bucket.json").exists():
+                live = self._backend.buckets.get(bucket)
+                if live is not None and not _snapshot(live.keys):
+                    self._backend.buckets.pop(bucket, None)
+                    with self._index_lock:
+                        self._index.pop(bucket, None)
+                    shutil.rmtree(folder, ignore_errors=True)
+                return
+        if key:
+            with self._stripes[hash((bucket, key)) % _STRIPES]:
+                self._undo_object(bucket, key, folder / "objects")
+
+    def _undo_object(self, bucket: str, key: str, objects: Path) -> None:
+        live = self._backend.buckets.get(bucket)
+        if live is None:
+            return
+        with self._index_lock:
+            header = self._index.get(bucket, {}).get(key)
+        current = live.keys.get(key)
+        if current is not None:
+            self._backend.tagger.delete_all_tags_for_resource(current.arn)
+        if header is None:
+            if key in live.keys:
+                del live.keys[key]
+            return
+        try:
+            self._load_object(bucket, header, objects / header["data"])
+        except (OSError, ValueError, KeyError, RestoreError) as exc:
+            print(f"s3-data: could not take back the unsaved change of {bucket}/{key} ({exc!r}); "
+                  "the object on disk is served again after a restart", file=sys.stderr,
+                  flush=True)
 
     def known_buckets(self) -> set[str]:
         """The buckets the backend has or the disk holds."""
@@ -306,15 +416,22 @@ class S3Store:
     def _write_bucket(self, bucket: str, live: Any, folder: Path) -> None:
         with self._index_lock:
             known = bucket in self._index
-            self._index.setdefault(bucket, {})
         if known and (folder / "bucket.json").exists():
             return
-        _private(self._buckets_dir)
-        _private(folder)
-        _private(folder / "objects")
-        _write_json(folder / "bucket.json", {
-            "format": FORMAT, "name": bucket, "region": live.region_name,
-            "created": _iso(live.creation_date)})
+        fresh = not folder.exists()
+        try:
+            _private(self._buckets_dir)
+            _private(folder)
+            _private(folder / "objects")
+            _write_json(folder / "bucket.json", {
+                "format": FORMAT, "name": bucket, "region": live.region_name,
+                "created": _iso(live.creation_date)})
+        except BaseException:
+            if fresh:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        with self._index_lock:
+            self._index.setdefault(bucket, {})
 
     def sync_object(self, bucket: str, key: str) -> bool:
         """Make the disk match the backend for one object; whether the object exists."""
@@ -352,7 +469,12 @@ class S3Store:
                 return True
         else:
             header["data"] = self._write_bytes(fake, objects, name)
-        _write_json(objects / f"{name}.json", header)
+        try:
+            _write_json(objects / f"{name}.json", header)
+        except BaseException:
+            if previous is None or previous["data"] != header["data"]:
+                (objects / header["data"]).unlink(missing_ok=True)
+            raise
         if previous is not None and previous["data"] != header["data"]:
             (objects / previous["data"]).unlink(missing_ok=True)
         with self._index_lock:
