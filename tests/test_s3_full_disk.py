@@ -86,6 +86,7 @@ def _disk(monkeypatch, tmp_path: Path, options: str) -> Iterator[Disk]:
         yield disk
     finally:
         try:
+            disk.release()
             local.down(disk.ws)
         finally:
             subprocess.run(["umount", "-l", str(disk.root)], check=False)
@@ -148,8 +149,8 @@ def test_a_put_over_a_key_on_a_full_disk_keeps_the_previous_version(small_disk):
     response = _refused(client.put_object, Bucket="nitronb", Key="results/out.enc",
                         Body=os.urandom(MiB), Metadata={"v": "2"})
 
-    _assert_full_disk_answer(response)
     assert _state(client, "results/out.enc") == before
+    _assert_full_disk_answer(response)
     assert _stored_files(ws) == files
     small_disk.release()
     _restart(ws)
@@ -223,9 +224,9 @@ def test_a_write_that_fails_after_moto_stored_it_is_taken_back(few_inodes):
         _refused(client.create_bucket, Bucket="another-bucket"),
     ]
 
+    assert _state(client, "kept") == before
     for response in refusals:
         _assert_full_disk_answer(response)
-    assert _state(client, "kept") == before
     listed = {o["Key"] for o in client.list_objects_v2(Bucket="nitronb")["Contents"]}
     assert listed == {"kept", "source"}
     assert {b["Name"] for b in client.list_buckets()["Buckets"]} == {"nitronb"}
