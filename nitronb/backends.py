@@ -105,12 +105,14 @@ class _ProcessHandle:
         self._clean()
 
     def _clean(self) -> None:
+        from nitronb.supervisor import remove
+
         with self._lock:
             if self._cleaned:
                 return
             self._cleaned = True
         for path in self.cleanup:
-            shutil.rmtree(path, ignore_errors=True)
+            remove(path)
 
 
 class _AdoptedProcessHandle(_ProcessHandle):
@@ -419,7 +421,7 @@ def adopt(backend: str, enclave_id: str, folder: Path, workspace: Path) -> Handl
     returns its code at once (:data:`LOST` when nothing recorded it). None when the container
     engine does not answer (ask again later).
     """
-    from nitronb.supervisor import ENDED, STARTED, alive, read_record
+    from nitronb.supervisor import ENDED, STARTED, alive, read_record, remove
 
     if backend == "process":
         private = folder / "private"
@@ -428,7 +430,7 @@ def adopt(backend: str, enclave_id: str, folder: Path, workspace: Path) -> Handl
         if isinstance(pid, int) and alive(pid, folder):
             return _AdoptedProcessHandle(pid, folder, [private])
         ended = read_record(folder, ENDED)
-        shutil.rmtree(private, ignore_errors=True)
+        remove(private)
         code = ended.get("exit_code") if ended else None
         return _Ended(code if isinstance(code, int) else LOST)
     from nitronb.engine import find_engine

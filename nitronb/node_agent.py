@@ -139,9 +139,11 @@ class NodeAgent:
     def recover(self) -> None:
         """Load every enclave recorded in the workspace; adopt those an earlier node agent left
         running, and record how those that ended meanwhile ended."""
+        from nitronb.supervisor import remove
+
         for folder in sorted((self.folder / "enclaves").glob("enc-*")):
             if not (folder / "enclave.json").exists():  # never started: only its image copy
-                shutil.rmtree(folder / "private", ignore_errors=True)
+                remove(folder / "private")
         for path in sorted((self.folder / "enclaves").glob("enc-*/enclave.json")):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))

@@ -6,7 +6,8 @@ enclave's outcome is on disk whoever reads it next. In the enclave's folder it w
 ``supervisor.json`` (``{"pid"}``) when it starts and ``exit.json`` (``{"exit_code", "ended_at"}``,
 the code as :class:`subprocess.Popen` gives it: negative for a signal; seconds since the epoch)
 when the enclave has ended, then removes the enclave's private folder (its image copy and
-app-config folder). SIGTERM, SIGINT and SIGHUP are passed on to the enclave, whose end is then
+app-config folder, whose files are overwritten with zeros first: a launcher killed before it
+wiped them leaves dataset credentials there). SIGTERM, SIGINT and SIGHUP are passed on to the enclave, whose end is then
 recorded like any other.
 
     python -I .../nitronb/supervisor.py --folder ENCLAVE_FOLDER [--clean PATH]… [--pass-fd N] -- ARGV…
@@ -43,6 +44,23 @@ def _write(path: Path, data: dict[str, Any]) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temp, path)
+
+
+def remove(path: Path) -> None:
+    """Overwrite every regular file under ``path`` with zeros, then remove the tree."""
+    for current, _dirs, names in os.walk(path):
+        for name in names:
+            target = Path(current) / name
+            try:
+                if target.is_file() and not target.is_symlink():
+                    size = target.stat().st_size
+                    with open(target, "r+b") as handle:
+                        handle.write(bytes(size))
+                        handle.flush()
+                        os.fsync(handle.fileno())
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def read_record(folder: Path, name: str) -> dict[str, Any] | None:
@@ -112,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(folder / ENDED, {"exit_code": code, "ended_at": time.time()})
     finally:
         for path in args.clean:
-            shutil.rmtree(path, ignore_errors=True)
+            remove(path)
     return code if code >= 0 else 128 - code
 
 
