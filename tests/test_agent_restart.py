@@ -327,3 +327,91 @@ def test_an_enclave_whose_end_nothing_recorded_is_reported_lost(stack):
 
     assert "nothing recorded its exit code" in str(failure["error"])
     _assert_ended(wt, enclave_id, None, state="lost")
+
+
+_FIRST_AGENT = r"""
+import sys, time
+from pathlib import Path
+from nitronb.backends import ContainerBackend, Prepared
+from nitronb.engine import find_engine
+from nitronb.node_agent import Enclave, NodeAgent
+
+agent = NodeAgent(Path(sys.argv[1]))
+engine = find_engine(timeout=60)
+for enclave_id in sys.argv[3:]:
+    folder = agent.folder / "enclaves" / enclave_id
+    folder.mkdir(parents=True)
+    enclave = Enclave(id=enclave_id, token="t0ken-" + enclave_id, backend="container",
+                      image=sys.argv[2], appconfig_id="ab" * 32,
+                      pcrs={f"pcr{i}": f"{i:02x}" * 48 for i in range(3)}, folder=folder)
+    script = "echo started; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo done; exit 7"
+    prepared = Prepared(None, {"image_id": sys.argv[2], "entrypoint": ["sh", "-c"],
+                               "command": [script]})
+    enclave.handle = ContainerBackend(engine).start(
+        prepared, {"NITRONB_ENCLAVE_ID": enclave_id, "NITRONB_ENCLAVE_TOKEN": enclave.token},
+        folder, folder / "enclave.log")
+    enclave.state = "running"
+    agent._save(enclave)
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.engine
+def test_container_enclaves_outlive_their_node_agent(tmp_path) -> None:
+    """A node agent killed with SIGKILL leaves two containers running; one ends before the next
+    node agent starts, the other after: the next one records both real exit codes (7), keeps
+    each container's whole log once, and removes the containers and their token folders."""
+    import docker.errors
+
+    from nitronb.engine import find_engine
+    from nitronb.image import default_base_image
+    from nitronb.node_agent import NodeAgent
+
+    engine = find_engine(timeout=30)
+    if engine is None:
+        pytest.skip("no container engine reachable (set DOCKER_HOST to Docker's or Podman's "
+                    "service socket)")
+    try:
+        image_id = engine.images.get(default_base_image()).id
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"no base image {default_base_image()}; run scripts/provision-podman.sh")
+    workspace = tmp_path / "ws"
+    ended, running = "enc-ends-while-down", "enc-runs-on"
+    first = subprocess.Popen([sys.executable, "-c", _FIRST_AGENT, str(workspace), image_id,
+                              ended, running], stdout=subprocess.PIPE, text=True)
+    agent = None
+    try:
+        assert first.stdout.readline().strip() == "ready"
+        containers = {name: engine.containers.list(
+            all=True, filters={"label": f"nitronb.enclave={name}"})[0] for name in (ended, running)}
+        _until(lambda: all("started" in (workspace / "node-agent" / "enclaves" / name /
+                                         "enclave.log").read_text(encoding="utf-8")
+                           for name in containers), "the containers' start")
+        first.kill()
+        first.wait()
+        containers[ended].exec_run(["touch", "/tmp/go"])
+        _until(lambda: containers[ended].reload() or containers[ended].status == "exited",
+               "the end of a container")
+
+        agent = NodeAgent(workspace)
+        _until(lambda: agent.get(running).public()["state"] == "running"
+               and agent.get(ended).public()["state"] == "exited", "the adoption")
+        containers[running].exec_run(["touch", "/tmp/go"])
+        _until(lambda: agent.get(running).public()["state"] == "exited", "the adopted end")
+        for name in (ended, running):
+            folder = workspace / "node-agent" / "enclaves" / name
+            record = _until(lambda: (r := json.loads((folder / "enclave.json").read_text(
+                encoding="utf-8")))["state"] == "exited" and r, "the recorded end")
+            assert record["exit_code"] == 7
+            _until(lambda: not engine.containers.list(
+                all=True, filters={"label": f"nitronb.enclave={name}"}), "the removal")
+            assert not (folder / "enclave-token").exists()
+            log = (folder / "enclave.log").read_text(encoding="utf-8")
+            assert (log.count("started"), log.count("done")) == (1, 1), log
+    finally:
+        first.kill()
+        first.wait()
+        for container in engine.containers.list(all=True, filters={"label": "nitronb.enclave"}):
+            if container.labels.get("nitronb.enclave") in (ended, running):
+                container.remove(force=True)
