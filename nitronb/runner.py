@@ -167,9 +167,9 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
         time.sleep(delay)
         delay = min(delay * 1.5, MAX_POLL)
     if record["exit_code"] is None:
-        raise RunError(f"enclave {enclave_id} ended ({record['state']}) while no node agent "
-                       "watched it, and nothing recorded its exit code. Its log ends with:\n"
-                       + text[-2000:],
+        how = ("ended while no node agent watched it, and nothing recorded its exit code"
+               if record["state"] == "lost" else f"{record['state']} with no exit code")
+        raise RunError(f"enclave {enclave_id} {how}. Its log ends with:\n" + text[-2000:],
                        hint="Look whether its result was uploaded; run it again if not.")
     return RunOutcome(enclave_id=enclave_id, backend=record["backend"],
                       exit_code=int(record["exit_code"]), measurements=record["measurements"],
