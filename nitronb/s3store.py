@@ -1,7 +1,8 @@
 """Keeps the local S3 endpoint's buckets and objects on disk, so they outlive the process.
 
 moto keeps S3 state in memory. :class:`S3Store` mirrors it into ``<workspace>/local/s3-data/``
-(mode 0700) as objects change, and loads it back into moto's backend when the endpoint starts.
+(mode 0700) as objects change, and loads it back into moto's backend when the endpoint starts
+(each object through :func:`nitronb.s3restore.load_object`).
 
 Layout (format 1)::
 
@@ -47,6 +48,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import unquote
+
+from nitronb.s3restore import RestoreError, load_object, parse_iso
 
 FORMAT = 1
 _CHUNK = 1 << 20
@@ -127,14 +130,6 @@ def _iso(moment: datetime.datetime) -> str:
     return moment.isoformat(timespec="microseconds") + "Z"
 
 
-def _parse_iso(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.rstrip("Z"))
-
-
-class RestoreError(Exception):
-    """A stored object whose bytes do not match its recorded ETag or size."""
-
-
 class S3Store:
     """The on-disk mirror of one moto S3 backend."""
 
@@ -171,7 +166,7 @@ class S3Store:
             if name not in self._backend.buckets:
                 bucket = self._backend.create_bucket(name, info.get("region") or "us-east-1")
                 if info.get("created"):
-                    created = _parse_iso(info["created"]).replace(tzinfo=datetime.timezone.utc)
+                    created = parse_iso(info["created"]).replace(tzinfo=datetime.timezone.utc)
                     bucket.creation_date = created
             counts["buckets"] += 1
             self._index[name] = {}
@@ -187,7 +182,7 @@ class S3Store:
             try:
                 header = json.loads(meta_path.read_text(encoding="utf-8"))
                 data_path = folder / header["data"]
-                self._load_object(bucket, header, data_path)
+                load_object(self._backend, bucket, header, data_path)
             except (OSError, ValueError, KeyError, RestoreError) as exc:
                 self._set_aside(meta_path, exc)
                 continue
@@ -211,56 +206,6 @@ class S3Store:
         for path in (meta_path, meta_path.parent / data_name if data_name else None):
             if path is not None and path.exists():
                 os.replace(path, damaged / f"{stamp}-{path.name}")
-
-    def _load_object(self, bucket: str, header: dict[str, Any], data_path: Path) -> None:
-        from moto.s3.models import FakeKey, FakeMultipart
-
-        backend = self._backend
-        account, region = backend.account_id, backend.region_name
-        parts = header.get("parts") or []
-        with open(data_path, "rb") as fh:
-            multipart = None
-            if parts:
-                multipart = FakeMultipart(header["key"], {}, account, region)
-                part_md5s = b""
-                for part in parts:
-                    piece = FakeKey(part["number"], b"", account, region)
-                    digest = _fill(piece, fh, part["size"])
-                    if digest.hexdigest() != part["etag"]:
-                        raise RestoreError(f"part {part['number']} does not match its ETag")
-                    piece._etag = part["etag"]
-                    multipart.parts[part["number"]] = piece
-                    multipart.partlist.append(part["number"])
-                    part_md5s += digest.digest()
-                computed = f"{hashlib.md5(part_md5s).hexdigest()}-{len(parts)}"
-                fh.seek(0)
-            key = FakeKey(header["key"], b"", account, region, multipart=multipart,
-                          storage=header.get("storage_class"), bucket_name=bucket,
-                          version_id="null", encryption=header.get("encryption"),
-                          kms_key_id=header.get("kms_key_id"),
-                          bucket_key_enabled=header.get("bucket_key_enabled"))
-            digest = _fill(key, fh, header["size"])
-            if fh.read(1):
-                raise RestoreError("the stored bytes are longer than the recorded size")
-        if not parts:
-            computed = digest.hexdigest()
-        if "-" not in header["etag"] and parts:
-            computed = digest.hexdigest()
-        if computed != header["etag"]:
-            raise RestoreError(f"ETag {computed} does not match the recorded {header['etag']}")
-        key._etag = header["etag"]
-        key.last_modified = _parse_iso(header["last_modified"])
-        key.set_metadata(dict(header.get("metadata") or {}))
-        checksum = header.get("checksum") or {}
-        key.checksum_algorithm = checksum.get("algorithm")
-        key.checksum_value = checksum.get("value")
-        key.checksum_type = checksum.get("type")
-        key.checksum_parts = checksum.get("parts")
-        key.website_redirect_location = header.get("website_redirect_location")
-        backend.buckets[bucket].keys.setlist(header["key"], [key])
-        if header.get("tags"):
-            backend.tagger.tag_resource(
-                key.arn, [{"Key": k, "Value": v} for k, v in header["tags"].items()])
 
     # --- write-through --------------------------------------------------------------------
 
@@ -376,7 +321,7 @@ class S3Store:
                 del live.keys[key]
             return
         try:
-            self._load_object(bucket, header, objects / header["data"])
+            load_object(self._backend, bucket, header, objects / header["data"])
         except (OSError, ValueError, KeyError, RestoreError) as exc:
             print(f"s3-data: could not take back the unsaved change of {bucket}/{key} ({exc!r}); "
                   "the object on disk is served again after a restart", file=sys.stderr,
@@ -544,21 +489,3 @@ def _snapshot(mapping: Any) -> set[str]:
 
 def _same_bytes(previous: dict[str, Any], header: dict[str, Any]) -> bool:
     return all(previous.get(f) == header.get(f) for f in ("etag", "size", "parts"))
-
-
-def _fill(fake: Any, source: Any, size: int) -> Any:
-    """Stream ``size`` bytes of ``source`` into a fresh moto key; the MD5 of those bytes."""
-    digest = hashlib.md5()
-    buffer = fake._value_buffer
-    buffer.seek(0)
-    buffer.truncate()
-    remaining = size
-    while remaining > 0:
-        chunk = source.read(min(_CHUNK, remaining))
-        if not chunk:
-            raise RestoreError("the stored bytes are shorter than the recorded size")
-        buffer.write(chunk)
-        digest.update(chunk)
-        remaining -= len(chunk)
-    fake.contentsize = size
-    return digest
