@@ -154,7 +154,7 @@ class _AdoptedProcessHandle(_ProcessHandle):
         self._clean()
 
 
-class _Ended:
+class Ended:
     """An enclave that had already ended when the node agent looked for it."""
 
     def __init__(self, code: int) -> None:
@@ -432,7 +432,7 @@ def adopt(backend: str, enclave_id: str, folder: Path, workspace: Path) -> Handl
         ended = read_record(folder, ENDED)
         remove(private)
         code = ended.get("exit_code") if ended else None
-        return _Ended(code if isinstance(code, int) else LOST)
+        return Ended(code if isinstance(code, int) else LOST)
     from nitronb.engine import find_engine
 
     engine = find_engine(workspace, timeout=30)
@@ -441,7 +441,7 @@ def adopt(backend: str, enclave_id: str, folder: Path, workspace: Path) -> Handl
     found = engine.containers.list(all=True, filters={"label": f"nitronb.enclave={enclave_id}"})
     if not found:
         shutil.rmtree(folder / TOKEN_FOLDER, ignore_errors=True)
-        return _Ended(LOST)
+        return Ended(LOST)
     return _ContainerHandle(found[0], folder / "enclave.log", [folder / TOKEN_FOLDER],
                             whole_log=True)
 

@@ -172,9 +172,9 @@ class NodeAgent:
                 break
             time.sleep(5)
         if handle is None:
-            from nitronb.backends import _Ended, LOST
+            from nitronb.backends import LOST, Ended
 
-            handle = _Ended(LOST)
+            handle = Ended(LOST)
         enclave.handle = handle
         enclave.refresh()
         if enclave.state in ENDED:
