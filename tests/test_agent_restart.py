@@ -415,3 +415,63 @@ def test_container_enclaves_outlive_their_node_agent(tmp_path) -> None:
         for container in engine.containers.list(all=True, filters={"label": "nitronb.enclave"}):
             if container.labels.get("nitronb.enclave") in (ended, running):
                 container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def container_stack(tmp_path_factory):
+    """The local stack and the walk-through approved with the gated app on the container
+    backend, and the gate."""
+    from nitronb import local, steps
+    from nitronb.engine import find_engine
+
+    engine = find_engine(timeout=30)
+    if engine is None:
+        pytest.skip("no container engine reachable (set DOCKER_HOST to Docker's or Podman's "
+                    "service socket)")
+    tmp = tmp_path_factory.mktemp("agent-restart-container")
+    gate = Gate()
+    workspace = tmp / "ws"
+    try:
+        local.up(workspace)
+        wt = steps.through_approval(workspace, backend="container",
+                                    app_dir=_gated_app(tmp, gate.port))
+        yield wt, gate, engine
+    finally:
+        local.down(workspace)
+
+
+@pytest.mark.engine
+def test_a_container_enclave_that_succeeds_while_the_node_agent_is_down(container_stack,
+                                                                        tmp_path):
+    wt, gate, engine = container_stack
+    _fresh_output(wt)
+    state = wt.state()
+    before = _enclaves(wt)
+    env = {**os.environ, "NITRONB_WORKSPACE": str(wt.workspace)}
+    run = subprocess.Popen([sys.executable, "-m", "nitronb", "run", "--appconfig-id",
+                            state["appconfig_id"], "--backend", "container",
+                            state["image_reference"]],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    enclave_id = _new_enclave(wt, before, run)
+    _kill_node_agent(wt)
+    label = {"label": f"nitronb.enclave={enclave_id}"}
+    container = engine.containers.list(all=True, filters=label)[0]
+    gate.open()
+    try:
+        _until(lambda: container.reload() or container.status == "exited", "the container's end")
+    finally:
+        gate.close()
+    assert _record(wt, enclave_id)["state"] == "running"
+    _restart_node_agent(wt)
+
+    out, err = run.communicate(timeout=PATIENCE)
+    assert run.returncode == 0, err
+    assert f"enclave {enclave_id} (container) finished in" in err
+    record = _until(lambda: (r := _record(wt, enclave_id))["state"] != "running" and r,
+                    "the recorded end")
+    assert (record["state"], record["exit_code"]) == ("exited", 0)
+    _until(lambda: not engine.containers.list(all=True, filters=label), "the removal")
+    folder = wt.workspace / "node-agent" / "enclaves" / enclave_id
+    assert not (folder / "enclave-token").exists()
+    assert (folder / "enclave.log").read_text(encoding="utf-8").count("credentials wiped") == 1
+    _check_result(wt, tmp_path)
