@@ -142,6 +142,7 @@ def test_a_put_over_a_key_on_a_full_disk_keeps_the_previous_version(small_disk):
     client = _client(ws)
     client.put_object(Bucket="nitronb", Key="results/out.enc", Body=b"first version",
                       Metadata={"v": "1"})
+    client.put_object(Bucket="nitronb", Key="old/a", Body=b"to delete")
     before = _state(client, "results/out.enc")
     files = _stored_files(ws)
     small_disk.fill()
@@ -152,6 +153,9 @@ def test_a_put_over_a_key_on_a_full_disk_keeps_the_previous_version(small_disk):
     assert _state(client, "results/out.enc") == before
     _assert_full_disk_answer(response)
     assert _stored_files(ws) == files
+    deleted = client.delete_objects(Bucket="nitronb", Delete={"Objects": [{"Key": "old/a"}]})
+    assert [d["Key"] for d in deleted["Deleted"]] == ["old/a"]  # deleting frees room: allowed
+    assert len(_stored_files(ws)) == len(files) - 2
     small_disk.release()
     _restart(ws)
     client = _client(ws)
