@@ -2,6 +2,11 @@
 
 Each backend measures the image it is asked to launch — the PCRs the node agent attests — and
 starts it with the launcher's environment. A handle has ``poll()``, ``wait()`` and ``stop()``.
+
+An enclave outlives the node agent that started it, and its end is known afterwards: a process
+enclave runs under :mod:`nitronb.supervisor`, which records its exit status in the enclave's
+folder; a container is found again by its ``nitronb.enclave`` label. :func:`adopt` gives a
+restarted node agent a handle on an enclave an earlier one started.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +28,10 @@ from nitronb.errors import EngineUnavailableError, ImageBuildError, ValidationEr
 from nitronb.measure import Measurements
 
 STOP_TIMEOUT = 10
+#: how often a restarted node agent looks whether an adopted process enclave has ended (s)
+ADOPTED_POLL = 0.2
+#: the code of an enclave that ended with no exit status anyone recorded
+LOST = -1000
 
 
 class Handle(Protocol):
@@ -53,9 +63,14 @@ class Prepared:
 
 
 class _ProcessHandle:
-    def __init__(self, process: subprocess.Popen, cleanup: list[Path]) -> None:
+    """A supervised process enclave this node agent started: its code is the one the supervisor
+    recorded (the enclave's, not the supervisor's own)."""
+
+    def __init__(self, process: subprocess.Popen, cleanup: list[Path],
+                 folder: Path | None = None) -> None:
         self.process = process
         self.cleanup = cleanup
+        self.folder = folder
         self._lock = threading.Lock()
         self._cleaned = False
 
@@ -63,11 +78,20 @@ class _ProcessHandle:
         code = self.process.poll()
         if code is not None:
             self._clean()
-        return code
+            return self._recorded(code)
+        return None
 
     def wait(self) -> int:
         code = self.process.wait()
         self._clean()
+        return self._recorded(code)
+
+    def _recorded(self, code: int) -> int:
+        from nitronb.supervisor import ENDED, read_record
+
+        ended = read_record(self.folder, ENDED) if self.folder is not None else None
+        if ended is not None and isinstance(ended.get("exit_code"), int):
+            return ended["exit_code"]
         return code
 
     def stop(self) -> None:
@@ -81,12 +105,69 @@ class _ProcessHandle:
         self._clean()
 
     def _clean(self) -> None:
+        from nitronb.supervisor import remove
+
         with self._lock:
             if self._cleaned:
                 return
             self._cleaned = True
         for path in self.cleanup:
-            shutil.rmtree(path, ignore_errors=True)
+            remove(path)
+
+
+class _AdoptedProcessHandle(_ProcessHandle):
+    """A supervised process enclave an earlier node agent started (not this one's child)."""
+
+    def __init__(self, pid: int, folder: Path, cleanup: list[Path]) -> None:
+        super().__init__(None, cleanup, folder)  # type: ignore[arg-type]
+        self.pid = pid
+
+    def _ended(self) -> int | None:
+        from nitronb.supervisor import ENDED, alive, read_record
+
+        if alive(self.pid, self.folder):
+            return None
+        ended = read_record(self.folder, ENDED)
+        code = ended.get("exit_code") if ended else None
+        self._clean()
+        return code if isinstance(code, int) else LOST
+
+    def poll(self) -> int | None:
+        return self._ended()
+
+    def wait(self) -> int:
+        while (code := self._ended()) is None:
+            time.sleep(ADOPTED_POLL)
+        return code
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self._ended() is not None:
+                return
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while time.monotonic() < deadline and self._ended() is None:
+                time.sleep(ADOPTED_POLL)
+        self._clean()
+
+
+class Ended:
+    """An enclave that had already ended when the node agent looked for it."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def poll(self) -> int:
+        return self.code
+
+    def wait(self) -> int:
+        return self.code
+
+    def stop(self) -> None:
+        pass
 
 
 _SPAWNER: ThreadPoolExecutor | None = None
@@ -194,12 +275,15 @@ class ProcessBackend:
                        "runs unsandboxed: it sees your files, your other processes and their "
                        "environments, and what it writes outside its private folder stays; "
                        "install bubblewrap (`apt-get install bubblewrap`) to isolate it.\n")
+        from nitronb import supervisor
+
+        # the supervisor, not this node agent, is the enclave's parent: it records the exit
+        # status in the enclave's folder and cleans the private folder even if this agent dies
+        argv = supervisor.command(folder, argv, clean=[private], pass_fd=read_end)
         log = open(log_path, "ab", buffering=0)
         try:
             if warning:
                 log.write(warning.encode("utf-8"))
-            # bwrap --die-with-parent follows the thread that started it: start it from a
-            # thread that lives as long as this process, not from a request's thread
             process = _spawner().submit(
                 subprocess.Popen, argv, cwd=cwd, env=environment, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -207,7 +291,7 @@ class ProcessBackend:
         finally:
             log.close()
             os.close(read_end)
-        return _ProcessHandle(process, [private])
+        return _ProcessHandle(process, [private], folder)
 
     @staticmethod
     def _host_path(root: Path, layout, part: str) -> str:
@@ -244,16 +328,19 @@ def _write_token_folder(folder: Path, token: str) -> Path:
 
 
 class _ContainerHandle:
-    def __init__(self, container, log_path: Path, cleanup: list[Path] | None = None) -> None:
+    def __init__(self, container, log_path: Path, cleanup: list[Path] | None = None, *,
+                 whole_log: bool = False) -> None:
         self.container = container
         self.log_path = log_path
         self.cleanup = cleanup or []
         self.code: int | None = None
+        #: write the container's whole log again (an adopted container: the engine keeps it all)
+        self._mode = "wb" if whole_log else "ab"
         self._done = threading.Event()
         threading.Thread(target=self._follow, daemon=True).start()
 
     def _follow(self) -> None:
-        with open(self.log_path, "ab", buffering=0) as log:
+        with open(self.log_path, self._mode, buffering=0) as log:
             try:
                 for chunk in self.container.logs(stream=True, follow=True):
                     log.write(chunk)
@@ -325,6 +412,38 @@ class ContainerBackend:
                 shutil.rmtree(path, ignore_errors=True)
             raise
         return _ContainerHandle(container, log_path, cleanup)
+
+
+def adopt(backend: str, enclave_id: str, folder: Path, workspace: Path) -> Handle | None:
+    """A handle on an enclave an earlier node agent started, found from what outlives that
+    agent: the supervisor's records in ``folder`` (process), the container labelled with
+    ``enclave_id`` (container). An enclave that has ended gives a handle whose ``poll()``
+    returns its code at once (:data:`LOST` when nothing recorded it). None when the container
+    engine does not answer (ask again later).
+    """
+    from nitronb.supervisor import ENDED, STARTED, alive, read_record, remove
+
+    if backend == "process":
+        private = folder / "private"
+        started = read_record(folder, STARTED)
+        pid = started.get("pid") if started else None
+        if isinstance(pid, int) and alive(pid, folder):
+            return _AdoptedProcessHandle(pid, folder, [private])
+        ended = read_record(folder, ENDED)
+        remove(private)
+        code = ended.get("exit_code") if ended else None
+        return Ended(code if isinstance(code, int) else LOST)
+    from nitronb.engine import find_engine
+
+    engine = find_engine(workspace, timeout=30)
+    if engine is None:
+        return None
+    found = engine.containers.list(all=True, filters={"label": f"nitronb.enclave={enclave_id}"})
+    if not found:
+        shutil.rmtree(folder / TOKEN_FOLDER, ignore_errors=True)
+        return Ended(LOST)
+    return _ContainerHandle(found[0], folder / "enclave.log", [folder / TOKEN_FOLDER],
+                            whole_log=True)
 
 
 def choose_backend(name: str, image: str, workspace: Path) -> Backend:

@@ -13,6 +13,12 @@ HTTP (JSON bodies only): ``GET /health``; with the operator's bearer token (the 
 ``POST /v1/enclaves/{id}/attestation`` ``{"public_key", "user_data", "nonce"}`` (base64).
 
 An enclave runs exactly the command of the image that was measured: no request can change it.
+
+Each enclave's record is ``<workspace>/node-agent/enclaves/<id>/enclave.json`` (what ``GET``
+answers, plus the SHA-256 of the enclave's token). Enclaves outlive the node agent: one that
+starts finds every enclave an earlier one left ``starting`` or ``running``, adopts those still
+running and records how the others ended (:func:`nitronb.backends.adopt`); an enclave whose end
+nothing recorded is ``lost``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
@@ -40,6 +47,14 @@ from nitronb.errors import (AuthenticationError, CCMError, ConflictError, Nitron
 log = logging.getLogger("nitronb.node_agent")
 MAX_BODY = 1 << 20
 LOG_TAIL = 64 * 1024
+#: the states of an enclave that has ended ("lost": it ended and nothing recorded its code)
+ENDED = ("exited", "failed", "lost")
+#: how long a node agent that starts keeps asking an unreachable engine about its containers (s)
+ADOPT_PATIENCE = 600.0
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -59,14 +74,42 @@ class Enclave:
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     attestations: int = 0
+    #: the SHA-256 (hex) of ``token``: all a node agent started later knows of it
+    token_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if self.token and not self.token_sha256:
+            self.token_sha256 = _digest(self.token)
+
+    def token_matches(self, token: str | None) -> bool:
+        return bool(token) and bool(self.token_sha256) and secrets.compare_digest(
+            _digest(token), self.token_sha256)
 
     def refresh(self) -> None:
-        if self.handle is not None and self.exit_code is None:
+        from nitronb.backends import LOST
+
+        if self.handle is not None and self.exit_code is None and self.state not in ENDED:
             code = self.handle.poll()
             if code is not None:
-                self.exit_code = code
-                self.state = "exited"
                 self.ended_at = time.time()
+                if code == LOST:
+                    self.state = "lost"
+                else:
+                    self.exit_code = code
+                    self.state = "exited"
+
+    def record(self) -> dict[str, Any]:
+        """What ``enclave.json`` holds: :meth:`public` and the token's digest."""
+        return {**self.public(), "token_sha256": self.token_sha256}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], folder: Path) -> "Enclave":
+        return cls(id=record["id"], token="", backend=record["backend"], image=record["image"],
+                   appconfig_id=record["appconfig_id"], pcrs=record["measurements"],
+                   folder=folder, state=record["state"], exit_code=record.get("exit_code"),
+                   started_at=record["started_at"], ended_at=record.get("ended_at"),
+                   attestations=record.get("attestations", 0),
+                   token_sha256=record.get("token_sha256", ""))
 
     def public(self) -> dict[str, Any]:
         self.refresh()
@@ -91,6 +134,59 @@ class NodeAgent:
         self.enclaves: dict[str, Enclave] = {}
         self.lock = threading.Lock()
         self.operator_token = operator_token(self.workspace, create=True)
+        self.recover()
+
+    def recover(self) -> None:
+        """Load every enclave recorded in the workspace; adopt those an earlier node agent left
+        running, and record how those that ended meanwhile ended."""
+        from nitronb.supervisor import remove
+
+        for folder in sorted((self.folder / "enclaves").glob("enc-*")):
+            if not (folder / "enclave.json").exists():  # never started: only its image copy
+                remove(folder / "private")
+        for path in sorted((self.folder / "enclaves").glob("enc-*/enclave.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                enclave = Enclave.from_record(record, path.parent)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("cannot read %s: %s", path, exc)
+                continue
+            with self.lock:
+                if enclave.id in self.enclaves:
+                    continue
+                self.enclaves[enclave.id] = enclave
+            if enclave.state not in ENDED:
+                threading.Thread(target=self._adopt, args=(enclave,), daemon=True).start()
+
+    def _adopt(self, enclave: Enclave) -> None:
+        from nitronb.backends import adopt
+
+        deadline = time.monotonic() + ADOPT_PATIENCE
+        while True:
+            try:
+                handle = adopt(enclave.backend, enclave.id, enclave.folder, self.workspace)
+            except Exception as exc:  # noqa: BLE001 - an engine error: ask again
+                log.warning("cannot look for enclave %s: %s", enclave.id, exc)
+                handle = None
+            if handle is not None or time.monotonic() > deadline:
+                break
+            time.sleep(5)
+        if handle is None:
+            from nitronb.backends import LOST, Ended
+
+            handle = Ended(LOST)
+        enclave.handle = handle
+        enclave.refresh()
+        if enclave.state in ENDED:
+            log.info("enclave %s ended while no node agent watched it: %s", enclave.id,
+                     enclave.state if enclave.exit_code is None else
+                     f"exit code {enclave.exit_code}")
+            self._save(enclave)
+            return
+        enclave.state = "running"
+        log.info("adopted enclave %s, still running", enclave.id)
+        self._save(enclave)
+        self._watch(enclave)
 
     def check_operator(self, token: str | None) -> None:
         if not token or not secrets.compare_digest(token, self.operator_token):
@@ -126,6 +222,7 @@ class NodeAgent:
                "NITRONB_ENCLAVE_TOKEN": enclave.token}
         with self.lock:
             self.enclaves[enclave.id] = enclave
+        self._save(enclave)  # "starting": a node agent started later finds it
         try:
             enclave.handle = chosen.start(prepared, env, enclave.folder,
                                           enclave.folder / "enclave.log")
@@ -145,8 +242,10 @@ class NodeAgent:
         self._save(enclave)
 
     def _save(self, enclave: Enclave) -> None:
-        record = enclave.folder / "enclave.json"
-        record.write_text(json.dumps(enclave.public(), indent=2), encoding="utf-8")
+        from nitronb._files import write_atomic
+
+        write_atomic(enclave.folder / "enclave.json",
+                     json.dumps(enclave.record(), indent=2).encode("utf-8"), mode=0o600)
 
     def get(self, enclave_id: str) -> Enclave:
         with self.lock:
@@ -157,7 +256,7 @@ class NodeAgent:
 
     def attest(self, enclave_id: str, token: str | None, body: dict[str, Any]) -> dict[str, str]:
         enclave = self.get(enclave_id)
-        if not token or not secrets.compare_digest(token, enclave.token):
+        if not enclave.token_matches(token):
             raise AuthenticationError("only the enclave itself may ask for its attestation "
                                       "document (bearer token missing or wrong).")
         _forget_token_file(enclave)

@@ -12,10 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from nitronb.errors import EndpointUnreachableError, RunError
+from nitronb.errors import EndpointUnreachableError, LocalStackError, RunError
 
 #: the longest pause between two looks at a running enclave: its end is seen within it
 MAX_POLL = 0.25
+#: the node agent's states of an enclave that has ended
+_ENDED = ("exited", "failed", "lost")
+_WAITING = "[nitronb]"
 
 
 @dataclass
@@ -130,10 +133,28 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
     text = ""
     deadline = started + timeout
     delay = poll
+    away = False
     while True:
-        record = _call("GET", f"{agent}/v1/enclaves/{enclave_id}", token)
-        finished = record["state"] == "exited"
-        text = _call("GET", f"{agent}/v1/enclaves/{enclave_id}/log", token)["log"]
+        try:  # the enclave outlives its node agent: wait for one to answer again
+            if away and not node_agent:
+                agent = _service_url("node-agent", None, workspace)
+            record = _call("GET", f"{agent}/v1/enclaves/{enclave_id}", token)
+            text = _call("GET", f"{agent}/v1/enclaves/{enclave_id}/log", token)["log"]
+        except (EndpointUnreachableError, LocalStackError):
+            if not away and on_log:
+                on_log(f"{_WAITING} the node agent does not answer; enclave {enclave_id} runs "
+                       "on, and its outcome is known once a node agent is back (`nitronb local "
+                       "up` restarts it)\n")
+            away = True
+            if time.perf_counter() > deadline:
+                raise RunError(f"the node agent did not answer again within {timeout:.0f} s "
+                               f"to say how enclave {enclave_id} ended.",
+                               hint="Start it with `nitronb local up`: it finds the enclave "
+                                    "and its outcome; then look with `nitronb run` again.")
+            time.sleep(MAX_POLL)
+            continue
+        away = False
+        finished = record["state"] in _ENDED
         if on_log and len(text) > shown:
             on_log(text[shown:])
             shown = len(text)
@@ -145,6 +166,11 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
                            "it was stopped. Its log ends with:\n" + text[-2000:])
         time.sleep(delay)
         delay = min(delay * 1.5, MAX_POLL)
+    if record["exit_code"] is None:
+        how = ("ended while no node agent watched it, and nothing recorded its exit code"
+               if record["state"] == "lost" else f"{record['state']} with no exit code")
+        raise RunError(f"enclave {enclave_id} {how}. Its log ends with:\n" + text[-2000:],
+                       hint="Look whether its result was uploaded; run it again if not.")
     return RunOutcome(enclave_id=enclave_id, backend=record["backend"],
                       exit_code=int(record["exit_code"]), measurements=record["measurements"],
                       log=text, seconds=time.perf_counter() - started)

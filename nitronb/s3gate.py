@@ -409,6 +409,11 @@ class S3Gate:
 
         with self.store.changing() if changes else contextlib.nullcontext():
             try:
+                if changes:  # no room for the change: refused before moto acts on it
+                    self.store.check_room(req.method, req.raw_path, req.query, req.headers)
+            except OSError as exc:
+                return self._refuse(environ, start_response, _unsaved(req, exc))
+            try:
                 body = self._app(environ, hold)
             except BodyMismatch as mismatch:  # raised by the reader, before moto acted on it
                 return self._refuse(environ, start_response, mismatch)
@@ -424,11 +429,7 @@ class S3Gate:
                 except Exception as exc:  # the change is not durable: do not acknowledge it
                     if hasattr(body, "close"):
                         body.close()
-                    print(f"s3gate: could not save {req.method} {req.raw_path} to disk: {exc!r}",
-                          file=sys.stderr, flush=True)
-                    return self._refuse(environ, start_response, Rejection(
-                        500, "InternalError", "The change could not be saved to disk on the "
-                        f"local endpoint ({type(exc).__name__}: {exc}); try again."))
+                    return self._refuse(environ, start_response, _unsaved(req, exc))
         if answer and "write" not in answer:
             start_response(answer["status"], answer["headers"], answer["exc_info"])
         return body
@@ -449,7 +450,22 @@ class S3Gate:
         return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
 
-_REASONS = {400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error"}
+_REASONS = {400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error",
+            507: "Insufficient Storage"}
+
+
+def _unsaved(req: _Incoming, exc: BaseException) -> Rejection:
+    """The answer to a change the store could not write (and took back): 507 when the disk is
+    full, else 500 ``InternalError``."""
+    from nitronb.s3store import is_disk_full
+
+    print(f"s3gate: could not save {req.method} {req.raw_path} to disk: {exc!r}; nothing changed",
+          file=sys.stderr, flush=True)
+    if is_disk_full(exc):
+        return Rejection(507, "InsufficientStorage", "The local endpoint's disk is full; "
+                         "nothing was changed. Free space in the workspace and try again.")
+    return Rejection(500, "InternalError", "The change could not be saved to disk on the local "
+                     f"endpoint ({type(exc).__name__}); nothing was changed. Try again.")
 
 
 

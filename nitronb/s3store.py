@@ -1,7 +1,8 @@
 """Keeps the local S3 endpoint's buckets and objects on disk, so they outlive the process.
 
 moto keeps S3 state in memory. :class:`S3Store` mirrors it into ``<workspace>/local/s3-data/``
-(mode 0700) as objects change, and loads it back into moto's backend when the endpoint starts.
+(mode 0700) as objects change, and loads it back into moto's backend when the endpoint starts
+(each object through :func:`nitronb.s3restore.load_object`).
 
 Layout (format 1)::
 
@@ -17,6 +18,11 @@ atomically (temporary file, fsync, rename) after the ``.bin`` it names is comple
 crash leaves either the previous or the new object, never a mix. Files no ``.json`` names are
 leftovers and are removed at start.
 
+A change the disk refuses (full, or any other write error) changes nothing: a request that
+clearly needs more room than the disk has is refused before moto sees it
+(:meth:`S3Store.check_room`), and a change moto made that cannot be written is undone in the
+backend from what the disk holds, so the previous object stays served and stored.
+
 An object's ``.json`` holds: ``bucket``, ``key``, ``data`` (the ``.bin`` name), ``size``,
 ``etag`` (as the store computed it, without quotes: an MD5, or ``md5-of-md5s-N`` for a multipart
 object), ``last_modified`` (ISO 8601, UTC), ``metadata`` (content type, ``x-amz-meta-*`` …),
@@ -28,6 +34,7 @@ than existence, and multipart uploads not yet completed are not kept.
 from __future__ import annotations
 
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -42,10 +49,34 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import unquote
 
+from nitronb.s3restore import RestoreError, load_object, parse_iso
+
 FORMAT = 1
 _CHUNK = 1 << 20
 _STRIPES = 64
 _PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+#: room kept free beyond a request's bytes, for the descriptions and the folders (bytes)
+ROOM_RESERVE = 256 * 1024
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(OSError):
+    """The data folder has not room for a change (``needed`` and ``free`` in bytes)."""
+
+    def __init__(self, folder: Path, needed: int, free: int) -> None:
+        super().__init__(errno.ENOSPC, f"the disk holding {folder} is full: the change needs "
+                         f"{needed} bytes and {free} are free")
+        self.needed = needed
+        self.free = free
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk or the quota is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def data_dir(workspace: Path) -> Path:
@@ -99,14 +130,6 @@ def _iso(moment: datetime.datetime) -> str:
     return moment.isoformat(timespec="microseconds") + "Z"
 
 
-def _parse_iso(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.rstrip("Z"))
-
-
-class RestoreError(Exception):
-    """A stored object whose bytes do not match its recorded ETag or size."""
-
-
 class S3Store:
     """The on-disk mirror of one moto S3 backend."""
 
@@ -143,7 +166,7 @@ class S3Store:
             if name not in self._backend.buckets:
                 bucket = self._backend.create_bucket(name, info.get("region") or "us-east-1")
                 if info.get("created"):
-                    created = _parse_iso(info["created"]).replace(tzinfo=datetime.timezone.utc)
+                    created = parse_iso(info["created"]).replace(tzinfo=datetime.timezone.utc)
                     bucket.creation_date = created
             counts["buckets"] += 1
             self._index[name] = {}
@@ -159,7 +182,7 @@ class S3Store:
             try:
                 header = json.loads(meta_path.read_text(encoding="utf-8"))
                 data_path = folder / header["data"]
-                self._load_object(bucket, header, data_path)
+                load_object(self._backend, bucket, header, data_path)
             except (OSError, ValueError, KeyError, RestoreError) as exc:
                 self._set_aside(meta_path, exc)
                 continue
@@ -183,56 +206,6 @@ class S3Store:
         for path in (meta_path, meta_path.parent / data_name if data_name else None):
             if path is not None and path.exists():
                 os.replace(path, damaged / f"{stamp}-{path.name}")
-
-    def _load_object(self, bucket: str, header: dict[str, Any], data_path: Path) -> None:
-        from moto.s3.models import FakeKey, FakeMultipart
-
-        backend = self._backend
-        account, region = backend.account_id, backend.region_name
-        parts = header.get("parts") or []
-        with open(data_path, "rb") as fh:
-            multipart = None
-            if parts:
-                multipart = FakeMultipart(header["key"], {}, account, region)
-                part_md5s = b""
-                for part in parts:
-                    piece = FakeKey(part["number"], b"", account, region)
-                    digest = _fill(piece, fh, part["size"])
-                    if digest.hexdigest() != part["etag"]:
-                        raise RestoreError(f"part {part['number']} does not match its ETag")
-                    piece._etag = part["etag"]
-                    multipart.parts[part["number"]] = piece
-                    multipart.partlist.append(part["number"])
-                    part_md5s += digest.digest()
-                computed = f"{hashlib.md5(part_md5s).hexdigest()}-{len(parts)}"
-                fh.seek(0)
-            key = FakeKey(header["key"], b"", account, region, multipart=multipart,
-                          storage=header.get("storage_class"), bucket_name=bucket,
-                          version_id="null", encryption=header.get("encryption"),
-                          kms_key_id=header.get("kms_key_id"),
-                          bucket_key_enabled=header.get("bucket_key_enabled"))
-            digest = _fill(key, fh, header["size"])
-            if fh.read(1):
-                raise RestoreError("the stored bytes are longer than the recorded size")
-        if not parts:
-            computed = digest.hexdigest()
-        if "-" not in header["etag"] and parts:
-            computed = digest.hexdigest()
-        if computed != header["etag"]:
-            raise RestoreError(f"ETag {computed} does not match the recorded {header['etag']}")
-        key._etag = header["etag"]
-        key.last_modified = _parse_iso(header["last_modified"])
-        key.set_metadata(dict(header.get("metadata") or {}))
-        checksum = header.get("checksum") or {}
-        key.checksum_algorithm = checksum.get("algorithm")
-        key.checksum_value = checksum.get("value")
-        key.checksum_type = checksum.get("type")
-        key.checksum_parts = checksum.get("parts")
-        key.website_redirect_location = header.get("website_redirect_location")
-        backend.buckets[bucket].keys.setlist(header["key"], [key])
-        if header.get("tags"):
-            backend.tagger.tag_resource(
-                key.arn, [{"Key": k, "Value": v} for k, v in header["tags"].items()])
 
     # --- write-through --------------------------------------------------------------------
 
@@ -265,12 +238,95 @@ class S3Store:
             return  # a multipart upload started
         head, _, rest = raw_path.lstrip("/").partition("/")
         bucket, key = unquote(head), unquote(rest)
-        if not bucket or bucket not in self.known_buckets():
-            self.sync_all()  # another addressing style, or an unknown bucket: check everything
-        elif not key:
-            self.sync_bucket(bucket)
-        elif not self.sync_object(bucket, key) and method != "DELETE":
-            self.sync_bucket(bucket)  # the object is not where the path says: check the bucket
+        try:
+            if not bucket or bucket not in self.known_buckets():
+                self.sync_all()  # another addressing style, or an unknown bucket: check all
+            elif not key:
+                self.sync_bucket(bucket)
+            elif not self.sync_object(bucket, key) and method != "DELETE":
+                self.sync_bucket(bucket)  # the object is not where the path says: the bucket
+        except BaseException:
+            self.undo(bucket, key)
+            raise
+
+    def check_room(self, method: str, raw_path: str, query: list[tuple[str, str]],
+                   headers: dict[str, str]) -> None:
+        """Raise :class:`DiskFull` if the data folder has clearly not room for what a request
+        (path-style ``/bucket/key``, its decoded query pairs and lower-case headers) may write:
+        its body, the parts it completes or the object it copies, and :data:`ROOM_RESERVE`."""
+        names = {name for name, _ in query}
+        if method in ("GET", "HEAD", "OPTIONS", "DELETE") or names & {"delete", "uploads"}:
+            return  # writes nothing (deletions free room): never refused for want of room
+        try:
+            needed = ROOM_RESERVE + max(0, int(headers.get("content-length") or 0))
+        except ValueError:
+            needed = ROOM_RESERVE
+        head, _, rest = raw_path.lstrip("/").partition("/")
+        bucket, key = unquote(head), unquote(rest)
+        live = self._backend.buckets.get(bucket)
+        upload = next((value for name, value in query if name == "uploadId"), None)
+        if live is not None and method == "POST" and upload is not None:
+            multipart = live.multiparts.get(upload)  # completing: the parts become one object
+            if multipart is not None:
+                needed += sum(int(part.size) for part in list(multipart.parts.values()))
+        source = headers.get("x-amz-copy-source")
+        if source:
+            needed += self._source_size(source)
+        folder = self.root if self.root.exists() else self.root.parent
+        stats = os.statvfs(folder)
+        free = stats.f_bavail * stats.f_frsize
+        if needed > free:
+            raise DiskFull(self.root, needed, free)
+
+    def _source_size(self, source: str) -> int:
+        path = unquote(source.split("?", 1)[0]).lstrip("/")
+        bucket, _, key = path.partition("/")
+        live = self._backend.buckets.get(bucket)
+        fake = live.keys.get(key) if live is not None else None
+        return int(getattr(fake, "size", 0) or 0)
+
+    def undo(self, bucket: str, key: str) -> None:
+        """Make the backend match the disk again for one object (``key``) or, with no key, for
+        a bucket's existence: what a change that could not be written left in memory."""
+        if not bucket:
+            return
+        if bucket not in self._backend.buckets:
+            return  # nothing in memory to take back (a deleted bucket stays deleted)
+        with self._bucket_lock:
+            with self._index_lock:
+                stored = bucket in self._index
+            folder = self._buckets_dir / _bucket_folder_name(bucket)
+            if not stored or not (folder / "bucket.json").exists():
+                live = self._backend.buckets.get(bucket)
+                if live is not None and not _snapshot(live.keys):
+                    self._backend.buckets.pop(bucket, None)
+                    with self._index_lock:
+                        self._index.pop(bucket, None)
+                    shutil.rmtree(folder, ignore_errors=True)
+                return
+        if key:
+            with self._stripes[hash((bucket, key)) % _STRIPES]:
+                self._undo_object(bucket, key, folder / "objects")
+
+    def _undo_object(self, bucket: str, key: str, objects: Path) -> None:
+        live = self._backend.buckets.get(bucket)
+        if live is None:
+            return
+        with self._index_lock:
+            header = self._index.get(bucket, {}).get(key)
+        current = live.keys.get(key)
+        if current is not None:
+            self._backend.tagger.delete_all_tags_for_resource(current.arn)
+        if header is None:
+            if key in live.keys:
+                del live.keys[key]
+            return
+        try:
+            load_object(self._backend, bucket, header, objects / header["data"])
+        except (OSError, ValueError, KeyError, RestoreError) as exc:
+            print(f"s3-data: could not take back the unsaved change of {bucket}/{key} ({exc!r}); "
+                  "the object on disk is served again after a restart", file=sys.stderr,
+                  flush=True)
 
     def known_buckets(self) -> set[str]:
         """The buckets the backend has or the disk holds."""
@@ -306,15 +362,22 @@ class S3Store:
     def _write_bucket(self, bucket: str, live: Any, folder: Path) -> None:
         with self._index_lock:
             known = bucket in self._index
-            self._index.setdefault(bucket, {})
         if known and (folder / "bucket.json").exists():
             return
-        _private(self._buckets_dir)
-        _private(folder)
-        _private(folder / "objects")
-        _write_json(folder / "bucket.json", {
-            "format": FORMAT, "name": bucket, "region": live.region_name,
-            "created": _iso(live.creation_date)})
+        fresh = not folder.exists()
+        try:
+            _private(self._buckets_dir)
+            _private(folder)
+            _private(folder / "objects")
+            _write_json(folder / "bucket.json", {
+                "format": FORMAT, "name": bucket, "region": live.region_name,
+                "created": _iso(live.creation_date)})
+        except BaseException:
+            if fresh:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        with self._index_lock:
+            self._index.setdefault(bucket, {})
 
     def sync_object(self, bucket: str, key: str) -> bool:
         """Make the disk match the backend for one object; whether the object exists."""
@@ -352,7 +415,12 @@ class S3Store:
                 return True
         else:
             header["data"] = self._write_bytes(fake, objects, name)
-        _write_json(objects / f"{name}.json", header)
+        try:
+            _write_json(objects / f"{name}.json", header)
+        except BaseException:
+            if previous is None or previous["data"] != header["data"]:
+                (objects / header["data"]).unlink(missing_ok=True)
+            raise
         if previous is not None and previous["data"] != header["data"]:
             (objects / previous["data"]).unlink(missing_ok=True)
         with self._index_lock:
@@ -422,21 +490,3 @@ def _snapshot(mapping: Any) -> set[str]:
 
 def _same_bytes(previous: dict[str, Any], header: dict[str, Any]) -> bool:
     return all(previous.get(f) == header.get(f) for f in ("etag", "size", "parts"))
-
-
-def _fill(fake: Any, source: Any, size: int) -> Any:
-    """Stream ``size`` bytes of ``source`` into a fresh moto key; the MD5 of those bytes."""
-    digest = hashlib.md5()
-    buffer = fake._value_buffer
-    buffer.seek(0)
-    buffer.truncate()
-    remaining = size
-    while remaining > 0:
-        chunk = source.read(min(_CHUNK, remaining))
-        if not chunk:
-            raise RestoreError("the stored bytes are shorter than the recorded size")
-        buffer.write(chunk)
-        digest.update(chunk)
-        remaining -= len(chunk)
-    fake.contentsize = size
-    return digest

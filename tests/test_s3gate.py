@@ -210,6 +210,12 @@ class _RecordingStore:
     def sync_all(self) -> None:
         self.calls.append(("all",))
 
+    def check_room(self, *request) -> None:
+        pass
+
+    def undo(self, bucket: str, key: str) -> None:
+        self.calls.append(("undo", bucket, key))
+
 
 def _stored_gate(store):
     from werkzeug.test import Client
@@ -254,13 +260,14 @@ def test_reads_and_unfinished_uploads_write_nothing(method, query):
     assert store.calls == []
 
 
-def test_a_change_that_cannot_be_saved_is_not_acknowledged():
-    response = _stored_gate(_RecordingStore(fail=True)).open(
-        **_signed("PUT", "/nitronb/input/a", body=b"payload"))
-    assert response.status_code == 500
-    assert _code(response) == "InternalError"
-    assert b"No space left on device" in response.data
+def test_a_change_that_cannot_be_saved_is_not_acknowledged_and_is_taken_back():
+    store = _RecordingStore(fail=True)
+    response = _stored_gate(store).open(**_signed("PUT", "/nitronb/input/a", body=b"payload"))
+    assert response.status_code == 507
+    assert _code(response) == "InsufficientStorage"
+    assert b"disk is full" in response.data
     assert b"stored:" not in response.data
+    assert store.calls == [("undo", "nitronb", "input/a")]
 
 
 # --- the body's integrity headers -----------------------------------------------------------

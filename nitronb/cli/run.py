@@ -36,10 +36,28 @@ def run(args: argparse.Namespace) -> int:
                           workspace=args.workspace,
                           on_log=lambda text: (sys.stderr.write(text), sys.stderr.flush()))
     verdict = "finished" if outcome.ok else f"failed with exit code {outcome.exit_code}"
+    killed = _signal_name(outcome.exit_code)
+    if killed:
+        verdict = f"was killed by {killed}"
     print(f"enclave {outcome.enclave_id} ({outcome.backend}) {verdict} in "
           f"{outcome.seconds:.1f} s", file=sys.stderr)
     if outcome.refused:
         print(f"nitronb: error: the enclave was refused: {outcome.refused}", file=sys.stderr)
+    elif killed:
+        print(f"nitronb: error: the enclave was killed by {killed} before it finished",
+              file=sys.stderr)
     elif outcome.reason:
         print(f"nitronb: error: the enclave failed: {outcome.reason}", file=sys.stderr)
-    return outcome.exit_code
+    return 128 - outcome.exit_code if killed else outcome.exit_code
+
+
+def _signal_name(code: int) -> str | None:
+    """``SIGKILL`` for the code -9 of a process a signal ended; None for an exit code."""
+    import signal
+
+    if code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
