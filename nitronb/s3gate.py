@@ -25,6 +25,7 @@ import contextlib
 import hmac
 import json
 import os
+import re
 import secrets
 import signal
 import string
@@ -73,7 +74,7 @@ def load_credentials(workspace: Path, *, create: bool = False) -> dict[str, str]
     if path.exists():
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("access_key_id") and data.get("secret_access_key"):
-            return {"region": LOCAL_REGION, **data}
+            return {**data, "region": LOCAL_REGION}  # the endpoint's region, whatever is stored
     if not create:
         from nitronb.errors import CredentialsMissingError
 
@@ -112,10 +113,11 @@ class _Incoming:
         if raw_uri:
             raw_path = raw_uri.split("?", 1)[0]
         else:  # a server that keeps no raw request line: re-encode as botocore does
-            raw_path = quote(environ.get("PATH_INFO", "/").encode("latin-1"), safe="/~")
+            raw_path = quote(_wire_bytes(environ.get("PATH_INFO", "/")), safe="/~")
         if "://" in raw_path:  # an absolute-form request target
             raw_path = "/" + raw_path.split("://", 1)[1].partition("/")[2]
-        raw_query = environ.get("QUERY_STRING", "")
+        _unquote(_utf8(_wire_bytes(raw_path)))  # S3 refuses a path that is not UTF-8
+        raw_query = _utf8(_wire_bytes(environ.get("QUERY_STRING", "")))
         headers = {}
         for key, value in environ.items():
             if key.startswith("HTTP_"):
@@ -139,16 +141,46 @@ def _parse_query(raw: str) -> list[tuple[str, str]]:
     for part in raw.split("&"):
         if part:
             key, _, value = part.partition("=")
-            pairs.append((unquote(key), unquote(value)))
+            pairs.append((_unquote(key), _unquote(value)))
     return pairs
+
+
+def _invalid_uri() -> Rejection:
+    return Rejection(400, "InvalidURI", "Couldn't parse the specified URI.")
+
+
+def _wire_bytes(text: str) -> bytes:
+    """The bytes a WSGI string (latin-1 decoded, per PEP 3333) came from."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:  # a server that decoded the request line as UTF-8 already
+        return text.encode("utf-8", "surrogateescape")
+
+
+def _utf8(raw: bytes | str) -> str:
+    """``raw`` as UTF-8 text; S3 answers ``InvalidURI`` for a path or query that is not."""
+    try:
+        return raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise _invalid_uri() from None
+
+
+def _unquote(text: str) -> str:
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise _invalid_uri() from None
 
 
 class SignatureChecker:
     """Recomputes a request's signature with botocore's signers and checks its validity period."""
 
-    def __init__(self, secrets_by_key: dict[str, str], *, clock: Callable[[], float] = time.time):
+    def __init__(self, secrets_by_key: dict[str, str], *, clock: Callable[[], float] = time.time,
+                 region: str = LOCAL_REGION):
         self._secrets = dict(secrets_by_key)
         self._clock = clock
+        #: the region a SigV4 request must be signed for
+        self.region = region
 
     def check(self, req: _Incoming) -> None:
         """Return if the request is signed by a known key and still valid; raise Rejection if not."""
@@ -178,7 +210,8 @@ class SignatureChecker:
         if values["X-Amz-Algorithm"] != "AWS4-HMAC-SHA256":
             raise Rejection(400, "AuthorizationQueryParametersError",
                             "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"")
-        access_key, region, service = self._scope(values["X-Amz-Credential"], values["X-Amz-Date"])
+        access_key, region, service = self._scope(values["X-Amz-Credential"], values["X-Amz-Date"],
+                                                  "AuthorizationQueryParametersError")
         try:
             expires = int(values["X-Amz-Expires"])
         except ValueError:
@@ -212,7 +245,8 @@ class SignatureChecker:
         if not amz_date:
             raise Rejection(403, "AccessDenied",
                             "AWS authentication requires a valid Date or x-amz-date header")
-        access_key, region, service = self._scope(fields["Credential"], amz_date)
+        access_key, region, service = self._scope(fields["Credential"], amz_date,
+                                                  "AuthorizationHeaderMalformed")
         signed_at = _parse_amz_date(amz_date)
         now = self._clock()
         if abs(now - signed_at) > MAX_CLOCK_SKEW:
@@ -223,10 +257,14 @@ class SignatureChecker:
         self._verify_sigv4(req, "header", access_key, region, service, amz_date, headers,
                            list(req.query), fields["Signature"])
 
-    def _scope(self, credential: str, amz_date: str) -> tuple[str, str, str]:
+    def _scope(self, credential: str, amz_date: str, malformed: str) -> tuple[str, str, str]:
+        """(access key, region, service) of a SigV4 credential scope; ``malformed`` is the S3
+        error code for a scope that cannot be used (it differs between query and header)."""
+        where = ("the X-Amz-Credential parameter" if malformed == "AuthorizationQueryParametersError"
+                 else "the authorization header")
         parts = credential.split("/")
         if len(parts) != 5 or parts[4] != "aws4_request":
-            raise Rejection(400, "AuthorizationQueryParametersError",
+            raise Rejection(400, malformed,
                             "Error parsing the X-Amz-Credential parameter; the Credential is "
                             "mal-formed; expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/"
                             "aws4_request\".")
@@ -236,9 +274,12 @@ class SignatureChecker:
                             "The AWS Access Key Id you provided does not exist in our records.",
                             {"AWSAccessKeyId": access_key})
         if service != "s3":
-            raise Rejection(400, "AuthorizationQueryParametersError",
-                            f"Error parsing the X-Amz-Credential parameter; incorrect service "
+            raise Rejection(400, malformed,
+                            f"Error parsing {where}; incorrect service "
                             f"\"{service}\". This endpoint belongs to \"s3\".")
+        if region != self.region:
+            raise Rejection(400, malformed, f"Error parsing {where}; the region '{region}' is "
+                            f"wrong; expecting '{self.region}'", {"Region": self.region})
         if not amz_date.startswith(day):
             raise Rejection(403, "SignatureDoesNotMatch",
                             "The date in the credential scope does not match the request date.")
@@ -280,7 +321,7 @@ class SignatureChecker:
         canonical = signer.canonical_request(request)
         to_sign = signer.string_to_sign(request, canonical)
         expected = signer.signature(to_sign, request)
-        if not hmac.compare_digest(expected, provided.strip().lower()):
+        if not _same(expected, provided.strip().lower()):
             raise _mismatch(access_key, to_sign, provided, canonical)
 
     # legacy (signature version 2, "HmacV1") --------------------------------------------------
@@ -329,8 +370,13 @@ class SignatureChecker:
         split = urlsplit(f"http://{req.host}{req.raw_path}?{req.raw_query}")
         to_sign = signer.canonical_string(req.method, split, headers)
         expected = signer.sign_string(to_sign)
-        if not hmac.compare_digest(expected, provided):
+        if not _same(expected, provided):
             raise _mismatch(access_key, to_sign, provided, None)
+
+
+def _same(expected: str, provided: str) -> bool:
+    """Constant-time comparison of a computed signature with any text a client sent."""
+    return hmac.compare_digest(expected.encode("utf-8"), provided.encode("utf-8", "replace"))
 
 
 def _mismatch(access_key: str, to_sign: str, provided: str, canonical: str | None) -> Rejection:
@@ -345,11 +391,16 @@ def _mismatch(access_key: str, to_sign: str, provided: str, canonical: str | Non
 
 def _parse_amz_date(value: str) -> float:
     try:
+        if not _AMZ_DATE.fullmatch(value):
+            raise ValueError(value)
         return float(calendar.timegm(time.strptime(value, "%Y%m%dT%H%M%SZ")))
     except ValueError:
         raise Rejection(403, "AccessDenied",
                         f"X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"; "
                         f"got {value!r}") from None
+
+
+_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 
 
 def _iso(epoch: float) -> str:
