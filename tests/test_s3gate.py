@@ -246,6 +246,19 @@ def test_a_request_signed_for_another_region_names_the_expected_one(form, code):
     assert _signed_for("us-east-1", form).data == b"stored:GET"
 
 
+def test_the_local_credentials_name_the_endpoints_region_whatever_is_stored(tmp_path):
+    import json
+
+    from nitronb.s3gate import LOCAL_REGION, credentials_path, load_credentials
+
+    created = load_credentials(tmp_path, create=True)
+    stored = json.loads(credentials_path(tmp_path).read_text(encoding="utf-8"))
+    credentials_path(tmp_path).write_text(json.dumps({**stored, "region": "eu-west-1"}),
+                                          encoding="utf-8")
+    assert created["region"] == load_credentials(tmp_path)["region"] == LOCAL_REGION
+    assert SignatureChecker({}).region == LOCAL_REGION
+
+
 def _signed_at(url: str) -> float:
     import calendar
 
@@ -620,3 +633,28 @@ def test_a_body_other_than_its_signed_sha256_is_refused_by_the_endpoint(endpoint
                            timeout=30)
     assert (refused.status_code, _code(refused)) == (400, "XAmzContentSHA256Mismatch")
     assert _absent(client, "gate/sha.bin") and _on_disk(ws) == before
+
+
+def test_the_endpoint_refuses_another_region_and_nitronbs_own_urls_work(endpoint):
+    import boto3
+    import requests
+    from botocore.config import Config
+
+    from nitronb.presign import presign_download
+    from nitronb.s3gate import load_credentials
+
+    ws, client = endpoint
+    client.put_object(Bucket="nitronb", Key="gate/region.bin", Body=BODY)
+    keys = load_credentials(ws)
+    foreign = boto3.client("s3", endpoint_url=client.meta.endpoint_url, region_name="eu-west-1",
+                           aws_access_key_id=keys["access_key_id"],
+                           aws_secret_access_key=keys["secret_access_key"],
+                           config=Config(signature_version="s3v4",
+                                         s3={"addressing_style": "path"}))
+    url = foreign.generate_presigned_url("get_object", ExpiresIn=60,
+                                         Params={"Bucket": "nitronb", "Key": "gate/region.bin"})
+    refused = requests.get(url, timeout=30)
+    assert (refused.status_code, _code(refused)) == (400, "AuthorizationQueryParametersError")
+    assert "expecting 'us-east-1'" in refused.text
+    own = presign_download("local", "s3://nitronb/gate/", "region.bin", 60, workspace=ws)
+    assert requests.get(own.url, timeout=30).content == BODY
