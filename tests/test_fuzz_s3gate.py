@@ -169,7 +169,7 @@ def _assert_s3_answer(environ: dict) -> None:
     status, body = _answer(environ)
     assert status < 500, (status, body[:300])
     if status >= 400 and method != "HEAD":
-        assert re.search(rb"<Code>[A-Za-z]+</Code>", body), body[:300]
+        assert re.search(rb"<Code>[A-Za-z0-9]+</Code>", body), body[:300]
 
 
 @_scaled(1)
