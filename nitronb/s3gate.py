@@ -36,8 +36,8 @@ import uuid
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, Callable, Iterable
-from urllib.parse import quote, unquote
+from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from nitronb.s3digest import BodyMismatch, Rejection, VerifyingInput, verifying_input
@@ -126,6 +126,7 @@ class _Incoming:
             if environ.get(key):
                 headers[key.replace("_", "-").lower()] = environ[key]
         host = headers.get("host") or f"{environ.get('SERVER_NAME')}:{environ.get('SERVER_PORT')}"
+        _check_host(host)
         return cls(environ["REQUEST_METHOD"].upper(), host, raw_path or "/",
                    _parse_query(raw_query), raw_query, headers)
 
@@ -143,6 +144,18 @@ def _parse_query(raw: str) -> list[tuple[str, str]]:
             key, _, value = part.partition("=")
             pairs.append((_unquote(key), _unquote(value)))
     return pairs
+
+
+def _check_host(host: str) -> None:
+    """Refuse a Host header that is no ``name[:port]``, as S3 refuses it (400)."""
+    try:
+        parts = urlsplit(f"http://{host}/")
+        parts.port  # noqa: B018 - parsing the port is the check
+        if parts.netloc != host or not parts.hostname or "@" in host:
+            raise ValueError(host)
+    except ValueError:
+        raise Rejection(400, "InvalidArgument", "The Host header is not a valid host name and "
+                        "port.", {"ArgumentName": "Host"}) from None
 
 
 def _invalid_uri() -> Rejection:
@@ -318,9 +331,10 @@ class SignatureChecker:
         request = AWSRequest(method=req.method, url=f"http://{req.host}{req.raw_path}",
                              headers=dict(headers), params=params or None)
         request.context["timestamp"] = amz_date
-        canonical = signer.canonical_request(request)
-        to_sign = signer.string_to_sign(request, canonical)
-        expected = signer.signature(to_sign, request)
+        with _unsignable():
+            canonical = signer.canonical_request(request)
+            to_sign = signer.string_to_sign(request, canonical)
+            expected = signer.signature(to_sign, request)
         if not _same(expected, provided.strip().lower()):
             raise _mismatch(access_key, to_sign, provided, canonical)
 
@@ -367,11 +381,22 @@ class SignatureChecker:
         for name, value in req.headers.items():
             if name in ("content-md5", "content-type") or name.startswith("x-amz-"):
                 headers[name] = value
-        split = urlsplit(f"http://{req.host}{req.raw_path}?{req.raw_query}")
-        to_sign = signer.canonical_string(req.method, split, headers)
-        expected = signer.sign_string(to_sign)
+        with _unsignable():
+            split = urlsplit(f"http://{req.host}{req.raw_path}?{req.raw_query}")
+            to_sign = signer.canonical_string(req.method, split, headers)
+            expected = signer.sign_string(to_sign)
         if not _same(expected, provided):
             raise _mismatch(access_key, to_sign, provided, None)
+
+
+@contextlib.contextmanager
+def _unsignable() -> Iterator[None]:
+    """A request whose parts botocore's signers cannot read is refused (400), not a crash."""
+    try:
+        yield
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise Rejection(400, "InvalidRequest", "The request could not be read to check its "
+                        f"signature ({type(exc).__name__}).") from None
 
 
 def _same(expected: str, provided: str) -> bool:

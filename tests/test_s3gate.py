@@ -259,6 +259,16 @@ def test_the_local_credentials_name_the_endpoints_region_whatever_is_stored(tmp_
     assert SignatureChecker({}).region == LOCAL_REGION
 
 
+@pytest.mark.parametrize("host", ["[", "127.0.0.1:port", "127.0.0.1:99999", "user@127.0.0.1",
+                                  "127.0.0.1/x"])
+def test_a_host_header_that_is_no_host_and_port_is_an_invalid_argument(host):
+    url = _presign()
+    parts = urlsplit(url)
+    response = _gate().open(f"{parts.path}?{parts.query}", headers={"Host": host},
+                            base_url=f"{parts.scheme}://{parts.netloc}")
+    assert (response.status_code, _code(response)) == (400, "InvalidArgument")
+
+
 def _signed_at(url: str) -> float:
     import calendar
 

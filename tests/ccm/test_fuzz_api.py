@@ -171,6 +171,9 @@ def _assert_answer(reply: requests.Response) -> None:
 @example({"route": "/v1/datasets", "kind": "changed", "body": None, "path": 0,
           "new": math.nan, "delete": False, "add": "", "target": "other", "other": "x",
           "party": "data-owner"})
+@example({"route": "/v1/users", "kind": "changed", "body": None, "path": 3,  # roles [[]]:
+          "new": [], "delete": False, "add": "", "target": "input",  # once a TypeError
+          "other": "0", "party": "right"})
 def test_every_write_route_answers_generated_bodies_below_500(manager, case):
     _assert_answer(_send(manager, case))
 
