@@ -138,7 +138,7 @@ def client_for(profile: str = LOCAL_PROFILE, *, endpoint_url: str | None = None,
     s3_options: dict[str, Any] = {}
     if profile == LOCAL_PROFILE:
         from nitronb import local
-        from nitronb.s3gate import load_credentials
+        from nitronb.s3auth import load_credentials
         from nitronb.workspace import workspace_dir
 
         ws = workspace_dir(workspace)
