@@ -14,7 +14,6 @@ associated data.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 import secrets
@@ -105,7 +104,7 @@ def read_dataset(port: str, node: str, config_dir: str | None = None) -> Dataset
         key = parse_key(credentials["encryption"]["key"])
     except (AttributeError, KeyError, TypeError):
         raise AppError(f"{where}: credentials.bin lacks query_string or encryption.key.") from None
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         raise AppError(f"{where}: query_string in credentials.bin is not base64 text.") from None
     except AppError as exc:
         raise AppError(f"{where}: {exc}") from None

@@ -218,6 +218,10 @@ def _from_payload(body: Mapping, protected: bytes, payload: bytes,
 # --- verifying ------------------------------------------------------------------------------
 
 
+#: how far the verifier's clock may be off from the certificates' issuer's in live verification
+DEFAULT_CLOCK_SKEW = timedelta(seconds=60)
+
+
 def verify_document(
     data: bytes | AttestationDocument,
     *,
@@ -228,6 +232,7 @@ def verify_document(
     public_key: bytes | None = None,
     config_id: str | None = None,
     max_age: timedelta | None = None,
+    clock_skew: timedelta | None = None,
 ) -> AttestationDocument:
     """Verify an attestation document and return it decoded.
 
@@ -236,7 +241,10 @@ def verify_document(
     ``expected_pcrs`` maps a PCR index to its expected value (bytes or hex); ``nonce`` must
     equal the document's; ``public_key``/``config_id`` must be bound by the document (see
     :func:`binding_user_data`); ``max_age`` bounds the time between the document's timestamp
-    and ``at``. Raises :class:`AttestationError` naming the failed check in ``reason``.
+    and ``at``. ``clock_skew`` widens every certificate's validity by that much on both sides,
+    for clocks that are not quite in step: :data:`DEFAULT_CLOCK_SKEW` (60 s) when checking at
+    now, none at an explicit time unless given; at ``"document"`` the check is always exact.
+    Raises :class:`AttestationError` naming the failed check in ``reason``.
     """
     from cryptography.exceptions import UnsupportedAlgorithm
 
@@ -244,11 +252,12 @@ def verify_document(
     expected = normalise_pcrs(expected_pcrs or {})
     document = data if isinstance(data, AttestationDocument) else parse_document(data)
     when = _resolve_at(at, document)
+    skew = _resolve_skew(at, clock_skew)
     try:
         leaf = document.leaf_certificate
         _verify_signature(document, leaf)
         chain = _verify_chain(document, leaf, roots)
-        _verify_validity(chain, when, at)
+        _verify_validity(chain, when, at, skew)
     except (ValueError, UnsupportedAlgorithm) as exc:
         # cryptography parses keys and extensions lazily: a damaged one surfaces here
         raise AttestationError(f"a certificate of the document is damaged ({exc}); this is not "
@@ -292,7 +301,7 @@ def _trusted(roots: Any) -> list["x509.Certificate"]:
 
 def _resolve_at(at: datetime | str | None, document: AttestationDocument) -> datetime:
     if at is None:
-        return datetime.now(timezone.utc)
+        return _now()
     if at == "document":
         return document.timestamp
     if not isinstance(at, datetime):
@@ -300,6 +309,21 @@ def _resolve_at(at: datetime | str | None, document: AttestationDocument) -> dat
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError("at is a naive datetime; give it a time zone (e.g. tzinfo=timezone.utc)")
     return at.astimezone(timezone.utc)
+
+
+def _resolve_skew(at: Any, clock_skew: timedelta | None) -> timedelta:
+    if clock_skew is None:
+        return DEFAULT_CLOCK_SKEW if at is None else timedelta(0)
+    if not isinstance(clock_skew, timedelta) or clock_skew < timedelta(0):
+        raise ValueError(f"clock_skew is a timedelta of zero or more, not {clock_skew!r}")
+    if at == "document" and clock_skew:
+        raise ValueError("at='document' checks at the document's own time, exactly: it takes no "
+                         "clock_skew")
+    return clock_skew
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _verify_signature(document: AttestationDocument, leaf: "x509.Certificate") -> None:
@@ -406,10 +430,13 @@ def _key_usage(cert: "x509.Certificate"):
         return None
 
 
-def _verify_validity(chain: Sequence["x509.Certificate"], when: datetime, at: Any) -> None:
+def _verify_validity(chain: Sequence["x509.Certificate"], when: datetime, at: Any,
+                     skew: timedelta) -> None:
+    checked = f"checked at {_iso(when)}" + (f", allowing {_duration(skew)} of clock skew"
+                                            if skew else "")
     for cert in chain:
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-        if start <= when <= end:
+        if start - skew <= when <= end + skew:
             continue
         if at == "document":
             hint = "the document's own time is outside it: it was not issued by this chain"
@@ -417,10 +444,9 @@ def _verify_validity(chain: Sequence["x509.Certificate"], when: datetime, at: An
             hint = ("to check a document as of its issuing time, verify at the document's own "
                     "time (at=\"document\", CLI --at document)")
         if when > end:
-            message = f"certificate {_name(cert)} expired at {_iso(end)} (checked at {_iso(when)})"
+            message = f"certificate {_name(cert)} expired at {_iso(end)} ({checked})"
         else:
-            message = (f"certificate {_name(cert)} is not valid before {_iso(start)} "
-                       f"(checked at {_iso(when)})")
+            message = f"certificate {_name(cert)} is not valid before {_iso(start)} ({checked})"
         raise AttestationError(f"{message}; {hint}.", reason="validity")
 
 

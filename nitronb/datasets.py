@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,16 +82,24 @@ class Dataset:
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        for what, text in (("location", self.location), ("description", self.description),
+                           ("long description", self.long_description)):
+            if not isinstance(text, str):
+                raise ValidationError(f"dataset {self.name}: the {what} must be text, not "
+                                      f"{type(text).__name__}.")
         if "?" in self.location:
             raise ValidationError(f"dataset {self.name}: the location must not carry the query "
                                   "string; it travels in the credentials.")
         _http_location(self.location)
         creds = self.credentials
-        if (not isinstance(creds, dict) or "query_string" not in creds
-                or "key" not in creds.get("encryption", {})):
+        encryption = creds.get("encryption") if isinstance(creds, dict) else None
+        if (not isinstance(creds, dict) or not isinstance(creds.get("query_string"), str)
+                or not isinstance(encryption, dict) or "key" not in encryption):
             raise ValidationError(f"dataset {self.name}: credentials must be "
                                   '{"query_string": …, "encryption": {"key": …}}.')
         parse_key(creds["encryption"]["key"], source=f"the key of dataset {self.name}")
+        if not isinstance(self.labels, dict):
+            raise ValidationError(f"dataset {self.name}: labels are text keys and values.")
         for k, v in self.labels.items():
             if not isinstance(k, str) or not isinstance(v, str) or not k:
                 raise ValidationError(f"dataset {self.name}: labels are text keys and values.")
@@ -139,8 +147,15 @@ class Dataset:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise NitronbError(f"dataset definition {path} does not exist.") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValidationError(f"dataset definition {path} is not JSON: {exc}.") from None
+        known = {f.name for f in fields(cls)}
+        if not isinstance(doc, dict) or not {"name", "location", "credentials"} <= set(doc):
+            raise ValidationError(f"dataset definition {path} is not a JSON object with name, "
+                                  "location and credentials.")
+        if set(doc) - known:
+            raise ValidationError(f"dataset definition {path} has unknown fields "
+                                  f"{', '.join(sorted(set(doc) - known))}.")
         return cls(**doc)
 
 

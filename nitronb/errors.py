@@ -187,6 +187,12 @@ class ProvisioningRefusedError(CCMError):
     status = 403
 
 
+class TooManyRequestsError(CCMError):
+    """A client asked more than the manager's limits allow (429); it may try again later."""
+
+    status = 429
+
+
 # --- attestation, images and runs -----------------------------------------------------------
 
 

@@ -30,6 +30,9 @@ def parse_key(text: str, *, source: str = "the key") -> str:
     :class:`~nitronb.errors.KeyFileError`. ``source`` names where the text came from, for the
     error message; the key itself is never part of a message.
     """
+    if not isinstance(text, str):
+        raise KeyFileError(f"{source} is {type(text).__name__}; a key is {HEX_LENGTH} hex "
+                           "characters.", path=_path_of(source), hint=_FIX)
     digits = []
     for position, char in enumerate(text):
         if char in _WHITESPACE:

@@ -47,9 +47,13 @@ class PresignedURL:
 
 
 def split_url(url: str) -> tuple[str, str]:
-    """Split a URL into its location (scheme, host, path) and its raw query string."""
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
+    """Split a URL into its location (scheme, host, path) and its raw query string; StorageError
+    for what is no absolute URL."""
+    try:
+        parts = urlsplit(url)
+    except (TypeError, ValueError, AttributeError):  # not text, or a malformed host
+        parts = None
+    if parts is None or not parts.scheme or not parts.netloc:
         raise StorageError(f"{url!r} is not an absolute URL.", hint="Give the whole presigned URL.")
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
 
@@ -64,9 +68,16 @@ def credentials_json(url: str, key_hex: str) -> dict[str, Any]:
 
 
 def url_from_credentials(location: str, credentials: dict[str, Any] | str | bytes) -> str:
-    """Rebuild a presigned URL from a dataset's location and credentials (dict or JSON text)."""
+    """Rebuild a presigned URL from a dataset's location and credentials (dict or JSON text).
+
+    Raises StorageError when the credentials are not a JSON object with a base64
+    ``query_string``."""
     if isinstance(credentials, (str, bytes)):
-        credentials = json.loads(credentials)
+        try:
+            credentials = json.loads(credentials)
+        except ValueError as exc:  # not JSON, or bytes that are not UTF-8
+            raise StorageError(f"the dataset credentials are not JSON ({exc}).",
+                               hint="Rebuild them with credentials_json(url, key).") from None
     try:
         query = base64.b64decode(credentials["query_string"], validate=True).decode()
     except (KeyError, TypeError, ValueError) as exc:

@@ -55,7 +55,7 @@ class S3Dir:
         if not name or name.startswith("/"):
             raise BadS3PathError(f"object name {name!r} must be non-empty and relative.",
                                  hint="Give a name such as conditions.csv.enc.")
-        return self.prefix + name
+        return _checked_key(self.prefix + name, self.uri() + name)
 
     def uri(self, name: str | None = None) -> str:
         """``s3://bucket/prefix/`` or, with ``name``, the object's URI."""
@@ -93,7 +93,20 @@ def _split_s3(text: str, *, what: str) -> tuple[str, str]:
             f"{bucket!r} in {text!r} is not a valid bucket name (3–63 characters: lower-case "
             "letters, digits, '.', '-'; starting and ending with a letter or digit).",
             hint="Check the bucket name.", url=text)
-    return bucket, key
+    return bucket, _checked_key(key, text)
+
+
+def _checked_key(key: str, text: str) -> str:
+    """``key`` if an HTTP client sends it unchanged in a URL's path; BadS3PathError if it has a
+    ``.`` or ``..`` segment, which clients resolve away (RFC 3986 §5.2.4), so that a presigned
+    URL for it would name another object and never match its signature."""
+    dots = next((part for part in key.split("/") if part in (".", "..")), None)
+    if dots is not None:
+        raise BadS3PathError(
+            f"{text!r} has a {dots!r} path segment, which HTTP clients remove from URLs, so a "
+            "presigned URL for it could never be used.",
+            hint="Name the object without '.' or '..' segments.", url=text)
+    return key
 
 
 def _target(s3dir_or_uri: str | S3Dir, path: Path, key_name: str | None) -> tuple[str, str]:
@@ -125,7 +138,7 @@ def client_for(profile: str = LOCAL_PROFILE, *, endpoint_url: str | None = None,
     s3_options: dict[str, Any] = {}
     if profile == LOCAL_PROFILE:
         from nitronb import local
-        from nitronb.s3gate import load_credentials
+        from nitronb.s3auth import load_credentials
         from nitronb.workspace import workspace_dir
 
         ws = workspace_dir(workspace)

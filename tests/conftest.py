@@ -12,6 +12,26 @@ import pytest
 TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
+def _fuzz_profiles() -> None:
+    """Hypothesis settings for the fuzz tests (``tests/**/test_fuzz_*.py``): ``ci`` (default) is
+    reproducible and a few hundred cases per target; ``HYPOTHESIS_PROFILE=long`` runs many more,
+    randomly."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    lenient = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+               HealthCheck.function_scoped_fixture]
+    settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True,
+                              database=None, suppress_health_check=lenient, print_blob=True)
+    settings.register_profile("long", max_examples=5000, deadline=None, database=None,
+                              suppress_health_check=lenient, print_blob=True)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_fuzz_profiles()
+
+
 @dataclass
 class LocalStack:
     """The running local stack: its workspace and each service's status."""

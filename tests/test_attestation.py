@@ -660,3 +660,74 @@ def test_cli_refuses_a_debug_mode_document_unless_allowed(capsys):
     code = main(["attestation", "verify", str(debug), "--root", str(ROOT_PEM), "--at", "document",
                  "--allow-debug"])
     assert code == 0 and "VALID" in capsys.readouterr().out
+
+
+# --- clock skew: live checks allow a little, the document's own time none ---------------------
+
+
+def _validity(name: str) -> tuple[datetime, datetime]:
+    """The latest start and the earliest end of the validity of a real document's chain."""
+    document = parse_document(_raw(name))
+    chain = [document.leaf_certificate,
+             *(x509.load_der_x509_certificate(der) for der in document.cabundle)]
+    return (max(c.not_valid_before_utc for c in chain),
+            min(c.not_valid_after_utc for c in chain))
+
+
+SKEWED = [BLOCKY, "evervault_valid-attestation-doc-bytes.cbor"]
+
+
+@pytest.mark.parametrize("name", SKEWED)
+def test_live_verification_allows_the_default_clock_skew_at_both_edges(name, aws_roots,
+                                                                       monkeypatch):
+    import nitronb.attestation as attestation
+
+    start, end = _validity(name)
+    for inside, outside in ((start - timedelta(seconds=60), start - timedelta(seconds=61)),
+                            (end + timedelta(seconds=60), end + timedelta(seconds=61))):
+        monkeypatch.setattr(attestation, "_now", lambda: inside)
+        verify_document(_raw(name), roots=aws_roots)
+        monkeypatch.setattr(attestation, "_now", lambda: outside)
+        with pytest.raises(AttestationError, match="allowing 60 s of clock skew") as excinfo:
+            verify_document(_raw(name), roots=aws_roots)
+        assert _reason(excinfo) == "validity"
+    assert attestation.DEFAULT_CLOCK_SKEW == timedelta(seconds=60)
+
+
+@pytest.mark.parametrize("name", SKEWED)
+def test_a_chosen_clock_skew_at_an_explicit_time_and_none_by_default(name, aws_roots):
+    start, end = _validity(name)
+    skew = timedelta(seconds=300)
+    for edge, step in ((start, -1), (end, 1)):
+        verify_document(_raw(name), roots=aws_roots, at=edge + step * skew, clock_skew=skew)
+        with pytest.raises(AttestationError, match="allowing 5 min of clock skew"):
+            verify_document(_raw(name), roots=aws_roots,
+                            at=edge + step * (skew + timedelta(seconds=1)), clock_skew=skew)
+        verify_document(_raw(name), roots=aws_roots, at=edge)
+        with pytest.raises(AttestationError) as excinfo:  # an explicit time is exact by default
+            verify_document(_raw(name), roots=aws_roots, at=edge + step * timedelta(seconds=1))
+        assert _reason(excinfo) == "validity" and "clock skew" not in str(excinfo.value)
+
+
+def test_the_documents_own_time_is_exact(aws_roots):
+    verify_document(_raw(BLOCKY), roots=aws_roots, at="document", clock_skew=timedelta(0))
+    with pytest.raises(ValueError, match="exactly"):
+        verify_document(_raw(BLOCKY), roots=aws_roots, at="document",
+                        clock_skew=timedelta(seconds=60))
+    with pytest.raises(ValueError, match="timedelta of zero or more"):
+        verify_document(_raw(BLOCKY), roots=aws_roots, clock_skew=timedelta(seconds=-1))
+
+
+def test_cli_clock_skew(capsys):
+    start, end = _validity(BLOCKY)
+    verify = ["attestation", "verify", str(NITRO / BLOCKY), "--root", str(ROOT_PEM)]
+    assert main([*verify, "--at", (end + timedelta(seconds=90)).isoformat(),
+                 "--clock-skew", "90"]) == 0
+    assert main([*verify, "--at", (end + timedelta(seconds=91)).isoformat(),
+                 "--clock-skew", "90"]) == 1
+    assert "allowing 90 s of clock skew" in capsys.readouterr().out
+    assert main([*verify, "--at", (start - timedelta(seconds=1)).isoformat()]) == 1
+    assert main([*verify, "--at", "document", "--clock-skew", "5"]) == 2
+    assert "takes no --clock-skew" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*verify, "--clock-skew", "-1"])

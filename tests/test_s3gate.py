@@ -180,6 +180,137 @@ def test_legacy_header_signed_requests_are_verified():
     assert _code(_send_signed(signed("wrong"))) == "SignatureDoesNotMatch"
 
 
+
+# --- malformed input: S3's 4xx answers, never a server error ------------------------------
+
+
+def _with_signature(url: str, signature: str) -> str:
+    name = "X-Amz-Signature=" if "X-Amz-Signature=" in url else "Signature="
+    head, _, tail = url.partition(name)
+    return head + name + signature + ("&" + tail.split("&", 1)[1] if "&" in tail else "")
+
+
+@pytest.mark.parametrize("version", FORMS)
+@pytest.mark.parametrize("signature", ["%C3%A9" * 32, "abc%E2%82%AC", "%FF%FE"])
+def test_a_presigned_signature_with_non_ascii_characters_does_not_match(version, signature):
+    response = _send(_with_signature(_presign(version=version), signature))
+    assert response.status_code in (400, 403)
+    expected = "InvalidURI" if signature == "%FF%FE" else "SignatureDoesNotMatch"
+    assert _code(response) == expected
+
+
+def test_a_header_signature_with_non_ascii_characters_does_not_match():
+    from botocore.auth import HmacV1Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = _header_signed()
+    auth = request.headers["Authorization"]
+    request.headers["Authorization"] = auth[:auth.rindex("Signature=") + 10] + "é" * 64
+    v2 = AWSRequest("GET", f"{ENDPOINT}/nitronb/input/data.enc")
+    HmacV1Auth(Credentials(ACCESS, SECRET)).add_auth(v2)
+    v2.headers["Authorization"] = v2.headers["Authorization"][:-4] + "ü€x="
+    for tampered in (request, v2):
+        response = _send_signed(tampered)
+        assert (response.status_code, _code(response)) == (403, "SignatureDoesNotMatch")
+
+
+def _signed_for(region: str, form: str):
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=ENDPOINT, aws_access_key_id=ACCESS,
+                          aws_secret_access_key=SECRET, region_name=region,
+                          config=Config(signature_version="s3v4",
+                                        s3={"addressing_style": "path"}))
+    url = client.generate_presigned_url("get_object", ExpiresIn=60,
+                                        Params={"Bucket": "nitronb", "Key": "input/data.enc"})
+    if form == "query":
+        return _send(url)
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest("GET", f"{ENDPOINT}/nitronb/input/data.enc")
+    S3SigV4Auth(Credentials(ACCESS, SECRET), "s3", region).add_auth(request)
+    return _send_signed(request)
+
+
+@pytest.mark.parametrize("form,code", [("query", "AuthorizationQueryParametersError"),
+                                       ("header", "AuthorizationHeaderMalformed")])
+def test_a_request_signed_for_another_region_names_the_expected_one(form, code):
+    response = _signed_for("eu-west-1", form)
+    assert (response.status_code, _code(response)) == (400, code)
+    assert b"the region 'eu-west-1' is wrong; expecting 'us-east-1'" in response.data
+    assert b"<Region>us-east-1</Region>" in response.data
+    assert _signed_for("us-east-1", form).data == b"stored:GET"
+
+
+def test_the_local_credentials_name_the_endpoints_region_whatever_is_stored(tmp_path):
+    import json
+
+    from nitronb.s3gate import LOCAL_REGION, credentials_path, load_credentials
+
+    created = load_credentials(tmp_path, create=True)
+    stored = json.loads(credentials_path(tmp_path).read_text(encoding="utf-8"))
+    credentials_path(tmp_path).write_text(json.dumps({**stored, "region": "eu-west-1"}),
+                                          encoding="utf-8")
+    assert created["region"] == load_credentials(tmp_path)["region"] == LOCAL_REGION
+    assert SignatureChecker({}).region == LOCAL_REGION
+
+
+@pytest.mark.parametrize("host", ["[", "127.0.0.1:port", "127.0.0.1:99999", "user@127.0.0.1",
+                                  "127.0.0.1/x"])
+def test_a_host_header_that_is_no_host_and_port_is_an_invalid_argument(host):
+    url = _presign()
+    parts = urlsplit(url)
+    response = _gate().open(f"{parts.path}?{parts.query}", headers={"Host": host},
+                            base_url=f"{parts.scheme}://{parts.netloc}")
+    assert (response.status_code, _code(response)) == (400, "InvalidArgument")
+
+
+def _signed_at(url: str) -> float:
+    import calendar
+
+    stamp = re.search(r"X-Amz-Date=(\d{8}T\d{6}Z)", url).group(1)
+    return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
+
+
+def test_a_presigned_url_dated_more_than_15_minutes_ahead_is_not_valid_yet():
+    url = _presign(expires=3600)
+    at = _signed_at(url)
+    assert _send(url, clock=lambda: at - 15 * 60).data == b"stored:GET"
+    early = _send(url, clock=lambda: at - 15 * 60 - 1)
+    assert (early.status_code, _code(early)) == (403, "AccessDenied")
+    assert b"<Message>Request is not valid yet</Message>" in early.data
+
+
+def test_a_header_signed_request_more_than_15_minutes_ahead_is_too_skewed():
+    request = _header_signed()
+    at = _signed_at("X-Amz-Date=" + request.headers["X-Amz-Date"])
+    assert _send_signed(request, clock=lambda: at - 15 * 60).data == b"stored:PUT"
+    early = _send_signed(request, clock=lambda: at - 15 * 60 - 1)
+    assert (early.status_code, _code(early)) == (403, "RequestTimeTooSkewed")
+
+
+@pytest.mark.parametrize("where", ["path", "query"])
+def test_a_path_or_query_that_is_not_utf8_is_an_invalid_uri(where):
+    url = _presign()
+    url = url.replace("input/", "input/%FF") if where == "path" else url + "&x=%C3"
+    response = _send(url)
+    assert (response.status_code, _code(response)) == (400, "InvalidURI")
+
+
+@pytest.mark.parametrize("param,value", [
+    ("X-Amz-Date", "2026-01-01T00:00:00Z"), ("X-Amz-Date", "٢٠٢٦٠١٠١T000000Z"),
+    ("X-Amz-Credential", "%00"), ("X-Amz-Expires", "1" * 5000), ("X-Amz-SignedHeaders", ";;"),
+    ("X-Amz-Algorithm", "é")])
+def test_malformed_sigv4_query_parameters_are_client_errors(param, value):
+    url = re.sub(rf"{param}=[^&]*", f"{param}={value}", _presign())
+    response = _send(url)
+    assert 400 <= response.status_code < 500
+    assert _code(response)
+
 # --- write-through to the store -------------------------------------------------------------
 
 
@@ -519,3 +650,28 @@ def test_a_body_other_than_its_signed_sha256_is_refused_by_the_endpoint(endpoint
                            timeout=30)
     assert (refused.status_code, _code(refused)) == (400, "XAmzContentSHA256Mismatch")
     assert _absent(client, "gate/sha.bin") and _on_disk(ws) == before
+
+
+def test_the_endpoint_refuses_another_region_and_nitronbs_own_urls_work(endpoint):
+    import boto3
+    import requests
+    from botocore.config import Config
+
+    from nitronb.presign import presign_download
+    from nitronb.s3gate import load_credentials
+
+    ws, client = endpoint
+    client.put_object(Bucket="nitronb", Key="gate/region.bin", Body=BODY)
+    keys = load_credentials(ws)
+    foreign = boto3.client("s3", endpoint_url=client.meta.endpoint_url, region_name="eu-west-1",
+                           aws_access_key_id=keys["access_key_id"],
+                           aws_secret_access_key=keys["secret_access_key"],
+                           config=Config(signature_version="s3v4",
+                                         s3={"addressing_style": "path"}))
+    url = foreign.generate_presigned_url("get_object", ExpiresIn=60,
+                                         Params={"Bucket": "nitronb", "Key": "gate/region.bin"})
+    refused = requests.get(url, timeout=30)
+    assert (refused.status_code, _code(refused)) == (400, "AuthorizationQueryParametersError")
+    assert "expecting 'us-east-1'" in refused.text
+    own = presign_download("local", "s3://nitronb/gate/", "region.bin", 60, workspace=ws)
+    assert requests.get(own.url, timeout=30).content == BODY

@@ -29,6 +29,8 @@ class Route:
     summary: str
     auth: bool = True
     status: int = 200
+    #: the call takes the client's remote address as a last argument
+    client: bool = False
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -123,8 +125,9 @@ ROUTES: list[Route] = [
     R("GET", "/v1/runtime/app_configs/{id}",
       lambda s, u, p, b, q: s.get_runtime_config(u, p["id"]),
       "a runtime configuration {config, extra} (no credentials)"),
-    R("POST", "/v1/runtime/nonces", lambda s, u, p, b, q: s.issue_nonce(),
-      "a single-use nonce for an attestation document", auth=False, status=201),
+    R("POST", "/v1/runtime/nonces", lambda s, u, p, b, q, client: s.issue_nonce(client),
+      "a single-use nonce for an attestation document (429 beyond the per-client limits)",
+      auth=False, status=201, client=True),
     R("POST", "/v1/runtime/app_configs/{id}/provision",
       lambda s, u, p, b, q: s.provision(p["id"], (b or {}).get("attestation_document"),
                                         (b or {}).get("nonce")),
@@ -139,8 +142,9 @@ _COMPILED = [(route, route.pattern) for route in ROUTES]
 
 
 def dispatch(service: Service, method: str, target: str, headers: dict[str, str],
-             raw_body: bytes) -> tuple[int, Any]:
-    """Handle one request; return ``(status, JSON-ready body)``."""
+             raw_body: bytes, client: str | None = None) -> tuple[int, Any]:
+    """Handle one request from ``client`` (its remote address); return ``(status, JSON-ready
+    body)``."""
     parts = urlsplit(target)
     path = parts.path.rstrip("/") or "/"
     if path == "/openapi.json" and method == "GET":
@@ -171,7 +175,8 @@ def dispatch(service: Service, method: str, target: str, headers: dict[str, str]
         if method in ("POST", "PUT", "PATCH") and body is not None and not isinstance(body, dict):
             raise ValidationError("the request body must be a JSON object.")
         params = {k: unquote(v) for k, v in match.groupdict().items()}
-        result = route.call(service, user, params, body, parse_qs(parts.query))
+        args = (service, user, params, body, parse_qs(parts.query))
+        result = route.call(*args, client) if route.client else route.call(*args)
         return route.status, result
     except CCMError as exc:
         return exc.status, _error(exc)
@@ -208,7 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload = dispatch(self.service, self.command, self.path, headers, raw)
+        status, payload = dispatch(self.service, self.command, self.path, headers, raw,
+                                   self.client_address[0])
         self._send(status, payload)
 
     def _send(self, status: int, payload: Any) -> None:

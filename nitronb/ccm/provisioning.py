@@ -206,10 +206,14 @@ def _short(data: bytes) -> str:
 class ProvisioningVerbs:
     """Nonces and provisioning (mixed into :class:`nitronb.ccm.service.Service`)."""
 
-    def issue_nonce(self) -> dict[str, Any]:
-        """A fresh single-use nonce for an attestation document, valid for five minutes."""
+    def issue_nonce(self, client: str | None = None) -> dict[str, Any]:
+        """A fresh single-use nonce for an attestation document, valid for five minutes:
+        ``{"nonce": base64, "expires_in": seconds}``. ``client`` is the requester's remote
+        address, for the limits of :mod:`nitronb.ccm.limits` (TooManyRequestsError, 429)."""
+        from nitronb.ccm.limits import take_nonce
+
         nonce = secrets.token_bytes(32)
-        self.store.add_nonce(nonce.hex(), time.time() + NONCE_TTL)
+        take_nonce(self.store, nonce.hex(), client=client, ttl=NONCE_TTL)
         return {"nonce": _b64(nonce), "expires_in": int(NONCE_TTL)}
 
     def provision(self, config_id: str, attestation_document: str,
@@ -241,8 +245,11 @@ class ProvisioningVerbs:
                             details={"workflow_id": final.id, "pcr0": build.measurements["pcr0"],
                                      "datasets": names})
         except ProvisioningRefusedError as exc:
-            self._audit("enclave", "provision.refused", object_type="runtime_config",
-                        object_id=config_id, details={"reason": exc.message})
+            from nitronb.ccm.limits import record_refusal
+
+            record_refusal(self.store, config_id, exc.message, lambda details: self._audit(
+                "enclave", "provision.refused", object_type="runtime_config",
+                object_id=config_id, details=details))
             raise
         return {"app_config_id": config_id, "envelope": envelope}
 

@@ -180,7 +180,8 @@ class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
         payload = check.body(payload)
         name = check.text(payload, "name", limit=64)
         roles = payload.get("roles") or [ROLE_USER]
-        if not isinstance(roles, list) or not set(roles) <= {ROLE_ADMIN, ROLE_USER}:
+        if not isinstance(roles, list) or not all(role in (ROLE_ADMIN, ROLE_USER)
+                                                  for role in roles):
             raise ValidationError("'roles' must be a list of 'user' and 'admin'.")
         token = _TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.store.transaction():

@@ -41,6 +41,14 @@ _MIGRATIONS: list[list[str]] = [
         "details TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
+    [  # nonces per client, for the limits on unauthenticated requests; refusals counted
+        "ALTER TABLE nonces ADD COLUMN client TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE nonces ADD COLUMN issued_at REAL NOT NULL DEFAULT 0",
+        "CREATE INDEX nonces_by_client ON nonces (client, issued_at)",
+        "CREATE INDEX nonces_by_expiry ON nonces (expires_at)",
+        "CREATE TABLE provision_refusals (config_id TEXT NOT NULL, minute TEXT NOT NULL, "
+        "count INTEGER NOT NULL, last_reason TEXT NOT NULL, PRIMARY KEY (config_id, minute))",
+    ],
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -180,7 +188,42 @@ class Store:
 
     def add_nonce(self, nonce: str, expires_at: float) -> None:
         with self.transaction() as db:
-            db.execute("INSERT INTO nonces VALUES (?, ?, NULL)", (nonce, expires_at))
+            db.execute("INSERT INTO nonces (nonce, expires_at, used_at) VALUES (?, ?, NULL)",
+                       (nonce, expires_at))
+
+    def issue_nonce(self, nonce: str, *, client: str, now: float, ttl: float,
+                    outstanding: int, per_window: int, window: float, total: int) -> str:
+        """Drop expired nonces, then store ``nonce`` for ``client`` (expiring ``ttl`` seconds
+        after ``now``) unless one limit is reached; return "ok", or the limit that refused it:
+        "outstanding" (``client`` holds that many unused ones), "rate" (``client`` took
+        ``per_window`` in the last ``window`` seconds) or "total" (that many unused in all)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM nonces WHERE expires_at < ?", (now,))
+            unused, recent = db.execute(
+                "SELECT COALESCE(SUM(used_at IS NULL), 0), COALESCE(SUM(issued_at > ?), 0) "
+                "FROM nonces WHERE client = ?", (now - window, client)).fetchone()
+            if unused >= outstanding:
+                return "outstanding"
+            if recent >= per_window:
+                return "rate"
+            if db.execute("SELECT COUNT(*) FROM nonces WHERE used_at IS NULL").fetchone()[0] \
+                    >= total:
+                return "total"
+            db.execute("INSERT INTO nonces (nonce, expires_at, used_at, client, issued_at) "
+                       "VALUES (?, ?, NULL, ?, ?)", (nonce, now + ttl, client, now))
+            return "ok"
+
+    def count_refusal(self, config_id: str, minute: str, reason: str, *,
+                      keep_after: str) -> int:
+        """Count one refused provision of ``config_id`` in ``minute`` (an ISO 8601 prefix);
+        return how many that minute has now. Minutes before ``keep_after`` are dropped."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM provision_refusals WHERE minute < ?", (keep_after,))
+            db.execute("INSERT INTO provision_refusals VALUES (?, ?, 1, ?) "
+                       "ON CONFLICT (config_id, minute) DO UPDATE SET count = count + 1, "
+                       "last_reason = excluded.last_reason", (config_id, minute, reason))
+            return db.execute("SELECT count FROM provision_refusals WHERE config_id = ? AND "
+                              "minute = ?", (config_id, minute)).fetchone()[0]
 
     def consume_nonce(self, nonce: str, now: float) -> str:
         """Mark ``nonce`` used; return "ok", "unknown", "used" or "expired"."""

@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--at", default="now", type=_at, metavar="TIME",
                    help="when certificates must be valid: ISO 8601 (UTC unless an offset is "
                         "given), 'document' for the document's own time, or 'now' (default)")
+    v.add_argument("--clock-skew", type=_seconds, metavar="SECONDS",
+                   help="how far this machine's clock may be off when checking certificate "
+                        "validity: default 60 at 'now', 0 at an explicit TIME; --at document is "
+                        "always exact")
     v.add_argument("--pcr", action="append", default=[], type=_pcr, metavar="N=HEX",
                    help="expected value of PCR N; repeat for several")
     v.add_argument("--nonce", type=_hex, metavar="HEX", help="expected nonce")
@@ -58,6 +62,10 @@ def run_verify(args: argparse.Namespace) -> int:
     from nitronb.attestation import aws_nitro_root, load_roots, parse_document, verify_document
     from nitronb.errors import AttestationError
 
+    if args.at == "document" and args.clock_skew is not None:
+        print("nitronb: error: --at document checks at the document's own time, exactly: it "
+              "takes no --clock-skew.", file=sys.stderr)
+        return 2
     roots = [cert for path in args.root or [aws_nitro_root()] for cert in load_roots(path)]
     data = _read(args.document)
     document = None
@@ -66,7 +74,9 @@ def run_verify(args: argparse.Namespace) -> int:
         document = parse_document(data)
         verify_document(document, roots=roots, at=args.at, expected_pcrs=dict(args.pcr) or None,
                         nonce=args.nonce, public_key=args.public_key, config_id=args.config_id,
-                        max_age=None if args.max_age is None else timedelta(seconds=args.max_age))
+                        max_age=None if args.max_age is None else timedelta(seconds=args.max_age),
+                        clock_skew=(None if args.clock_skew is None
+                                    else timedelta(seconds=args.clock_skew)))
         if document.debug_mode and not args.allow_debug:
             raise AttestationError(
                 "the document comes from an enclave in debug mode: its PCRs are zero, so what "
@@ -147,6 +157,16 @@ def _at(text: str):
     except ValueError:
         raise argparse.ArgumentTypeError(f"--at {text!r} is not ISO 8601, 'document' or 'now'")
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 86400")
+    return value
 
 
 def _pcr(text: str) -> tuple[int, bytes]:
