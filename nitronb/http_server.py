@@ -138,8 +138,10 @@ def _protocol(limits: Limits) -> type[H11Protocol]:
             self._body_timer = None
             if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
                 return
-            if self.flow.read_paused:  # the application is not reading: not the client's fault
-                self._watch()
+            waiting = self.cycle is not None and getattr(self.cycle, "waiting_for_100_continue",
+                                                         False)
+            if self.flow.read_paused or waiting:  # the application is not reading yet
+                self._body_timer = self.loop.call_later(limits.read_timeout, self._body_expired)
                 return
             self.transport.close()
 

@@ -26,10 +26,8 @@ import hmac
 import json
 import os
 import secrets
-import signal
 import string
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -503,48 +501,62 @@ def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
     return gate, prepare
 
 
-def _quiet_handler():
-    """moto's request handler, logging each request without its query string: a presigned
-    URL's query is a credential, and the log is a file anyone reading the workspace sees."""
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
+def _framed(app: Callable) -> Callable:
+    """``app`` with the environ keys of werkzeug's server: ``RAW_URI``/``REQUEST_URI`` (the
+    request target as sent: signatures and moto's key names are computed from it) and
+    ``wsgi.input_terminated`` (the server hands over each body de-chunked and ends it at its
+    end, so a body sent without Content-Length is read too)."""
+    def framed(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        scope = environ.get("asgi.scope") or {}
+        raw = (scope.get("raw_path") or environ["PATH_INFO"].encode("latin-1")).decode("latin-1")
+        query = environ.get("QUERY_STRING")
+        environ["RAW_URI"] = environ["REQUEST_URI"] = raw + ("?" + query if query else "")
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+    return framed
 
-    class Handler(MotoRequestHandler):
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            path = getattr(self, "path", "").split("?", 1)[0]
-            query = " (query withheld)" if "?" in getattr(self, "path", "") else ""
-            self.log("info", '"%s %s%s" %s %s', getattr(self, "command", "-"), path, query,
-                     code, size)
 
-    return Handler
+#: threads running the WSGI gate: requests beyond wait for one (their bytes stay in the socket)
+WSGI_THREADS = 32
+
+
+def make_server(app: Callable, host: str, port: int, limits: Any = None) -> Any:
+    """A server (:class:`nitronb.http_server.Server`, not yet serving) of the WSGI ``app`` on
+    ``host:port``: uvicorn with its timeouts, the WSGI app run in a pool of threads."""
+    import logging
+
+    from a2wsgi import WSGIMiddleware
+
+    from nitronb.http_server import Server
+
+    return Server(WSGIMiddleware(_framed(app), workers=WSGI_THREADS), host, port,
+                  limits=limits, logger=logging.getLogger("nitronb.s3gate"))
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from nitronb.http_server import add_arguments, limits_from
+
     parser = argparse.ArgumentParser(prog="python -m nitronb.s3gate",
                                      description="The local S3 endpoint (moto behind a gate).")
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the local S3 endpoint binds the loopback interface only")
 
-    from werkzeug.serving import make_server
-
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app, prepare = build_app(Path(args.workspace))
-    server = make_server(args.host, args.port, app, threaded=True,
-                         request_handler=_quiet_handler())
+    server = make_server(app, args.host, args.port, limits_from(args))
     prepare()
-    print(f"local S3 endpoint on http://{args.host}:{server.server_port}", file=sys.stderr,
-          flush=True)
-
-    def stop(signum: int, frame: Any) -> None:
-        # shutdown() waits for serve_forever() to return: never call it on the serving thread
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    print(f"local S3 endpoint on http://{args.host}:{server.server_address[1]}",
+          file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
+        server.serve_forever()  # until SIGTERM or SIGINT; requests in flight finish first
     finally:
         app.store.close()
         server.server_close()
