@@ -7,7 +7,7 @@ Every service gets the same protections:
   clients that send their headers a byte at a time);
 - ``read_timeout`` (s): while a request body arrives, a pause longer than this closes the
   connection (a client that stops sending mid-body);
-- request heads larger than 64 KiB are refused (400, h11's limit); ``max_body`` (bytes, when
+- a request head larger than 64 KiB is refused; ``max_body`` (bytes, when
   set) refuses larger bodies with 413 before reading them; ``max_json_depth`` (when set)
   refuses a body nesting more than that many arrays and objects with 400;
 - a listen backlog of ``backlog`` connections, at most ``max_connections`` open at once
@@ -33,9 +33,6 @@ import threading
 from dataclasses import dataclass, fields, replace
 from typing import Any, Awaitable, Callable, Iterator
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
 MAX_HEAD = 64 * 1024
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -53,6 +50,8 @@ class Limits:
     max_connections: int = 1000
     max_body: int | None = None
     max_json_depth: int | None = None
+    #: what one read from a socket may bring beyond a full head (asyncio reads 256 KiB)
+    read_chunk: int = 256 * 1024
 
 
 _ENV = {"idle_timeout": "NITRONB_HTTP_IDLE_TIMEOUT", "read_timeout": "NITRONB_HTTP_READ_TIMEOUT",
@@ -80,72 +79,95 @@ def limits_from(args: argparse.Namespace, **sizes: Any) -> Limits:
 # --- the connection: head and body timeouts ---------------------------------------------------
 
 
-def _protocol(limits: Limits) -> type[H11Protocol]:
-    class Protocol(H11Protocol):
-        """uvicorn's h11 connection with a deadline for the request head and a read timeout
-        for its body (uvicorn itself only times out keep-alive after a response)."""
+class _Guard:
+    """Mixed into uvicorn's connection class: a deadline for the request head (and a size
+    limit for it) and a read timeout for the body; uvicorn itself only times out keep-alive
+    after a response."""
 
-        _head_timer: Any = None
-        _body_timer: Any = None
+    limits: Limits
+    _head_timer: Any = None
+    _body_timer: Any = None
+    _head_bytes = 0
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._watch()
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._watch()
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._watch(data_arrived=True)
+    def data_received(self, data: bytes) -> None:
+        if self._state() == "head":
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD + self.limits.read_chunk:
+                self.transport.close()  # type: ignore[attr-defined]
+                return
+        super().data_received(data)  # type: ignore[misc]
+        self._watch(data_arrived=True)
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._watch()
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self._watch()
 
-        def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel("_head_timer")
+        self._cancel("_body_timer")
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _state(self) -> str:
+        cycle = self.cycle  # type: ignore[attr-defined]
+        if cycle is None or cycle.response_complete:
+            return "head"
+        return "body" if cycle.more_body else "busy"
+
+    def _cancel(self, name: str) -> None:
+        timer = getattr(self, name)
+        if timer is not None:
+            timer.cancel()
+            setattr(self, name, None)
+
+    def _watch(self, data_arrived: bool = False) -> None:
+        if self.transport.is_closing():  # type: ignore[attr-defined]
+            return
+        state = self._state()
+        loop = self.loop  # type: ignore[attr-defined]
+        if state == "head":  # one deadline for the whole head, not reset by data
+            self._cancel("_body_timer")
+            if self._head_timer is None:
+                self._head_bytes = 0
+                self._head_timer = loop.call_later(self.limits.idle_timeout, self._expired)
+        elif state == "body":  # a pause of read_timeout while the body arrives closes
+            self._cancel("_head_timer")
+            if data_arrived or self._body_timer is None:
+                self._cancel("_body_timer")
+                self._body_timer = loop.call_later(self.limits.read_timeout, self._body_expired)
+        else:
             self._cancel("_head_timer")
             self._cancel("_body_timer")
-            super().connection_lost(exc)
 
-        def _cancel(self, name: str) -> None:
-            timer = getattr(self, name)
-            if timer is not None:
-                timer.cancel()
-                setattr(self, name, None)
+    def _expired(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing() and self._state() == "head":  # type: ignore
+            self.transport.close()  # type: ignore[attr-defined]
 
-        def _watch(self, data_arrived: bool = False) -> None:
-            if self.transport.is_closing():
-                return
-            state = self.conn.their_state
-            if state is h11.IDLE:  # waiting for a request head: one deadline, not reset by data
-                self._cancel("_body_timer")
-                if self._head_timer is None:
-                    self._head_timer = self.loop.call_later(limits.idle_timeout, self._expired)
-            elif state is h11.SEND_BODY:  # a body arriving: a pause of read_timeout closes
-                self._cancel("_head_timer")
-                if data_arrived or self._body_timer is None:
-                    self._cancel("_body_timer")
-                    self._body_timer = self.loop.call_later(limits.read_timeout,
-                                                            self._body_expired)
-            else:
-                self._cancel("_head_timer")
-                self._cancel("_body_timer")
+    def _body_expired(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or self._state() != "body":  # type: ignore
+            return
+        cycle = self.cycle  # type: ignore[attr-defined]
+        if self.flow.read_paused or cycle.waiting_for_100_continue:  # type: ignore
+            # the application is not reading (yet): not the client's fault
+            self._body_timer = self.loop.call_later(  # type: ignore[attr-defined]
+                self.limits.read_timeout, self._body_expired)
+            return
+        self.transport.close()  # type: ignore[attr-defined]
 
-        def _expired(self) -> None:
-            self._head_timer = None
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-                self.transport.close()
 
-        def _body_expired(self) -> None:
-            self._body_timer = None
-            if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
-                return
-            waiting = self.cycle is not None and getattr(self.cycle, "waiting_for_100_continue",
-                                                         False)
-            if self.flow.read_paused or waiting:  # the application is not reading yet
-                self._body_timer = self.loop.call_later(limits.read_timeout, self._body_expired)
-                return
-            self.transport.close()
-
-    return Protocol
+def _protocol(limits: Limits) -> type:
+    """uvicorn's connection class (httptools' parser when installed, else h11) with
+    :class:`_Guard`'s limits."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+    return type("GuardedProtocol", (_Guard, Base), {"limits": limits})
 
 
 # --- the application side: body size, JSON depth, access log ------------------------------------
