@@ -289,8 +289,8 @@ class AccessLog:
 
 
 class Server:
-    """``app`` (ASGI) on ``host:port`` with ``limits``; the socket is bound at construction, so
-    ``server_address`` is known before serving (``port`` 0: any free port).
+    """``app`` (ASGI) on ``host:port`` with ``limits``; the socket listens from construction
+    on, so ``server_address`` is known before serving (``port`` 0: any free port).
 
     ``serve_forever()`` serves until SIGTERM/SIGINT (in the main thread) or ``shutdown()``
     (from another thread), finishing the requests in flight; ``server_close()`` releases the
@@ -309,6 +309,7 @@ class Server:
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.socket.bind((host, port))
+        self.socket.listen(self.limits.backlog)  # connections wait in the backlog until served
         self.socket.set_inheritable(True)
         self.server_address = self.socket.getsockname()[:2]
         config = uvicorn.Config(
