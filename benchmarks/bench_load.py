@@ -13,8 +13,8 @@ For each: requests per second, p50 and p99 latency (ms), errors (no answer or an
 status). Then:
   idle      --conns connections to each service that send nothing, and as many that send one
             request and then stay silent; after --idle seconds, how many each service closed;
-  accept    for 4 s, 20 threads open connections (1 s connect timeout) to the manager and the
-            node agent and keep them open: how many were accepted;
+  accept    for 4 s, 20 threads open connections (1 s connect timeout, at most 4000) to the
+            manager and the node agent and keep them open: how many were accepted;
   nesting   a body of 100,000 '[' to the manager and the node agent: status, body, and whether
             the service's log gained a traceback;
   reset     20 requests whose client resets the connection before the answer: tracebacks
@@ -25,6 +25,7 @@ Measures; asserts nothing. The clients share the machine with the servers.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import resource
@@ -112,7 +113,9 @@ def _idle_check(urls: dict[str, str], conns: int, idle: float) -> dict[str, dict
             path = "/_nitronb/health" if name == "s3" else (
                 "/health" if name == "node-agent" else "/v1/sys/health")
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-            sock.recv(65536)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            response.read()  # the whole answer: what is left to read is only the close
             used.append(sock)
         held[name] = {"silent": silent, "after-one-request": used}
     time.sleep(idle)
@@ -134,6 +137,9 @@ def _idle_check(urls: dict[str, str], conns: int, idle: float) -> dict[str, dict
     return out
 
 
+CAP = 4000  #: connections held at most by the accept check
+
+
 def _accept_check(url: str, seconds: float = 4.0, threads: int = 20) -> dict[str, int]:
     host, port = _hostport(url)
     held: list[socket.socket] = []
@@ -142,7 +148,7 @@ def _accept_check(url: str, seconds: float = 4.0, threads: int = 20) -> dict[str
     deadline = time.monotonic() + seconds
 
     def opener() -> None:
-        while time.monotonic() < deadline and len(held) < 4000:
+        while time.monotonic() < deadline and len(held) < CAP:
             try:
                 sock = socket.create_connection((host, port), timeout=1.0)
             except OSError:
@@ -207,6 +213,7 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
+    print("load average at the start: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
     from nitronb import local
     from nitronb.ccm import CCMClient
     from nitronb.storage import client_for
@@ -275,7 +282,8 @@ def main() -> int:
                 print(f"  {name:<11} silent {counts['silent']:>4}/{args.conns}   "
                       f"after one request {counts['after-one-request']:>4}/{args.conns}")
 
-            print("\naccept: connections accepted in 4 s (20 threads, 1 s connect timeout)")
+            print(f"\naccept: connections accepted in 4 s (20 threads, 1 s connect timeout, "
+                  f"stops at {CAP})")
             for name in ("manager", "node-agent"):
                 got = _accept_check(urls[name])
                 print(f"  {name:<11} accepted {got['accepted']:>5}   failed {got['failed']:>5}")
@@ -299,6 +307,7 @@ def main() -> int:
                       f"{got['new_tracebacks']}")
         finally:
             local.down(ws)
+    print("\nload average at the end: %.2f %.2f %.2f" % os.getloadavg())
     return 0
 
 

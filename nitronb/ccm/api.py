@@ -106,13 +106,14 @@ _bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
                      description="a party's token (<workspace>/ccm/tokens.json)")
 
 
-def _service(request: Request) -> Service:
+async def _service(request: Request) -> Service:  # async: no thread needed to look it up
     return request.app.state.service
 
 
 def _user(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None,
                                                    Depends(_bearer)]) -> User:
-    return _service(request).authenticate(credentials.credentials if credentials else None)
+    service: Service = request.app.state.service
+    return service.authenticate(credentials.credentials if credentials else None)
 
 
 S = Annotated[Service, Depends(_service)]
