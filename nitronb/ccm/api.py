@@ -110,14 +110,28 @@ async def _service(request: Request) -> Service:  # async: no thread needed to l
     return request.app.state.service
 
 
-def _user(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                                   Depends(_bearer)]) -> User:
-    service: Service = request.app.state.service
-    return service.authenticate(credentials.credentials if credentials else None)
+async def _token(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                        Depends(_bearer)]) -> str | None:
+    return credentials.credentials if credentials else None
+
+
+class Caller:
+    """The bearer token of a request, authenticated in the route's own thread (the store is
+    not queried on the event loop, and one thread serves the whole request)."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    def __call__(self, service: Service) -> User:
+        return service.authenticate(self.token)
+
+
+async def _caller(token: Annotated[str | None, Depends(_token)]) -> Caller:
+    return Caller(token)
 
 
 S = Annotated[Service, Depends(_service)]
-U = Annotated[User, Depends(_user)]
+U = Annotated[Caller, Depends(_caller)]
 Id = str
 router = APIRouter(route_class=_Route, default_response_class=JSON, strict_content_type=False)
 get, post = router.get, router.post
@@ -138,175 +152,175 @@ def health() -> JSON:
 
 @get("/v1/sys/auth", summary="who the token belongs to")
 def whoami(s: S, u: U) -> JSON:
-    return ok(s.whoami(u))
+    return ok(s.whoami(u(s)))
 
 
 @post("/v1/sys/auth", summary="who the token belongs to")
 def whoami_post(s: S, u: U) -> JSON:
-    return ok(s.whoami(u))
+    return ok(s.whoami(u(s)))
 
 
 @get("/v1/users", summary="list users")
 def list_users(s: S, u: U) -> JSON:
-    return ok(s.list_users(u))
+    return ok(s.list_users(u(s)))
 
 
 @post("/v1/users", summary="create a user (administrator); returns its token once", **_201)
 def create_user(s: S, u: U, body: m.UserIn) -> JSON:
-    return ok(s.create_user(u, body.payload()), 201)
+    return ok(s.create_user(u(s), body.payload()), 201)
 
 
 @get("/v1/datasets", summary="list datasets")
 def list_datasets(s: S, u: U) -> JSON:
-    return ok(s.list_datasets(u))
+    return ok(s.list_datasets(u(s)))
 
 
 @post("/v1/datasets", summary="create a dataset", **_201)
 def create_dataset(s: S, u: U, body: m.DatasetIn) -> JSON:
-    return ok(s.create_dataset(u, body.payload()), 201)
+    return ok(s.create_dataset(u(s), body.payload()), 201)
 
 
 @get("/v1/datasets/{id}", summary="show a dataset (credentials redacted)")
 def get_dataset(s: S, u: U, id: Id) -> JSON:  # noqa: A002 - the path's name
-    return ok(s.get_dataset(u, id))
+    return ok(s.get_dataset(u(s), id))
 
 
 @router.patch("/v1/datasets/{id}", summary="change a dataset's description, labels, long "
                                            "description or credentials")
 def update_dataset(s: S, u: U, id: Id, body: m.DatasetChange) -> JSON:  # noqa: A002
-    return ok(s.update_dataset(u, id, body.payload()))
+    return ok(s.update_dataset(u(s), id, body.payload()))
 
 
 @get("/v1/apps", summary="list apps")
 def list_apps(s: S, u: U) -> JSON:
-    return ok(s.list_apps(u))
+    return ok(s.list_apps(u(s)))
 
 
 @post("/v1/apps", summary="create an app and its DOMAIN_WHITELIST task", **_201)
 def new_app(s: S, u: U, body: m.AppIn) -> JSON:
-    return ok(s.create_app(u, body.payload()), 201)
+    return ok(s.create_app(u(s), body.payload()), 201)
 
 
 @get("/v1/apps/{id}", summary="show an app")
 def get_app(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.get_app(u, id))
+    return ok(s.get_app(u(s), id))
 
 
 @get("/v1/builds", summary="list builds (?app_id=)")
 def list_builds(s: S, u: U, app_id: str | None = None) -> JSON:
-    return ok(s.list_builds(u, app_id))
+    return ok(s.list_builds(u(s), app_id))
 
 
 @post("/v1/builds", summary="register a build and its BUILD_WHITELIST task", **_201)
 def create_build(s: S, u: U, body: m.BuildIn) -> JSON:
-    return ok(s.create_build(u, body.payload()), 201)
+    return ok(s.create_build(u(s), body.payload()), 201)
 
 
 @get("/v1/builds/{id}", summary="show a build")
 def get_build(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.get_build(u, id))
+    return ok(s.get_build(u(s), id))
 
 
 @get("/v1/tasks", summary="list tasks (?status=)")
 def list_tasks(s: S, u: U, status: str | None = None) -> JSON:
-    return ok(s.list_tasks(u, status))
+    return ok(s.list_tasks(u(s), status))
 
 
 @get("/v1/tasks/{id}", summary="show a task")
 def get_task(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.get_task(u, id))
+    return ok(s.get_task(u(s), id))
 
 
 @post("/v1/tasks/{id}/approve", summary="approve a task (administrator)")
 def approve_task(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.approve_task(u, id))
+    return ok(s.approve_task(u(s), id))
 
 
 @post("/v1/tasks/{id}/deny", summary="deny a task (administrator)")
 def deny_task(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
-    return ok(s.deny_task(u, id, body.reason if body else None))
+    return ok(s.deny_task(u(s), id, body.reason if body else None))
 
 
 @get("/v1/app_configs", summary="list application configurations")
 def list_app_configs(s: S, u: U) -> JSON:
-    return ok(s.list_app_configs(u))
+    return ok(s.list_app_configs(u(s)))
 
 
 @post("/v1/app_configs", summary="create an application configuration", **_201)
 def create_app_config(s: S, u: U, body: m.AppConfigIn) -> JSON:
-    return ok(s.create_app_config(u, body.payload()), 201)
+    return ok(s.create_app_config(u(s), body.payload()), 201)
 
 
 @get("/v1/app_configs/{id}", summary="show an application configuration")
 def get_app_config(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.get_app_config(u, id))
+    return ok(s.get_app_config(u(s), id))
 
 
 @get("/v1/workflows/draft/graphs", summary="list workflow drafts")
 def list_workflows(s: S, u: U) -> JSON:
-    return ok(s.list_workflows(u))
+    return ok(s.list_workflows(u(s)))
 
 
 @post("/v1/workflows/draft/graphs", summary="create a workflow draft", **_201)
 def create_workflow(s: S, u: U, body: m.WorkflowIn) -> JSON:
-    return ok(s.create_workflow(u, body.payload()), 201)
+    return ok(s.create_workflow(u(s), body.payload()), 201)
 
 
 @get("/v1/workflows/draft/graphs/{id}", summary="show a workflow draft")
 def get_workflow(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.get_workflow(u, id))
+    return ok(s.get_workflow(u(s), id))
 
 
 @router.put("/v1/workflows/draft/graphs/{id}", summary="change a workflow draft")
 def update_workflow(s: S, u: U, id: Id, body: m.WorkflowIn) -> JSON:  # noqa: A002
-    return ok(s.update_workflow(u, id, body.payload()))
+    return ok(s.update_workflow(u(s), id, body.payload()))
 
 
 @get("/v1/workflows/final/graphs", summary="list final workflow versions")
 def list_final_workflows(s: S, u: U) -> JSON:
-    return ok(s.list_final_workflows(u))
+    return ok(s.list_final_workflows(u(s)))
 
 
 @get("/v1/workflows/final/graphs/{id}",
      summary="show a final workflow version with its approval state")
 def get_final_workflow(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.get_final_workflow(u, id))
+    return ok(s.get_final_workflow(u(s), id))
 
 
 @get("/v1/approval_requests", summary="list approval requests (?status=)")
 def list_approval_requests(s: S, u: U, status: str | None = None) -> JSON:
-    return ok(s.list_approval_requests(u, status))
+    return ok(s.list_approval_requests(u(s), status))
 
 
 @post("/v1/approval_requests", summary="request approval of a draft's current version", **_201)
 def request_approval(s: S, u: U, body: m.ApprovalRequestIn | None = None) -> JSON:
-    return ok(s.request_approval(u, body.workflow_id if body else None), 201)
+    return ok(s.request_approval(u(s), body.workflow_id if body else None), 201)
 
 
 @get("/v1/approval_requests/{id}", summary="show an approval request")
 def get_approval_request(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.get_approval_request(u, id))
+    return ok(s.get_approval_request(u(s), id))
 
 
 @post("/v1/approval_requests/{id}/approve", summary="approve (an object owner)")
 def approve_request(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.approve_request(u, id))
+    return ok(s.approve_request(u(s), id))
 
 
 @post("/v1/approval_requests/{id}/deny", summary="decline with a reason (an object owner)")
 def deny_request(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
-    return ok(s.deny_request(u, id, body.reason if body else None))
+    return ok(s.deny_request(u(s), id, body.reason if body else None))
 
 
 @get("/v1/runtime/app_configs", summary="list runtime configurations visible to the user")
 def list_runtime_configs(s: S, u: U) -> JSON:
-    return ok(s.list_runtime_configs(u))
+    return ok(s.list_runtime_configs(u(s)))
 
 
 @get("/v1/runtime/app_configs/{id}",
      summary="a runtime configuration {config, extra} (no credentials)")
 def get_runtime_config(s: S, u: U, id: Id) -> JSON:  # noqa: A002
-    return ok(s.get_runtime_config(u, id))
+    return ok(s.get_runtime_config(u(s), id))
 
 
 @post("/v1/runtime/nonces", summary="a single-use nonce for an attestation document", **_201)
@@ -324,12 +338,12 @@ def provision(s: S, id: Id, body: m.ProvisionIn | None = None) -> JSON:  # noqa:
 @get("/v1/audit", summary="the audit log (?limit=&object_id=)")
 def audit_log(s: S, u: U, limit: Annotated[int | None, Query()] = None,
               object_id: str | None = None) -> JSON:
-    return ok(s.audit_log(u, limit, object_id))
+    return ok(s.audit_log(u(s), limit, object_id))
 
 
 @get("/v1/audit/verify", summary="verify the audit log's hash chain")
 def verify_audit(s: S, u: U) -> JSON:
-    return ok(s.verify_audit(u))
+    return ok(s.verify_audit(u(s)))
 
 
 # --- the application --------------------------------------------------------------------------
