@@ -361,3 +361,29 @@ class _UvicornServer:
                         signal.signal(sig, handler)
 
         return Quiet(config)
+
+
+def _framed(app: Callable) -> Callable:
+    """The WSGI ``app`` with the environ keys of werkzeug's server: ``RAW_URI``/``REQUEST_URI``
+    (the request target as sent: S3 signatures and moto's key names are computed from it) and
+    ``wsgi.input_terminated`` (each body arrives de-chunked and ends at its end, so a body sent
+    without Content-Length is read too)."""
+    def framed(environ: dict[str, Any], start_response: Callable) -> Any:
+        scope = environ.get("asgi.scope") or {}
+        raw = (scope.get("raw_path") or environ["PATH_INFO"].encode("latin-1")).decode("latin-1")
+        query = environ.get("QUERY_STRING")
+        environ["RAW_URI"] = environ["REQUEST_URI"] = raw + ("?" + query if query else "")
+        environ["wsgi.input_terminated"] = True
+        return app(environ, start_response)
+    return framed
+
+
+def wsgi_server(app: Callable, host: str = "127.0.0.1", port: int = 0, *,
+                limits: Limits | None = None, logger: logging.Logger | None = None,
+                threads: int = 32) -> Server:
+    """A :class:`Server` (not yet serving) of the WSGI ``app``, run in a pool of ``threads``
+    (a2wsgi; requests beyond wait for a thread, their bytes in the socket)."""
+    from a2wsgi import WSGIMiddleware
+
+    return Server(WSGIMiddleware(_framed(app), workers=threads), host, port, limits=limits,
+                  logger=logger)

@@ -501,42 +501,10 @@ def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
     return gate, prepare
 
 
-def _framed(app: Callable) -> Callable:
-    """``app`` with the environ keys of werkzeug's server: ``RAW_URI``/``REQUEST_URI`` (the
-    request target as sent: signatures and moto's key names are computed from it) and
-    ``wsgi.input_terminated`` (the server hands over each body de-chunked and ends it at its
-    end, so a body sent without Content-Length is read too)."""
-    def framed(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        scope = environ.get("asgi.scope") or {}
-        raw = (scope.get("raw_path") or environ["PATH_INFO"].encode("latin-1")).decode("latin-1")
-        query = environ.get("QUERY_STRING")
-        environ["RAW_URI"] = environ["REQUEST_URI"] = raw + ("?" + query if query else "")
-        environ["wsgi.input_terminated"] = True
-        return app(environ, start_response)
-    return framed
-
-
-#: threads running the WSGI gate: requests beyond wait for one (their bytes stay in the socket)
-WSGI_THREADS = 32
-
-
-def make_server(app: Callable, host: str, port: int, limits: Any = None) -> Any:
-    """A server (:class:`nitronb.http_server.Server`, not yet serving) of the WSGI ``app`` on
-    ``host:port``: uvicorn with its timeouts, the WSGI app run in a pool of threads."""
-    import logging
-
-    from a2wsgi import WSGIMiddleware
-
-    from nitronb.http_server import Server
-
-    return Server(WSGIMiddleware(_framed(app), workers=WSGI_THREADS), host, port,
-                  limits=limits, logger=logging.getLogger("nitronb.s3gate"))
-
-
 def main(argv: list[str] | None = None) -> int:
     import logging
 
-    from nitronb.http_server import add_arguments, limits_from
+    from nitronb.http_server import add_arguments, limits_from, wsgi_server
 
     parser = argparse.ArgumentParser(prog="python -m nitronb.s3gate",
                                      description="The local S3 endpoint (moto behind a gate).")
@@ -551,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app, prepare = build_app(Path(args.workspace))
-    server = make_server(app, args.host, args.port, limits_from(args))
+    server = wsgi_server(app, args.host, args.port, limits=limits_from(args),
+                         logger=logging.getLogger("nitronb.s3gate"))
     prepare()
     print(f"local S3 endpoint on http://{args.host}:{server.server_address[1]}",
           file=sys.stderr, flush=True)
