@@ -7,7 +7,7 @@ Every service gets the same protections:
   clients that send their headers a byte at a time);
 - ``read_timeout`` (s): while a request body arrives, a pause longer than this closes the
   connection (a client that stops sending mid-body);
-- a request head larger than 64 KiB is refused; ``max_body`` (bytes, when
+- a request head larger than 64 KiB closes the connection; ``max_body`` (bytes, when
   set) refuses larger bodies with 413 before reading them; ``max_json_depth`` (when set)
   refuses a body nesting more than that many arrays and objects with 400;
 - a listen backlog of ``backlog`` connections, at most ``max_connections`` open at once
@@ -50,8 +50,6 @@ class Limits:
     max_connections: int = 1000
     max_body: int | None = None
     max_json_depth: int | None = None
-    #: what one read from a socket may bring beyond a full head (asyncio reads 256 KiB)
-    read_chunk: int = 256 * 1024
 
 
 _ENV = {"idle_timeout": "NITRONB_HTTP_IDLE_TIMEOUT", "read_timeout": "NITRONB_HTTP_READ_TIMEOUT",
@@ -94,12 +92,13 @@ class _Guard:
         self._watch()
 
     def data_received(self, data: bytes) -> None:
-        if self._state() == "head":
+        heading = self._state() == "head"
+        if heading:
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD + self.limits.read_chunk:
-                self.transport.close()  # type: ignore[attr-defined]
-                return
         super().data_received(data)  # type: ignore[misc]
+        if heading and self._state() == "head" and self._head_bytes > MAX_HEAD:
+            self.transport.close()  # type: ignore[attr-defined]  # 64 KiB and no head yet
+            return
         self._watch(data_arrived=True)
 
     def on_response_complete(self) -> None:
