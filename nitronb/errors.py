@@ -181,6 +181,12 @@ class ValidationError(CCMError):
     status = 422
 
 
+class InsufficientStorageError(CCMError):
+    """The manager's disk is full (507): the change was not made."""
+
+    status = 507
+
+
 class ProvisioningRefusedError(CCMError):
     """The manager refused to release a runtime configuration to an enclave (403)."""
 

@@ -23,7 +23,6 @@ nothing recorded is ``lost``.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import hashlib
@@ -32,20 +31,16 @@ import logging
 import re
 import secrets
 import shutil
-import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from nitronb.errors import (AuthenticationError, CCMError, ConflictError, NitronbError,
-                            NotFoundError, ValidationError)
+from nitronb.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 
 log = logging.getLogger("nitronb.node_agent")
-MAX_BODY = 1 << 20
 LOG_TAIL = 64 * 1024
 #: the states of an enclave that has ended ("lost": it ended and nothing recorded its code)
 ENDED = ("exited", "failed", "lost")
@@ -311,95 +306,6 @@ def _b64(value: Any, name: str) -> bytes | None:
         raise ValidationError(f"'{name}' is not valid base64.") from None
 
 
-def _operator(call):
-    """A route that needs the operator's token."""
-    def checked(agent: NodeAgent, match, body, token):
-        agent.check_operator(token)
-        return call(agent, match, body)
-    return checked
-
-
-_ROUTES = [
-    ("GET", re.compile(r"/health"), lambda a, m, b, t: {"status": "ok"}),
-    ("GET", re.compile(r"/v1/enclaves"),
-     _operator(lambda a, m, b: [e.public() for e in list(a.enclaves.values())])),
-    ("POST", re.compile(r"/v1/enclaves"),
-     _operator(lambda a, m, b: a.launch(b.get("image"), b.get("appconfig_id"), b.get("ccm_url"),
-                                        b.get("backend") or "auto"))),
-    ("GET", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)"),
-     _operator(lambda a, m, b: a.get(m["id"]).public())),
-    ("GET", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/log"),
-     _operator(lambda a, m, b: {"log": a.read_log(m["id"])})),
-    ("POST", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/attestation"),
-     lambda a, m, b, t: a.attest(m["id"], t, b)),
-    ("POST", re.compile(r"/v1/enclaves/(?P<id>[\w-]+)/stop"),
-     _operator(lambda a, m, b: a.stop(m["id"]))),
-]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "nitronb-node-agent"
-    protocol_version = "HTTP/1.1"
-    agent: NodeAgent
-
-    def _handle(self) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/") or "/"
-        status, payload = 404, {"error": "NotFoundError", "message": f"no endpoint {path}."}
-        declared = self.headers.get("Content-Length") or "0"
-        if not declared.isdigit() or int(declared) > MAX_BODY:
-            # unreadable or oversized: answer without reading it, and close the connection
-            self.close_connection = True
-            self._send(413 if declared.isdigit() else 400, {
-                "error": "ValidationError",
-                "message": f"the body must have a Content-Length of at most {MAX_BODY} bytes."})
-            return
-        length = int(declared)
-        for method, pattern, call in _ROUTES:
-            match = pattern.fullmatch(path)
-            if not match or method != self.command:
-                continue
-            try:
-                raw = self.rfile.read(length) if length else b""
-                length = 0
-                kind = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if raw and kind != "application/json":
-                    raise ValidationError("the request body must be JSON sent as "
-                                          "Content-Type: application/json.")
-                body = json.loads(raw) if raw else {}
-                if not isinstance(body, dict):
-                    raise ValidationError("the request body must be a JSON object.")
-                auth = self.headers.get("Authorization", "")
-                token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-                status, payload = 200, call(self.agent, match, body, token)
-            except json.JSONDecodeError as exc:
-                status, payload = 422, {"error": "ValidationError", "message": f"not JSON: {exc}"}
-            except CCMError as exc:
-                status, payload = exc.status, {"error": type(exc).__name__, "message": str(exc)}
-            except NitronbError as exc:
-                status, payload = 422, {"error": type(exc).__name__, "message": str(exc)}
-            except Exception:  # noqa: BLE001 - one request must never stop the agent
-                log.exception("internal error on %s %s", self.command, path)
-                status, payload = 500, {"error": "InternalError",
-                                        "message": "internal error; see the node agent's log."}
-            break
-        if length:
-            self.rfile.read(length)  # at most MAX_BODY, checked above
-        self._send(status, payload)
-
-    def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.info("%s %s", self.address_string(), format % args)
-
-
 def operator_token(workspace: str | Path, *, create: bool = False) -> str:
     """The node agent's operator token from ``<workspace>/node-agent/operator.token``
     (``$NITRONB_NODE_AGENT_TOKEN`` overrides it for a node agent elsewhere)."""
@@ -425,32 +331,17 @@ def operator_token(workspace: str | Path, *, create: bool = False) -> str:
     return token
 
 
-def make_server(agent: NodeAgent, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    handler = type("Handler", (_Handler,), {"agent": agent})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    agent.url = f"http://{host}:{server.server_address[1]}"
-    return server
+def make_server(agent: NodeAgent, host: str = "127.0.0.1", port: int = 0):
+    """The node agent's HTTP server (:func:`nitronb.node_agent_api.make_server`)."""
+    from nitronb.node_agent_api import make_server as serve
+
+    return serve(agent, host, port)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nitronb.node_agent")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    agent = NodeAgent(Path(args.workspace))
-    server = make_server(agent, args.host, args.port)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    log.info("node agent on %s (NSM root %s)", agent.url, agent.nsm.root_path)
-    try:
-        server.serve_forever()
-    finally:
-        for enclave in list(agent.enclaves.values()):
-            if enclave.handle is not None and enclave.exit_code is None:
-                enclave.handle.stop()
-    return 0
+    from nitronb.node_agent_api import main as serve
+
+    return serve(argv)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
-import threading
 import uuid
 from email.utils import formatdate
 from pathlib import Path
@@ -205,48 +203,31 @@ def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
     return gate, prepare
 
 
-def _quiet_handler():
-    """moto's request handler, logging each request without its query string: a presigned
-    URL's query is a credential, and the log is a file anyone reading the workspace sees."""
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-
-    class Handler(MotoRequestHandler):
-        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            path = getattr(self, "path", "").split("?", 1)[0]
-            query = " (query withheld)" if "?" in getattr(self, "path", "") else ""
-            self.log("info", '"%s %s%s" %s %s', getattr(self, "command", "-"), path, query,
-                     code, size)
-
-    return Handler
-
-
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from nitronb.http_server import add_arguments, limits_from, wsgi_server
+
     parser = argparse.ArgumentParser(prog="python -m nitronb.s3gate",
                                      description="The local S3 endpoint (moto behind a gate).")
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("the local S3 endpoint binds the loopback interface only")
 
-    from werkzeug.serving import make_server
-
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app, prepare = build_app(Path(args.workspace))
-    server = make_server(args.host, args.port, app, threaded=True,
-                         request_handler=_quiet_handler())
+    server = wsgi_server(app, args.host, args.port, limits=limits_from(args),
+                         logger=logging.getLogger("nitronb.s3gate"))
     prepare()
-    print(f"local S3 endpoint on http://{args.host}:{server.server_port}", file=sys.stderr,
-          flush=True)
-
-    def stop(signum: int, frame: Any) -> None:
-        # shutdown() waits for serve_forever() to return: never call it on the serving thread
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    print(f"local S3 endpoint on http://{args.host}:{server.server_address[1]}",
+          file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
+        server.serve_forever()  # until SIGTERM or SIGINT; requests in flight finish first
     finally:
         app.store.close()
         server.server_close()

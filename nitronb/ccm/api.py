@@ -1,244 +1,431 @@
-"""The manager's HTTP layer: routes ``/v1/...`` to the service, JSON in and out, errors to status.
+"""The manager's HTTP layer: a FastAPI application routing ``/v1/...`` to the service's verbs.
 
-No rule lives here: each route parses the request, calls one service verb and serializes the
-result. ``CCMError.status`` becomes the HTTP status; the body is ``{"error": kind, "message": …}``.
+No rule lives here: each route takes its validated body (:mod:`nitronb.ccm.api_models`), calls
+one :class:`~nitronb.ccm.service.Service` verb and serializes the result. ``CCMError.status``
+becomes the HTTP status; every error body is ``{"error": kind, "message": …[, "hint": …]}``,
+also for bodies that are not JSON or do not fit their model (422), unknown paths (404) and
+methods (405), and a full disk (507). The OpenAPI document is generated at ``/openapi.json``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import re
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
-from urllib.parse import parse_qs, unquote, urlsplit
+import sqlite3
+from pathlib import Path
+from typing import Annotated, Any, Callable
 
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
+
+from nitronb.ccm import api_models as m
+from nitronb.ccm.models import User
 from nitronb.ccm.service import Service
-from nitronb.errors import CCMError, NitronbError, ValidationError
+from nitronb.errors import CCMError, InsufficientStorageError, NitronbError
 
 log = logging.getLogger("nitronb.ccm")
 MAX_BODY = 8 << 20
+MAX_JSON_DEPTH = 32
 
 
-@dataclass(frozen=True)
-class Route:
-    method: str
-    template: str
-    call: Callable[..., Any]
-    summary: str
-    auth: bool = True
-    status: int = 200
-    #: the call takes the client's remote address as a last argument
-    client: bool = False
+class JSON(Response):
+    media_type = "application/json; charset=utf-8"
 
-    @property
-    def pattern(self) -> re.Pattern[str]:
-        return re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template) + "$")
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False).encode("utf-8")
 
 
-def _q(query: dict[str, list[str]], name: str) -> str | None:
-    return query.get(name, [None])[0]
-
-
-def _int(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValidationError(f"{value!r} is not an integer.") from None
-
-
-R = Route
-ROUTES: list[Route] = [
-    R("GET", "/v1/sys/health", lambda s, u, p, b, q: {"status": "ok"}, "health", auth=False),
-    R("GET", "/v1/sys/auth", lambda s, u, p, b, q: s.whoami(u), "who the token belongs to"),
-    R("POST", "/v1/sys/auth", lambda s, u, p, b, q: s.whoami(u), "who the token belongs to"),
-    R("GET", "/v1/users", lambda s, u, p, b, q: s.list_users(u), "list users"),
-    R("POST", "/v1/users", lambda s, u, p, b, q: s.create_user(u, b),
-      "create a user (administrator); returns its token once", status=201),
-    R("GET", "/v1/datasets", lambda s, u, p, b, q: s.list_datasets(u), "list datasets"),
-    R("POST", "/v1/datasets", lambda s, u, p, b, q: s.create_dataset(u, b),
-      "create a dataset", status=201),
-    R("GET", "/v1/datasets/{id}", lambda s, u, p, b, q: s.get_dataset(u, p["id"]),
-      "show a dataset (credentials redacted)"),
-    R("PATCH", "/v1/datasets/{id}", lambda s, u, p, b, q: s.update_dataset(u, p["id"], b),
-      "change a dataset's description, labels, long description or credentials"),
-    R("GET", "/v1/apps", lambda s, u, p, b, q: s.list_apps(u), "list apps"),
-    R("POST", "/v1/apps", lambda s, u, p, b, q: s.create_app(u, b),
-      "create an app and its DOMAIN_WHITELIST task", status=201),
-    R("GET", "/v1/apps/{id}", lambda s, u, p, b, q: s.get_app(u, p["id"]), "show an app"),
-    R("GET", "/v1/builds", lambda s, u, p, b, q: s.list_builds(u, _q(q, "app_id")),
-      "list builds (?app_id=)"),
-    R("POST", "/v1/builds", lambda s, u, p, b, q: s.create_build(u, b),
-      "register a build and its BUILD_WHITELIST task", status=201),
-    R("GET", "/v1/builds/{id}", lambda s, u, p, b, q: s.get_build(u, p["id"]), "show a build"),
-    R("GET", "/v1/tasks", lambda s, u, p, b, q: s.list_tasks(u, _q(q, "status")),
-      "list tasks (?status=)"),
-    R("GET", "/v1/tasks/{id}", lambda s, u, p, b, q: s.get_task(u, p["id"]), "show a task"),
-    R("POST", "/v1/tasks/{id}/approve", lambda s, u, p, b, q: s.approve_task(u, p["id"]),
-      "approve a task (administrator)"),
-    R("POST", "/v1/tasks/{id}/deny",
-      lambda s, u, p, b, q: s.deny_task(u, p["id"], (b or {}).get("reason")),
-      "deny a task (administrator)"),
-    R("POST", "/v1/tasks/{id}/revoke",
-      lambda s, u, p, b, q: s.revoke_task(u, p["id"], (b or {}).get("reason")),
-      "revoke an approved task, with a reason (administrator)"),
-    R("GET", "/v1/app_configs", lambda s, u, p, b, q: s.list_app_configs(u),
-      "list application configurations"),
-    R("POST", "/v1/app_configs", lambda s, u, p, b, q: s.create_app_config(u, b),
-      "create an application configuration", status=201),
-    R("GET", "/v1/app_configs/{id}", lambda s, u, p, b, q: s.get_app_config(u, p["id"]),
-      "show an application configuration"),
-    R("GET", "/v1/workflows/draft/graphs", lambda s, u, p, b, q: s.list_workflows(u),
-      "list workflow drafts"),
-    R("POST", "/v1/workflows/draft/graphs", lambda s, u, p, b, q: s.create_workflow(u, b),
-      "create a workflow draft", status=201),
-    R("GET", "/v1/workflows/draft/graphs/{id}",
-      lambda s, u, p, b, q: s.get_workflow(u, p["id"]), "show a workflow draft"),
-    R("PUT", "/v1/workflows/draft/graphs/{id}",
-      lambda s, u, p, b, q: s.update_workflow(u, p["id"], b), "change a workflow draft"),
-    R("GET", "/v1/workflows/final/graphs", lambda s, u, p, b, q: s.list_final_workflows(u),
-      "list final workflow versions"),
-    R("GET", "/v1/workflows/final/graphs/{id}",
-      lambda s, u, p, b, q: s.get_final_workflow(u, p["id"]),
-      "show a final workflow version with its approval state"),
-    R("POST", "/v1/workflows/final/graphs/{id}/revoke",
-      lambda s, u, p, b, q: s.revoke_workflow(u, p["id"], (b or {}).get("reason")),
-      "withdraw the approval of an approved version, with a reason (an approver)"),
-    R("GET", "/v1/approval_requests",
-      lambda s, u, p, b, q: s.list_approval_requests(u, _q(q, "status")),
-      "list approval requests (?status=)"),
-    R("POST", "/v1/approval_requests",
-      lambda s, u, p, b, q: s.request_approval(u, (b or {}).get("workflow_id")),
-      "request approval of a draft's current version ({workflow_id})", status=201),
-    R("GET", "/v1/approval_requests/{id}",
-      lambda s, u, p, b, q: s.get_approval_request(u, p["id"]), "show an approval request"),
-    R("POST", "/v1/approval_requests/{id}/approve",
-      lambda s, u, p, b, q: s.approve_request(u, p["id"]), "approve (an object owner)"),
-    R("POST", "/v1/approval_requests/{id}/deny",
-      lambda s, u, p, b, q: s.deny_request(u, p["id"], (b or {}).get("reason")),
-      "decline with a reason (an object owner)"),
-    R("GET", "/v1/runtime/app_configs", lambda s, u, p, b, q: s.list_runtime_configs(u),
-      "list runtime configurations visible to the user"),
-    R("GET", "/v1/runtime/app_configs/{id}",
-      lambda s, u, p, b, q: s.get_runtime_config(u, p["id"]),
-      "a runtime configuration {config, extra} (no credentials)"),
-    R("POST", "/v1/runtime/nonces", lambda s, u, p, b, q, client: s.issue_nonce(client),
-      "a single-use nonce for an attestation document (429 beyond the per-client limits)",
-      auth=False, status=201, client=True),
-    R("POST", "/v1/runtime/app_configs/{id}/provision",
-      lambda s, u, p, b, q: s.provision(p["id"], (b or {}).get("attestation_document"),
-                                        (b or {}).get("nonce")),
-      "release the configuration and credentials to an attested enclave", auth=False),
-    R("GET", "/v1/audit", lambda s, u, p, b, q: s.audit_log(u, _int(_q(q, "limit")),
-                                                            _q(q, "object_id")),
-      "the audit log (?limit=&object_id=)"),
-    R("GET", "/v1/audit/verify", lambda s, u, p, b, q: s.verify_audit(u),
-      "verify the audit log's hash chain"),
-]
-_COMPILED = [(route, route.pattern) for route in ROUTES]
-
-
-def dispatch(service: Service, method: str, target: str, headers: dict[str, str],
-             raw_body: bytes, client: str | None = None) -> tuple[int, Any]:
-    """Handle one request from ``client`` (its remote address); return ``(status, JSON-ready
-    body)``."""
-    parts = urlsplit(target)
-    path = parts.path.rstrip("/") or "/"
-    if path == "/openapi.json" and method == "GET":
-        from nitronb.ccm.openapi import openapi
-
-        return 200, openapi(ROUTES)
-    matches = [(r, m) for r, pat in _COMPILED if (m := pat.match(path))]
-    if not matches:
-        return 404, {"error": "NotFoundError", "message": f"no endpoint {path}; see /openapi.json."}
-    chosen = [(r, m) for r, m in matches if r.method == method]
-    if not chosen:
-        allowed = ", ".join(sorted({r.method for r, _ in matches}))
-        return 405, {"error": "MethodNotAllowed",
-                     "message": f"{method} is not allowed on {path}; use {allowed}."}
-    route, match = chosen[0]
-    try:
-        user = None
-        if route.auth:
-            auth = headers.get("authorization", "")
-            token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-            user = service.authenticate(token)
-        body: Any = None
-        if raw_body:
-            try:
-                body = json.loads(raw_body)
-            except ValueError as exc:
-                raise ValidationError(f"the request body is not JSON: {exc}.") from None
-        if method in ("POST", "PUT", "PATCH") and body is not None and not isinstance(body, dict):
-            raise ValidationError("the request body must be a JSON object.")
-        params = {k: unquote(v) for k, v in match.groupdict().items()}
-        args = (service, user, params, body, parse_qs(parts.query))
-        result = route.call(*args, client) if route.client else route.call(*args)
-        return route.status, result
-    except CCMError as exc:
-        return exc.status, _error(exc)
-    except NitronbError as exc:
-        return 422, _error(exc)
-    except Exception:  # noqa: BLE001 - one request must never take the server down
-        log.exception("internal error on %s %s", method, path)
-        return 500, {"error": "InternalError", "message": "internal error; see the manager's log."}
-
-
-def _error(exc: NitronbError) -> dict[str, Any]:
-    out = {"error": type(exc).__name__, "message": exc.message}
+def _error(exc: NitronbError, status: int | None = None) -> JSON:
+    body = {"error": type(exc).__name__, "message": exc.message}
     if exc.hint:
-        out["hint"] = exc.hint
-    return out
+        body["hint"] = exc.hint
+    status = status or (exc.status if isinstance(exc, CCMError) else 422)
+    headers = {"WWW-Authenticate": 'Bearer realm="nitronb-ccm"'} if status == 401 else None
+    return JSON(body, status_code=status, headers=headers)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "nitronb-ccm"
-    protocol_version = "HTTP/1.1"
-    wbufsize = 1 << 16  # headers and body leave in one write, flushed after each request
-    service: Service
-
-    def _handle(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
-            self._send(413, {"error": "PayloadTooLarge",
-                             "message": f"the body must declare a Content-Length of at most "
-                                        f"{MAX_BODY} bytes."})
-            self.close_connection = True
-            return
-        raw = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload = dispatch(self.service, self.command, self.path, headers, raw,
-                                   self.client_address[0])
-        self._send(status, payload)
-
-    def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="nitronb-ccm"')
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.info("%s %s", self.address_string(), format % args)
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.Error) and (
+                getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 resets connections when many clients arrive at once
+class _Route(APIRoute):
+    """A route whose errors, raised by the service or by the transport, become error bodies."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (HTTPException, RequestValidationError):
+                raise
+            except ClientDisconnect:
+                return Response(status_code=400)  # nobody is left to read it
+            except NitronbError as exc:
+                if _disk_full(exc):
+                    return _full(request)
+                return _error(exc)
+            except Exception as exc:  # noqa: BLE001 - one request must never take the server down
+                if _disk_full(exc):
+                    log.error("%s %s: the disk is full (%s)", request.method, request.url.path,
+                              exc)
+                    return _full(request)
+                log.exception("internal error on %s %s", request.method, request.url.path)
+                return JSON({"error": "InternalError",
+                             "message": "internal error; see the manager's log."},
+                            status_code=500)
+
+        return guarded
 
 
-def make_server(service: Service, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """An HTTP server (not yet serving) for ``service`` on ``host:port``."""
-    handler = type("Handler", (_Handler,), {"service": service})
-    return _Server((host, port), handler)
+def _full(request: Request) -> JSON:
+    folder = request.app.state.folder
+    return _error(InsufficientStorageError(
+        f"the manager's disk is full: the change was not made; free space in {folder} and "
+        "retry."))
+
+
+# --- dependencies -----------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
+                     description="a party's token (<workspace>/ccm/tokens.json)")
+
+
+async def _service(request: Request) -> Service:  # async: no thread needed to look it up
+    return request.app.state.service
+
+
+async def _token(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                        Depends(_bearer)]) -> str | None:
+    return credentials.credentials if credentials else None
+
+
+class Caller:
+    """The bearer token of a request, authenticated in the route's own thread (the store is
+    not queried on the event loop, and one thread serves the whole request)."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    def __call__(self, service: Service) -> User:
+        return service.authenticate(self.token)
+
+
+async def _caller(token: Annotated[str | None, Depends(_token)]) -> Caller:
+    return Caller(token)
+
+
+S = Annotated[Service, Depends(_service)]
+U = Annotated[Caller, Depends(_caller)]
+Id = str
+router = APIRouter(route_class=_Route, default_response_class=JSON, strict_content_type=False)
+get, post = router.get, router.post
+_201 = {"status_code": 201}
+
+
+def ok(result: Any, status: int = 200) -> JSON:
+    return JSON(result, status_code=status)
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+@get("/v1/sys/health", summary="health")
+def health() -> JSON:
+    return ok({"status": "ok"})
+
+
+@get("/v1/sys/auth", summary="who the token belongs to")
+def whoami(s: S, u: U) -> JSON:
+    return ok(s.whoami(u(s)))
+
+
+@post("/v1/sys/auth", summary="who the token belongs to")
+def whoami_post(s: S, u: U) -> JSON:
+    return ok(s.whoami(u(s)))
+
+
+@get("/v1/users", summary="list users")
+def list_users(s: S, u: U) -> JSON:
+    return ok(s.list_users(u(s)))
+
+
+@post("/v1/users", summary="create a user (administrator); returns its token once", **_201)
+def create_user(s: S, u: U, body: m.UserIn) -> JSON:
+    return ok(s.create_user(u(s), body.payload()), 201)
+
+
+@get("/v1/datasets", summary="list datasets")
+def list_datasets(s: S, u: U) -> JSON:
+    return ok(s.list_datasets(u(s)))
+
+
+@post("/v1/datasets", summary="create a dataset", **_201)
+def create_dataset(s: S, u: U, body: m.DatasetIn) -> JSON:
+    return ok(s.create_dataset(u(s), body.payload()), 201)
+
+
+@get("/v1/datasets/{id}", summary="show a dataset (credentials redacted)")
+def get_dataset(s: S, u: U, id: Id) -> JSON:  # noqa: A002 - the path's name
+    return ok(s.get_dataset(u(s), id))
+
+
+@router.patch("/v1/datasets/{id}", summary="change a dataset's description, labels, long "
+                                           "description or credentials")
+def update_dataset(s: S, u: U, id: Id, body: m.DatasetChange) -> JSON:  # noqa: A002
+    return ok(s.update_dataset(u(s), id, body.payload()))
+
+
+@get("/v1/apps", summary="list apps")
+def list_apps(s: S, u: U) -> JSON:
+    return ok(s.list_apps(u(s)))
+
+
+@post("/v1/apps", summary="create an app and its DOMAIN_WHITELIST task", **_201)
+def new_app(s: S, u: U, body: m.AppIn) -> JSON:
+    return ok(s.create_app(u(s), body.payload()), 201)
+
+
+@get("/v1/apps/{id}", summary="show an app")
+def get_app(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.get_app(u(s), id))
+
+
+@get("/v1/builds", summary="list builds (?app_id=)")
+def list_builds(s: S, u: U, app_id: str | None = None) -> JSON:
+    return ok(s.list_builds(u(s), app_id))
+
+
+@post("/v1/builds", summary="register a build and its BUILD_WHITELIST task", **_201)
+def create_build(s: S, u: U, body: m.BuildIn) -> JSON:
+    return ok(s.create_build(u(s), body.payload()), 201)
+
+
+@get("/v1/builds/{id}", summary="show a build")
+def get_build(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.get_build(u(s), id))
+
+
+@get("/v1/tasks", summary="list tasks (?status=)")
+def list_tasks(s: S, u: U, status: str | None = None) -> JSON:
+    return ok(s.list_tasks(u(s), status))
+
+
+@get("/v1/tasks/{id}", summary="show a task")
+def get_task(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.get_task(u(s), id))
+
+
+@post("/v1/tasks/{id}/approve", summary="approve a task (administrator)")
+def approve_task(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.approve_task(u(s), id))
+
+
+@post("/v1/tasks/{id}/deny", summary="deny a task (administrator)")
+def deny_task(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
+    return ok(s.deny_task(u(s), id, body.reason if body else None))
+
+
+@post("/v1/tasks/{id}/revoke", summary="revoke an approved task, with a reason (administrator)")
+def revoke_task(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
+    return ok(s.revoke_task(u(s), id, body.reason if body else None))
+
+
+@get("/v1/app_configs", summary="list application configurations")
+def list_app_configs(s: S, u: U) -> JSON:
+    return ok(s.list_app_configs(u(s)))
+
+
+@post("/v1/app_configs", summary="create an application configuration", **_201)
+def create_app_config(s: S, u: U, body: m.AppConfigIn) -> JSON:
+    return ok(s.create_app_config(u(s), body.payload()), 201)
+
+
+@get("/v1/app_configs/{id}", summary="show an application configuration")
+def get_app_config(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.get_app_config(u(s), id))
+
+
+@get("/v1/workflows/draft/graphs", summary="list workflow drafts")
+def list_workflows(s: S, u: U) -> JSON:
+    return ok(s.list_workflows(u(s)))
+
+
+@post("/v1/workflows/draft/graphs", summary="create a workflow draft", **_201)
+def create_workflow(s: S, u: U, body: m.WorkflowIn) -> JSON:
+    return ok(s.create_workflow(u(s), body.payload()), 201)
+
+
+@get("/v1/workflows/draft/graphs/{id}", summary="show a workflow draft")
+def get_workflow(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.get_workflow(u(s), id))
+
+
+@router.put("/v1/workflows/draft/graphs/{id}", summary="change a workflow draft")
+def update_workflow(s: S, u: U, id: Id, body: m.WorkflowIn) -> JSON:  # noqa: A002
+    return ok(s.update_workflow(u(s), id, body.payload()))
+
+
+@get("/v1/workflows/final/graphs", summary="list final workflow versions")
+def list_final_workflows(s: S, u: U) -> JSON:
+    return ok(s.list_final_workflows(u(s)))
+
+
+@get("/v1/workflows/final/graphs/{id}",
+     summary="show a final workflow version with its approval state")
+def get_final_workflow(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.get_final_workflow(u(s), id))
+
+
+@post("/v1/workflows/final/graphs/{id}/revoke",
+      summary="withdraw the approval of an approved version, with a reason (an approver)")
+def revoke_workflow(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
+    return ok(s.revoke_workflow(u(s), id, body.reason if body else None))
+
+
+@get("/v1/approval_requests", summary="list approval requests (?status=)")
+def list_approval_requests(s: S, u: U, status: str | None = None) -> JSON:
+    return ok(s.list_approval_requests(u(s), status))
+
+
+@post("/v1/approval_requests", summary="request approval of a draft's current version", **_201)
+def request_approval(s: S, u: U, body: m.ApprovalRequestIn | None = None) -> JSON:
+    return ok(s.request_approval(u(s), body.workflow_id if body else None), 201)
+
+
+@get("/v1/approval_requests/{id}", summary="show an approval request")
+def get_approval_request(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.get_approval_request(u(s), id))
+
+
+@post("/v1/approval_requests/{id}/approve", summary="approve (an object owner)")
+def approve_request(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.approve_request(u(s), id))
+
+
+@post("/v1/approval_requests/{id}/deny", summary="decline with a reason (an object owner)")
+def deny_request(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
+    return ok(s.deny_request(u(s), id, body.reason if body else None))
+
+
+@get("/v1/runtime/app_configs", summary="list runtime configurations visible to the user")
+def list_runtime_configs(s: S, u: U) -> JSON:
+    return ok(s.list_runtime_configs(u(s)))
+
+
+@get("/v1/runtime/app_configs/{id}",
+     summary="a runtime configuration {config, extra} (no credentials)")
+def get_runtime_config(s: S, u: U, id: Id) -> JSON:  # noqa: A002
+    return ok(s.get_runtime_config(u(s), id))
+
+
+@post("/v1/runtime/nonces", summary="a single-use nonce for an attestation document "
+      "(429 beyond the per-client limits)", **_201)
+def issue_nonce(s: S, request: Request) -> JSON:
+    return ok(s.issue_nonce(request.client.host if request.client else None), 201)
+
+
+@post("/v1/runtime/app_configs/{id}/provision",
+      summary="release the configuration and credentials to an attested enclave")
+def provision(s: S, id: Id, body: m.ProvisionIn | None = None) -> JSON:  # noqa: A002
+    body = body or m.ProvisionIn()
+    return ok(s.provision(id, body.attestation_document, body.nonce))
+
+
+@get("/v1/audit", summary="the audit log (?limit=&object_id=)")
+def audit_log(s: S, u: U, limit: Annotated[int | None, Query()] = None,
+              object_id: str | None = None) -> JSON:
+    return ok(s.audit_log(u(s), limit, object_id))
+
+
+@get("/v1/audit/verify", summary="verify the audit log's hash chain")
+def verify_audit(s: S, u: U) -> JSON:
+    return ok(s.verify_audit(u(s)))
+
+
+# --- the application --------------------------------------------------------------------------
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        if error.get("type") == "json_invalid":
+            return f"the request body is not JSON: {error.get('ctx', {}).get('error', '')}."
+        problems.append(f"'{where}': {error.get('msg')}" if where else
+                        f"the request body: {error.get('msg')}")
+    return "; ".join(problems) + "."
+
+
+def _allowed(scope: dict[str, Any]) -> list[str]:
+    methods: set[str] = set()
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return sorted(methods - {"HEAD"})
+
+
+def create_app(service: Service, folder: str | Path | None = None) -> FastAPI:
+    """The manager's ASGI application for ``service``; ``folder`` (its state, named in the
+    full-disk message) defaults to the database's folder."""
+    from nitronb import __version__
+
+    app = FastAPI(title="nitronb manager (CCM-shaped API)", version=__version__,
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+                  default_response_class=JSON)
+    app.state.service = service
+    app.state.folder = str(folder or Path(service.store.path).parent)
+    app.include_router(router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSON:
+        return JSON({"error": "ValidationError", "message": _validation_message(exc)},
+                    status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSON:
+        path = request.url.path
+        if exc.status_code == 404:
+            return JSON({"error": "NotFoundError",
+                         "message": f"no endpoint {path}; see /openapi.json."}, status_code=404)
+        if exc.status_code == 405:
+            allowed = _allowed(request.scope)
+            return JSON({"error": "MethodNotAllowed",
+                         "message": f"{request.method} is not allowed on {path}; use "
+                                    f"{', '.join(allowed)}."},
+                        status_code=405, headers={"Allow": ", ".join(allowed)})
+        if exc.status_code == 400:
+            return JSON({"error": "ValidationError",
+                         "message": "the request body cannot be parsed as JSON."},
+                        status_code=400)
+        return JSON({"error": "HTTPError", "message": str(exc.detail)},
+                    status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+def make_server(service: Service, host: str = "127.0.0.1", port: int = 0, *,
+                limits: Any = None):
+    """A server (:class:`nitronb.http_server.Server`, not yet serving) of ``service`` on
+    ``host:port``, with the manager's body limits (8 MiB, JSON nesting 32 deep)."""
+    from dataclasses import replace
+
+    from nitronb.http_server import Limits, Server
+
+    limits = replace(limits or Limits(), max_body=MAX_BODY, max_json_depth=MAX_JSON_DEPTH)
+    return Server(create_app(service), host, port, limits=limits, logger=log)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from nitronb.http_server import add_arguments, limits_from
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verifier", metavar="MODULE:FACTORY",
                         help="use another attestation verifier: FACTORY(workspace) returns an "
                              "object with the AttestationVerifier interface")
+    add_arguments(parser)
     args = parser.parse_args(argv)
 
     from nitronb.ccm.api import make_server
@@ -38,22 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         verifier = (_load_verifier(args.verifier, workspace) if args.verifier
                     else NitroVerifier(roots))
         service = Service.open(workspace, verifier=verifier)
-        server = make_server(service, args.host, args.port)
+        server = make_server(service, args.host, args.port, limits=limits_from(args))
     except (NitronbError, OSError, ImportError, AttributeError) as exc:
         print(f"nitronb manager: error: {exc}", file=sys.stderr)
         return 1
 
-    def stop(signum, frame):  # noqa: ARG001 - signal handler signature
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
     host, port = server.server_address[:2]
     logging.getLogger("nitronb.ccm").info("manager listening on http://%s:%d", host, port)
     print(f"nitronb manager listening on http://{host}:{port}", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.serve_forever()  # until SIGTERM or SIGINT; requests in flight finish first
     finally:
         server.server_close()
         service.store.close()

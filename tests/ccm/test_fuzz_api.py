@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import requests
@@ -16,10 +16,18 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ccm_flow import PCRS, build_world, credentials, measurements
-from nitronb.ccm.api import ROUTES
+from nitronb.ccm.api import router
 from nitronb.keys import generate_key
 
-WRITES = [r for r in ROUTES if r.method in ("POST", "PUT", "PATCH")]
+class _Write(NamedTuple):
+    method: str
+    template: str
+
+
+#: every route that takes a body, as the manager's router declares it
+WRITES = sorted(_Write(method, route.path) for route in router.routes
+                for method in getattr(route, "methods", None) or ()
+                if method in ("POST", "PUT", "PATCH"))
 PARTIES = ("data-owner", "output-owner", "app-owner", "admin")
 _WORLDS: dict[str, dict[str, Any]] = {}
 #: who may call each route (the first prefix that matches); anonymous for the rest
