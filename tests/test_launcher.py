@@ -207,3 +207,140 @@ def test_take_token_names_a_token_file_it_cannot_read(tmp_path) -> None:
     with pytest.raises(launcher.LaunchError, match=f"cannot read the enclave token from "
                                                    f"{missing}"):
         launcher.take_token({"NITRONB_ENCLAVE_TOKEN_FILE": str(missing)})
+
+
+# --- a whole launch against a counterpart that serves any release ------------------------------
+
+
+class _Counterpart:
+    """The node agent and the manager as one HTTP server on 127.0.0.1 that serves ``release``,
+    sealed to whatever key the enclave attests, whatever it says: the launcher's own checks are
+    all that stands between such a release and the app."""
+
+    def __init__(self, release: dict) -> None:
+        import http.server
+        import threading
+
+        from nitronb.ccm.provisioning import seal_envelope
+
+        self.release = release
+        self.calls: list[str] = []
+        counterpart = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                counterpart.calls.append(self.path)
+                if self.path == "/v1/runtime/nonces":
+                    reply = {"nonce": base64.b64encode(os.urandom(32)).decode()}
+                elif self.path.endswith("/attestation"):
+                    counterpart.public_key = base64.b64decode(body["public_key"])
+                    reply = {"document": base64.b64encode(b"a document").decode()}
+                else:
+                    config_id = self.path.split("/")[-2]
+                    reply = {"app_config_id": config_id,
+                             "envelope": seal_envelope(counterpart.public_key,
+                                                       counterpart.release, config_id)}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+#: the app of these launches: it records the files it finds in the app-config folder
+_APP = ("import json, os, sys; folder = os.environ['APP_CONFIG_DIR']; "
+        "json.dump(sorted(os.path.relpath(os.path.join(d, n), folder) "
+        "for d, _, names in os.walk(folder) for n in names), open(sys.argv[1], 'w')); "
+        "sys.exit(7)")
+
+
+@pytest.fixture
+def launch(monkeypatch, tmp_path):
+    """``launch(release, config_id)``: run the launcher's ``main`` against a counterpart serving
+    ``release``; returns ``(exit code, the files the app saw or None if it never ran, stderr)``."""
+    import signal
+    import sys
+
+    servers = []
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's own handlers
+
+    def run(release: dict, config_id: str, capsys):
+        counterpart = _Counterpart(release)
+        servers.append(counterpart)
+        folder = tmp_path / "enclave" / "app-config"
+        seen = tmp_path / "seen.json"
+        for name, value in (("NODE_AGENT", counterpart.url), ("CCM_BACKEND", counterpart.url),
+                            ("APPCONFIG_ID", config_id), ("NITRONB_ENCLAVE_ID", "enc-1"),
+                            ("NITRONB_ENCLAVE_TOKEN", "t"), ("APP_CONFIG_DIR", str(folder))):
+            monkeypatch.setenv(name, value)
+        code = launcher.main([sys.executable, "-c", _APP, str(seen)])
+        assert not folder.exists(), "the app-config folder outlives the launch"
+        files = json.loads(seen.read_text()) if seen.exists() else None
+        return code, files, capsys.readouterr().err
+
+    yield run
+    for server in servers:
+        server.close()
+
+
+def test_a_launch_writes_the_release_runs_the_app_and_passes_its_code(launch, capsys) -> None:
+    release = _release(items={PREFIX + "settings/column.txt": b"DESCRIPTION"})
+    code, files, err = launch(release, launcher.config_id_of(release["config"]), capsys)
+    assert code == 7
+    assert files == ["input/cxhcfxdvl/dataset/credentials.bin",
+                     "input/cxhcfxdvl/dataset/location.txt", "settings/column.txt"]
+    assert "provisioned: credentials for 1 dataset(s)" in err
+    assert "app exited with code 7; credentials wiped" in err
+
+
+@pytest.mark.parametrize("change", ["labels", "port_map", "item", "reordered"])
+def test_a_release_that_does_not_hash_to_its_id_starts_nothing(launch, capsys, tmp_path,
+                                                               change) -> None:
+    release = _release(items={PREFIX + "settings/column.txt": b"DESCRIPTION"})
+    config_id = launcher.config_id_of(release["config"])
+    config = release["config"]
+    if change == "labels":
+        config["labels"] = {"domain": "elsewhere"}
+    elif change == "port_map":
+        config["workflow"]["port_map"]["input"]["other"] = {"dataset": {"id": "x"}}
+    elif change == "item":
+        config["app_config"][PREFIX + "settings/column.txt"]["contents"] = "T1RIRVI="
+    else:
+        release["config"] = dict(reversed(list(config.items())))
+    code, files, err = launch(release, config_id, capsys)
+    assert code == 70
+    assert files is None, "the app ran on a configuration nobody approved"
+    assert (f"refused: the released configuration does not hash to APPCONFIG_ID "
+            f"{config_id[:12]}…") in err
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("port", ["..", "../x", "a/b", "/x", ".", "a..b", "", "x\n", ".hidden",
+                                  "in put", "x" * 65])
+def test_a_release_with_an_unsafe_port_name_writes_nothing(launch, capsys, tmp_path,
+                                                           port) -> None:
+    release = _release(port=port)
+    code, files, err = launch(release, launcher.config_id_of(release["config"]), capsys)
+    assert code == 70 and files is None
+    assert f"refused: unsafe port name {port!r}" in err
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("port", ["input", "output", "input2", "in.put", "a-b_c", "x" * 64])
+def test_a_safe_port_name_is_the_folder_of_its_datasets(tmp_path, port) -> None:
+    launcher.write_app_config(tmp_path, _release(port=port))
+    assert (tmp_path / port / "cxhcfxdvl" / "dataset" / "location.txt").is_file()
