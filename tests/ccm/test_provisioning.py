@@ -168,3 +168,122 @@ def test_a_document_binding_the_id_as_hex_text_is_refused(nitro_manager):
     em_app = hashlib.sha256(b"\x01" + hashlib.sha256(public).digest() + raw).digest() + raw
     document = module.attest(pcrs=PCRS, public_key=public, nonce=nonce, user_data=em_app)
     assert enclave.provision(config_id, document, nonce)["app_config_id"] == config_id
+
+
+# --- the manager's own checks, whatever its verifier lets through -------------------------------
+
+
+class _UncheckingVerifier:
+    """Decodes a real Nitro document and returns it as the real verifier does, checking nothing:
+    what the manager refuses then, it refuses by its own comparison."""
+
+    def verify(self, document, *, expected_pcrs, public_key, config_id, nonce):
+        from nitronb.attestation import parse_document
+
+        return parse_document(document)
+
+
+@pytest.fixture
+def unchecked(tmp_path):
+    """``(service, config_id, attempt)``: an approved workflow at a manager whose verifier checks
+    nothing; ``attempt(**changes)`` provisions with a local NSM document."""
+    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
+    from ccm_flow import ServiceManager
+
+    from nitronb.attestation import binding_user_data
+
+    manager = ServiceManager(tmp_path, verifier=_UncheckingVerifier())
+    world = build_world(manager)
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    service, module = manager.service, nsm.LocalNSM(tmp_path / "nsm")
+
+    def attempt(*, pcrs=PCRS, bound_to=config_id, nonce=b"", sent=b"", user_data=None,
+                key_of_binding=None):
+        if nonce == b"":
+            nonce = base64.b64decode(service.issue_nonce()["nonce"])
+        sent = nonce if sent == b"" else sent
+        private, public = new_enclave_key()
+        if user_data is None:
+            user_data = binding_user_data(key_of_binding or public, bound_to)
+        document = module.attest(pcrs=pcrs, public_key=public, user_data=user_data, nonce=nonce)
+        released = service.provision(config_id, base64.b64encode(document).decode(),
+                                     None if sent is None else base64.b64encode(sent).decode())
+        return open_envelope(private, released["envelope"])
+
+    def audit():
+        return [(r["action"], r["details"].get("reason", "")) for r in
+                world.clients["admin"].audit_log(object_id=config_id)]
+
+    return service, config_id, attempt, audit
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_the_manager_compares_each_pcr_with_the_whitelisted_build_itself(unchecked, index):
+    _, config_id, attempt, audit = unchecked
+    with pytest.raises(ProvisioningRefusedError,
+                       match=f"PCR{index} of the enclave .* does not match the whitelisted build"):
+        attempt(pcrs={**PCRS, index: b"\x01" * 48})
+    assert audit() == [("provision.refused", audit()[0][1])]
+    assert audit()[0][1].startswith(f"PCR{index} of the enclave")
+    assert attempt()["config"]["workflow"]["port_map"]  # the right PCRs are released to
+
+
+def test_the_manager_checks_the_binding_itself(unchecked):
+    import hashlib
+
+    _, config_id, attempt, audit = unchecked
+    _, stranger = new_enclave_key()
+    for changes in ({"bound_to": "f" * 64}, {"key_of_binding": stranger},
+                    {"bound_to": config_id[::-1]},
+                    {"user_data": hashlib.sha512(b"x").digest()}, {"user_data": b""}):
+        with pytest.raises(ProvisioningRefusedError, match="does not bind its public key to "
+                                                           f"APPCONFIG_ID {config_id[:12]}"):
+            attempt(**changes)
+    assert [a for a, _ in audit()] == ["provision.refused"] * 5
+    assert attempt()["extra"]["connections"]
+
+
+def test_the_manager_checks_the_nonce_itself(unchecked):
+    service, config_id, attempt, audit = unchecked
+    with pytest.raises(ProvisioningRefusedError, match="carries no nonce"):
+        attempt(nonce=None, sent=None)
+    issued = base64.b64decode(service.issue_nonce()["nonce"])
+    with pytest.raises(ProvisioningRefusedError, match="not the one sent with the request"):
+        attempt(nonce=issued, sent=b"\x05" * 32)
+    with pytest.raises(ProvisioningRefusedError, match="not issued by this manager"):
+        attempt(nonce=b"\x06" * 32)
+    assert attempt(nonce=issued, sent=None)["config"]  # the issued nonce is still unused
+    with pytest.raises(ProvisioningRefusedError, match="already used"):
+        attempt(nonce=issued)
+    assert [a for a, _ in audit()] == ["provision.refused"] * 3 + ["provision.release",
+                                                                   "provision.refused"]
+
+
+def test_an_expired_nonce_is_refused_and_audited(unchecked):
+    import time
+
+    service, config_id, attempt, audit = unchecked
+    expired = b"\x09" * 32
+    service.store.add_nonce(expired.hex(), time.time() - 1)
+    with pytest.raises(ProvisioningRefusedError, match="nonce expired; take a fresh one"):
+        attempt(nonce=expired)
+    assert audit() == [("provision.refused",
+                        "the attestation document's nonce expired; take a fresh one.")]
+
+
+def test_an_expired_nonce_is_refused_over_http_with_403(manager):
+    import time
+
+    from nitronb.ccm.store import Store
+
+    world = build_world(manager)
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    expired = b"\x0a" * 32
+    Store(manager.workspace / "ccm" / "ccm.sqlite3").add_nonce(expired.hex(), time.time() - 1)
+    enclave, _, document, _ = _attest(manager, config_id, nonce=expired)
+    with pytest.raises(ProvisioningRefusedError, match="expired") as caught:
+        enclave.provision(config_id, document, expired)
+    assert caught.value.status == 403
+    assert [(r["action"], r["details"]["reason"]) for r in
+            world.clients["admin"].audit_log(object_id=config_id)] == [
+        ("provision.refused", "the attestation document's nonce expired; take a fresh one.")]
