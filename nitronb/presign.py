@@ -50,7 +50,8 @@ def split_url(url: str) -> tuple[str, str]:
     """Split a URL into its location (scheme, host, path) and its raw query string."""
     parts = urlsplit(url)
     if not parts.scheme or not parts.netloc:
-        raise StorageError(f"{url!r} is not an absolute URL.", hint="Give the whole presigned URL.")
+        shown = url.split("?", 1)[0] + ("?…" if "?" in url else "")  # never the signature
+        raise StorageError(f"{shown!r} is not an absolute URL.", hint="Give the whole presigned URL.")
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
 
 
