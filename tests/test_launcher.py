@@ -214,35 +214,63 @@ def test_take_token_names_a_token_file_it_cannot_read(tmp_path) -> None:
 
 class _Counterpart:
     """The node agent and the manager as one HTTP server on 127.0.0.1 that serves ``release``,
-    sealed to whatever key the enclave attests, whatever it says: the launcher's own checks are
-    all that stands between such a release and the app."""
+    sealed to whatever key the enclave attests: the launcher's own checks are all that stands
+    between such a release and the app. It checks the protocol (the routes, the token, the
+    nonce, the binding of the key to the APPCONFIG_ID, the document sent back) and lists what
+    was wrong in ``problems``; ``refusal`` is ``(status, body bytes)`` to answer the provision
+    with instead."""
 
-    def __init__(self, release: dict) -> None:
+    def __init__(self, release: dict, config_id: str, refusal=None) -> None:
         import http.server
         import threading
 
+        from nitronb.attestation import binding_user_data
         from nitronb.ccm.provisioning import seal_envelope
 
-        self.release = release
+        self.release, self.refusal = release, refusal
+        self.problems: list[str] = []
         self.calls: list[str] = []
         counterpart = self
+        nonce = base64.b64encode(os.urandom(32)).decode()
+        document = base64.b64encode(os.urandom(16)).decode()
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 counterpart.calls.append(self.path)
+                if self.headers.get("Content-Type") != "application/json":
+                    counterpart.problems.append(f"{self.path}: no JSON content type")
+                status, reply = 200, None
                 if self.path == "/v1/runtime/nonces":
-                    reply = {"nonce": base64.b64encode(os.urandom(32)).decode()}
-                elif self.path.endswith("/attestation"):
-                    counterpart.public_key = base64.b64decode(body["public_key"])
-                    reply = {"document": base64.b64encode(b"a document").decode()}
+                    if body != {}:
+                        counterpart.problems.append(f"nonce request {body!r}")
+                    reply = {"nonce": nonce, "expires_in": 300}
+                elif self.path == "/v1/enclaves/enc-1/attestation":
+                    public = base64.b64decode(body.get("public_key", ""))
+                    counterpart.public_key = public
+                    if self.headers.get("Authorization") != "Bearer t0ken":
+                        counterpart.problems.append("attestation without the enclave's token")
+                    if body.get("nonce") != nonce:
+                        counterpart.problems.append("attestation without the issued nonce")
+                    if base64.b64decode(body.get("user_data", "")) != \
+                            binding_user_data(public, config_id):
+                        counterpart.problems.append("user_data does not bind the key")
+                    reply = {"document": document}
+                elif self.path == f"/v1/runtime/app_configs/{config_id}/provision":
+                    if body != {"attestation_document": document, "nonce": nonce}:
+                        counterpart.problems.append(f"provision body {body!r}")
+                    if counterpart.refusal:
+                        status, data = counterpart.refusal
+                    else:
+                        reply = {"app_config_id": config_id,
+                                 "envelope": seal_envelope(counterpart.public_key,
+                                                           counterpart.release, config_id)}
                 else:
-                    config_id = self.path.split("/")[-2]
-                    reply = {"app_config_id": config_id,
-                             "envelope": seal_envelope(counterpart.public_key,
-                                                       counterpart.release, config_id)}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
+                    counterpart.problems.append(f"unknown route {self.path}")
+                    status, reply = 404, {"error": "NotFound", "message": "no such route"}
+                if reply is not None:
+                    data = json.dumps(reply).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -270,25 +298,30 @@ _APP = ("import json, os, sys; folder = os.environ['APP_CONFIG_DIR']; "
 
 @pytest.fixture
 def launch(monkeypatch, tmp_path):
-    """``launch(release, config_id)``: run the launcher's ``main`` against a counterpart serving
-    ``release``; returns ``(exit code, the files the app saw or None if it never ran, stderr)``."""
+    """``launch(release, config_id, capsys, refusal=None)``: run the launcher's ``main``
+    against a counterpart serving ``release``; returns ``(exit code, the files the app saw or
+    None if it never ran, stderr)``. Every launch must follow the protocol."""
     import signal
     import sys
 
     servers = []
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's own handlers
 
-    def run(release: dict, config_id: str, capsys):
-        counterpart = _Counterpart(release)
+    def run(release: dict, config_id: str, capsys, refusal=None):
+        counterpart = _Counterpart(release, config_id, refusal)
         servers.append(counterpart)
         folder = tmp_path / "enclave" / "app-config"
         seen = tmp_path / "seen.json"
-        for name, value in (("NODE_AGENT", counterpart.url), ("CCM_BACKEND", counterpart.url),
+        for name, value in (("NODE_AGENT", counterpart.url + "/"),
+                            ("CCM_BACKEND", counterpart.url + "/"),
                             ("APPCONFIG_ID", config_id), ("NITRONB_ENCLAVE_ID", "enc-1"),
-                            ("NITRONB_ENCLAVE_TOKEN", "t"), ("APP_CONFIG_DIR", str(folder))):
+                            ("NITRONB_ENCLAVE_TOKEN", "t0ken"), ("APP_CONFIG_DIR", str(folder))):
             monkeypatch.setenv(name, value)
         code = launcher.main([sys.executable, "-c", _APP, str(seen)])
         assert not folder.exists(), "the app-config folder outlives the launch"
+        assert counterpart.problems == []
+        assert counterpart.calls == ["/v1/runtime/nonces", "/v1/enclaves/enc-1/attestation",
+                                     f"/v1/runtime/app_configs/{config_id}/provision"]
         files = json.loads(seen.read_text()) if seen.exists() else None
         return code, files, capsys.readouterr().err
 
@@ -344,3 +377,59 @@ def test_a_release_with_an_unsafe_port_name_writes_nothing(launch, capsys, tmp_p
 def test_a_safe_port_name_is_the_folder_of_its_datasets(tmp_path, port) -> None:
     launcher.write_app_config(tmp_path, _release(port=port))
     assert (tmp_path / port / "cxhcfxdvl" / "dataset" / "location.txt").is_file()
+
+
+@pytest.mark.parametrize("status, body, says", [
+    (403, b'{"error": "ProvisioningRefused", "message": "PCR0 differs"}', "PCR0 differs"),
+    (502, b"bad gateway", "bad gateway"),
+    (500, b'["not an object"]', '["not an object"]'),
+])
+def test_a_refused_provision_starts_nothing_and_says_why(launch, capsys, tmp_path, status, body,
+                                                        says) -> None:
+    release = _release()
+    code, files, err = launch(release, launcher.config_id_of(release["config"]), capsys,
+                              refusal=(status, body))
+    assert code == 70 and files is None
+    assert f"[enclave-os] refused: provisioning by the manager refused (HTTP {status}): " \
+        f"{says}\n" in err
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("node", ["a b", "\u00e9t\u00e9", "x~", "Conditions_Data-2.csv"])
+def test_write_app_config_takes_a_node_name_that_is_one_folder(tmp_path, node) -> None:
+    launcher.write_app_config(tmp_path, _release(node))
+    assert (tmp_path / "input" / node / "dataset" / "credentials.bin").is_file()
+
+
+@pytest.mark.parametrize("node", [".", "a\\b", "x\x7f", "x\x1f"])
+def test_write_app_config_refuses_one_more_unsafe_node_name(tmp_path, node) -> None:
+    with pytest.raises(launcher.LaunchError, match="unsafe node name"):
+        launcher.write_app_config(tmp_path, _release(node))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("path, message", [
+    (PREFIX + "a\\b", "no NUL, control characters or '\\'"),
+    (PREFIX + "a\x7fb", "no NUL, control characters"),
+    (PREFIX + "a/./b", "no '..', '.' or empty parts"),
+    (PREFIX + "a//b", "no '..', '.' or empty parts"),
+])
+def test_write_app_config_refuses_one_more_item_path(tmp_path, path, message) -> None:
+    with pytest.raises(launcher.LaunchError, match="unsafe configuration item path") as caught:
+        launcher.write_app_config(tmp_path, _release(items={path: b"x"}))
+    assert message in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_app_config_takes_an_item_path_with_a_space(tmp_path) -> None:
+    launcher.write_app_config(tmp_path, _release(items={PREFIX + "my settings/a b.txt": b"x"}))
+    assert (tmp_path / "my settings" / "a b.txt").read_bytes() == b"x"
+
+
+def test_write_app_config_refuses_a_file_where_a_folder_goes(tmp_path) -> None:
+    (tmp_path / "settings").write_bytes(b"a file")
+    with pytest.raises(launcher.LaunchError,
+                       match="cannot write settings/a.txt: settings is a symbolic link or not "
+                             "a folder"):
+        launcher.write_app_config(tmp_path, _release(items={PREFIX + "settings/a.txt": b"x"}))
+    assert (tmp_path / "settings").read_bytes() == b"a file"
