@@ -208,13 +208,44 @@ def unchecked(tmp_path):
         document = module.attest(pcrs=pcrs, public_key=public, user_data=user_data, nonce=nonce)
         released = service.provision(config_id, base64.b64encode(document).decode(),
                                      None if sent is None else base64.b64encode(sent).decode())
+        assert released["app_config_id"] == released["envelope"]["config_id"] == config_id
         return open_envelope(private, released["envelope"])
 
     def audit():
         return [(r["action"], r["details"].get("reason", "")) for r in
                 world.clients["admin"].audit_log(object_id=config_id)]
 
+    attempt.world = world
     return service, config_id, attempt, audit
+
+
+def test_a_release_and_a_refusal_are_audited_with_what_was_released(unchecked):
+    service, config_id, attempt, _ = unchecked
+    world = attempt.world
+    issued = service.issue_nonce()
+    assert issued["expires_in"] == 300 and len(base64.b64decode(issued["nonce"])) == 32
+    attempt(nonce=base64.b64decode(issued["nonce"]))
+    with pytest.raises(ProvisioningRefusedError):
+        attempt(pcrs={**PCRS, 1: b"\x02" * 48})
+    released, refused = world.clients["admin"].audit_log(object_id=config_id)
+    final_id = service.store.get_runtime_config(config_id)[0]
+    assert {k: released[k] for k in ("actor", "action", "object_type", "details")} == {
+        "actor": "enclave", "action": "provision.release", "object_type": "runtime_config",
+        "details": {"workflow_id": final_id, "pcr0": PCRS[0].hex(),
+                    "datasets": ["conditions", "describe-result"]}}
+    assert {k: refused[k] for k in ("actor", "action", "object_type")} == {
+        "actor": "enclave", "action": "provision.refused", "object_type": "runtime_config"}
+    assert refused["details"]["reason"].startswith("PCR1 of the enclave")
+
+
+def test_fields_that_are_not_base64_are_named(unchecked):
+    from nitronb.errors import ValidationError
+
+    service, config_id, _, _ = unchecked
+    with pytest.raises(ValidationError, match="'attestation_document' is not valid base64"):
+        service.provision(config_id, "not base64!")
+    with pytest.raises(ValidationError, match="'nonce' is not valid base64"):
+        service.provision(config_id, "AAAA", "not base64!")
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
