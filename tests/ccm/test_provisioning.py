@@ -318,3 +318,55 @@ def test_an_expired_nonce_is_refused_over_http_with_403(manager):
     assert [(r["action"], r["details"]["reason"]) for r in
             world.clients["admin"].audit_log(object_id=config_id)] == [
         ("provision.refused", "the attestation document's nonce expired; take a fresh one.")]
+
+
+def test_a_whitelisting_task_not_approved_or_gone_blocks_the_release(unchecked):
+    from nitronb.ccm.store import _TABLES
+
+    service, config_id, attempt, audit = unchecked
+    world = attempt.world
+    for task_id in world.ids["tasks"]:
+        task = service.store.get("task", task_id)
+        task.status = "PENDING"
+        service.store.put(task)
+        with pytest.raises(ProvisioningRefusedError, match=r"task .* is PENDING; an "
+                                                           "administrator must approve it"):
+            attempt()
+        task.status = "APPROVED"
+        service.store.put(task)
+    attempt()
+    with service.store.transaction() as db:
+        db.execute(f"DELETE FROM {_TABLES['task']} WHERE id = ?", (world.ids["tasks"][0],))
+    with pytest.raises(ProvisioningRefusedError, match=r"task .* is missing"):
+        attempt()
+
+
+def test_the_nitro_verifier_gets_the_build_the_binding_and_the_nonce(tmp_path):
+    """In the manager's own process: its default verifier is asked for the whitelisted PCRs,
+    the APPCONFIG_ID and the nonce, and its reasons reach the enclave."""
+    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
+    from ccm_flow import ServiceManager
+
+    from nitronb.attestation import binding_user_data
+    from nitronb.ccm.provisioning import NitroVerifier
+
+    module = nsm.LocalNSM(tmp_path / "nsm")
+    manager = ServiceManager(tmp_path, verifier=NitroVerifier([module.root_path]))
+    service = manager.service
+    config_id = approve_all(build_world(manager))["app_config_ids"]["app"]
+    _, public = new_enclave_key()
+
+    def provision(*, pcrs=PCRS, bound_to=config_id, sent=None):
+        nonce = base64.b64decode(service.issue_nonce()["nonce"])
+        document = module.attest(pcrs=pcrs, public_key=public, nonce=nonce,
+                                 user_data=binding_user_data(public, bound_to))
+        return service.provision(config_id, base64.b64encode(document).decode(),
+                                 base64.b64encode(sent or nonce).decode())
+
+    for changes, reason in (({"pcrs": {**PCRS, 2: b"\0" * 48}}, "pcrs"),
+                            ({"bound_to": "ab" * 32}, "binding"),
+                            ({"sent": b"\1" * 32}, "nonce")):
+        with pytest.raises(ProvisioningRefusedError,
+                           match=rf"the attestation document was refused \({reason}\)"):
+            provision(**changes)
+    assert provision()["app_config_id"] == config_id
