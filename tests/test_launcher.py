@@ -61,7 +61,7 @@ def test_open_envelope_opens_what_the_manager_seals() -> None:
     tampered = dict(envelope, config_id="00" * 32)
     with pytest.raises(launcher.LaunchError, match="does not open"):
         launcher.open_envelope(private, tampered)
-    with pytest.raises(launcher.LaunchError, match="not X25519"):
+    with pytest.raises(launcher.LaunchError, match="the release uses 'RSA-OAEP', not X25519"):
         launcher.open_envelope(private, dict(envelope, alg="RSA-OAEP"))
 
 
@@ -172,7 +172,8 @@ def test_main_without_environment_is_refused(monkeypatch, tmp_path, capsys) -> N
     monkeypatch.setenv("APP_CONFIG_DIR", str(tmp_path / "app-config"))
     assert launcher.main(["true"]) == 70
     err = capsys.readouterr().err
-    assert "[enclave-os] refused: missing environment: NODE_AGENT" in err
+    assert ("[enclave-os] refused: missing environment: NODE_AGENT, CCM_BACKEND, APPCONFIG_ID, "
+            "NITRONB_ENCLAVE_ID; start the enclave with `nitronb run`, which sets them.") in err
     assert not (tmp_path / "app-config").exists()
 
 
@@ -383,6 +384,7 @@ def test_a_safe_port_name_is_the_folder_of_its_datasets(tmp_path, port) -> None:
     (403, b'{"error": "ProvisioningRefused", "message": "PCR0 differs"}', "PCR0 differs"),
     (502, b"bad gateway", "bad gateway"),
     (500, b'["not an object"]', '["not an object"]'),
+    (403, b"\xff\xfe not UTF-8", "\ufffd\ufffd not UTF-8"),
 ])
 def test_a_refused_provision_starts_nothing_and_says_why(launch, capsys, tmp_path, status, body,
                                                         says) -> None:
@@ -433,3 +435,47 @@ def test_write_app_config_refuses_a_file_where_a_folder_goes(tmp_path) -> None:
                              "a folder"):
         launcher.write_app_config(tmp_path, _release(items={PREFIX + "settings/a.txt": b"x"}))
     assert (tmp_path / "settings").read_bytes() == b"a file"
+
+
+def test_write_app_config_names_the_part_that_is_not_a_folder(tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b").write_bytes(b"a file")
+    with pytest.raises(launcher.LaunchError,
+                       match="cannot write a/b/c.txt: a/b is a symbolic link or not a folder"):
+        launcher.write_app_config(tmp_path, _release(items={PREFIX + "a/b/c.txt": b"x"}))
+
+
+def test_write_app_config_skips_app_nodes_and_writes_every_dataset(tmp_path) -> None:
+    release = _release()
+    port_map = release["config"]["workflow"]["port_map"]["input"]
+    release["config"]["workflow"]["port_map"]["input"] = {"app2": {"app": {"id": "x"}},
+                                                         **port_map}
+    written = launcher.write_app_config(tmp_path, release)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == [
+        "input/cxhcfxdvl/dataset/credentials.bin", "input/cxhcfxdvl/dataset/location.txt"]
+
+
+@pytest.mark.parametrize("dataset", [{"location": "http://x/in"},
+                                     {"credentials": {"encryption": {"key": "11" * 32}}},
+                                     {"location": "http://x/in", "credentials": "a string"}])
+def test_write_app_config_needs_both_location_and_credentials(tmp_path, dataset) -> None:
+    release = _release()
+    release["extra"]["connections"]["input"]["cxhcfxdvl"]["dataset"] = dataset
+    with pytest.raises(launcher.LaunchError, match="no location and credentials"):
+        launcher.write_app_config(tmp_path, release)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_configuration_item_contents_are_strict_base64(tmp_path) -> None:
+    release = _release(items={PREFIX + "empty.txt": b""})
+    release["config"]["app_config"][PREFIX + "empty.txt"] = {}
+    (tmp_path / "one").mkdir()
+    launcher.write_app_config(tmp_path / "one", release)
+    assert (tmp_path / "one" / "empty.txt").read_bytes() == b""
+    for contents in ("YQ==!", "YQ", "not base64 at all"):
+        bad = _release(items={PREFIX + "a.txt": b""})
+        bad["config"]["app_config"][PREFIX + "a.txt"] = {"contents": contents}
+        with pytest.raises(launcher.LaunchError,
+                           match=f"configuration item '{PREFIX}a.txt': contents are not base64"):
+            launcher.write_app_config(tmp_path, bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one"]
