@@ -290,8 +290,10 @@ class _Counterpart:
         self.server.server_close()
 
 
-#: the app of these launches: it records the files it finds in the app-config folder
+#: the app of these launches: it records the files it finds in the app-config folder, which
+#: must be the one the launcher was given
 _APP = ("import json, os, sys; folder = os.environ['APP_CONFIG_DIR']; "
+        "assert folder == sys.argv[2], folder; "
         "json.dump(sorted(os.path.relpath(os.path.join(d, n), folder) "
         "for d, _, names in os.walk(folder) for n in names), open(sys.argv[1], 'w')); "
         "sys.exit(7)")
@@ -318,7 +320,7 @@ def launch(monkeypatch, tmp_path):
                             ("APPCONFIG_ID", config_id), ("NITRONB_ENCLAVE_ID", "enc-1"),
                             ("NITRONB_ENCLAVE_TOKEN", "t0ken"), ("APP_CONFIG_DIR", str(folder))):
             monkeypatch.setenv(name, value)
-        code = launcher.main([sys.executable, "-c", _APP, str(seen)])
+        code = launcher.main([sys.executable, "-c", _APP, str(seen), str(folder)])
         assert not folder.exists(), "the app-config folder outlives the launch"
         assert counterpart.problems == []
         assert counterpart.calls == ["/v1/runtime/nonces", "/v1/enclaves/enc-1/attestation",
