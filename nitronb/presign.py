@@ -48,13 +48,15 @@ class PresignedURL:
 
 def split_url(url: str) -> tuple[str, str]:
     """Split a URL into its location (scheme, host, path) and its raw query string; StorageError
-    for what is no absolute URL."""
+    for what is no absolute URL (the message never shows the query, which holds the signature)."""
     try:
         parts = urlsplit(url)
     except (TypeError, ValueError, AttributeError):  # not text, or a malformed host
         parts = None
     if parts is None or not parts.scheme or not parts.netloc:
-        raise StorageError(f"{url!r} is not an absolute URL.", hint="Give the whole presigned URL.")
+        shown = (url.split("?", 1)[0] + ("?…" if "?" in url else "")) if isinstance(url, str) \
+            else type(url).__name__
+        raise StorageError(f"{shown!r} is not an absolute URL.", hint="Give the whole presigned URL.")
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), parts.query
 
 

@@ -230,7 +230,18 @@ def test_a_naive_time_or_no_root_is_a_programming_error(aws_roots):
 def test_expected_pcrs_as_bytes_or_hex(aws_roots):
     entry = MANIFEST[BLOCKY]
     expected = {0: bytes.fromhex(entry["pcr0"]), 1: entry["pcr1"], 2: entry["pcr2"].upper()}
-    verify_document(_raw(BLOCKY), roots=aws_roots, at="document", expected_pcrs=expected)
+    document = verify_document(_raw(BLOCKY), roots=aws_roots, at="document",
+                               expected_pcrs=expected)
+    assert [document.pcr_hex(i) for i in range(3)] == [entry[f"pcr{i}"] for i in range(3)]
+    # each form is compared, not only accepted: one changed byte in any of them is refused
+    for index in range(3):
+        value = expected[index]
+        flipped = (bytes([value[0] ^ 1]) + value[1:] if isinstance(value, bytes)
+                   else format(int(value[:2], 16) ^ 1, "02x") + value[2:])
+        with pytest.raises(AttestationError, match=f"PCR{index} is") as excinfo:
+            verify_document(_raw(BLOCKY), roots=aws_roots, at="document",
+                            expected_pcrs={**expected, index: flipped})
+        assert _reason(excinfo) == "pcrs"
 
 
 def test_a_pcr_mismatch_names_the_index_and_both_values(aws_roots):

@@ -226,3 +226,51 @@ def test_altered_process_image_is_detected_and_rebuilt(tmp_path, launcher):
 def test_dockerfile_cmd_is_read_from_exec_form(tmp_path):
     (tmp_path / "Dockerfile").write_text('FROM x\nCMD ["a"]\ncmd ["python3", "run.py"]\n')
     assert _dockerfile_cmd({"Dockerfile": tmp_path / "Dockerfile"}) == ["python3", "run.py"]
+
+
+NESTED = {"Dockerfile": b"FROM base\n", "start.py": b"print(1)\n", "B.py": b"B",
+          "a.py": b"a", "a-b/x.txt": b"x", "a/b/c/deep.py": b"deep", "a/b/z.py": b"z",
+          "a/\u00e9t\u00e9.csv": b"e", "a/b.txt": b"b", "z/a/b/c/d/e.json": b"{}"}
+
+
+def _tree(root: Path, order) -> Path:
+    for name in order:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(NESTED[name])
+    return root
+
+
+@pytest.fixture
+def listed_as_created(tmp_path):
+    """A folder whose listing order follows creation order where the machine has one (tmpfs
+    lists the newest entry first), else ``tmp_path``."""
+    import shutil
+    import tempfile
+
+    if not os.access("/dev/shm", os.W_OK):
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="nitronb-measure-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_pcrs_of_a_nested_app_folder_do_not_depend_on_creation_or_listing_order(
+        tmp_path, listed_as_created, launcher):
+    first = _tree(listed_as_created / "first", list(NESTED))
+    again = _tree(listed_as_created / "again", list(reversed(NESTED)))
+    assert sorted(os.listdir(first)) == sorted(os.listdir(again))
+    files = tree_files(first)
+    assert canonical_data("application", files) == \
+        canonical_data("application", dict(reversed(list(files.items()))))
+    assert tree_files(first, prefix="app/").keys() == tree_files(again, prefix="app/").keys()
+    one = measure_build_context(first, launcher, "img:1")
+    two = measure_build_context(again, launcher, "img:1")
+    assert one == two
+    # the nesting is measured: the same bytes one folder up are another application
+    moved = _tree(tmp_path / "moved", list(NESTED))
+    (moved / "a" / "b" / "c" / "deep.py").rename(moved / "a" / "b" / "deep.py")
+    assert measure_build_context(moved, launcher, "img:1").pcr2 != one.pcr2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import os
 import threading
 import time
 from pathlib import Path
@@ -263,15 +264,25 @@ def test_a_launch_that_fails_to_start_is_recorded_failed(agent, image, monkeypat
 
 
 def test_operator_routes_need_the_operator_token(agent, image) -> None:
-    body = {"image": image, "appconfig_id": "ab" * 32, "ccm_url": "http://127.0.0.1:1"}
-    for headers in ({}, {"Authorization": "Bearer wrong"}):
+    folder = agent.workspace / "node-agent" / "enclaves"
+    before = (set(agent.enclaves), sorted(os.listdir(folder)) if folder.exists() else [])
+    body = {"image": image, "appconfig_id": "5a" * 32, "ccm_url": "http://127.0.0.1:1"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
         assert requests.post(f"{agent.url}/v1/enclaves", json=body, headers=headers,
                              timeout=30).status_code == 401
         assert requests.get(f"{agent.url}/v1/enclaves", headers=headers,
                             timeout=30).status_code == 401
     token = (agent.workspace / "node-agent" / "operator.token")
     assert token.stat().st_mode & 0o777 == 0o600
-    assert not agent.enclaves or all(e.image == image for e in agent.enclaves.values())
+    # no enclave was launched, in memory or on disk, for the unauthenticated requests
+    assert (set(agent.enclaves), sorted(os.listdir(folder)) if folder.exists() else []) == before
+    assert not [e for e in agent.enclaves.values() if e.appconfig_id == "5a" * 32]
+    # the same request with the operator's token does launch one
+    launched = requests.post(f"{agent.url}/v1/enclaves", json=body, headers=_op(agent),
+                             timeout=30)
+    assert launched.status_code == 200, launched.text
+    assert set(agent.enclaves) == before[0] | {launched.json()["id"]}
+    _wait_exit(agent, launched.json()["id"])
 
 
 def test_a_body_that_is_not_json_is_refused(agent, image) -> None:

@@ -30,7 +30,10 @@ def test_round_trip_through_encryption(tmp_path):
 
 @pytest.mark.parametrize("doc", [b"not json", b"[]", b'{"returncode": 0}',
                                  b'{"returncode": "0", "stdout": "", "stderr": ""}',
-                                 b'{"returncode": 0, "stdout": "***", "stderr": ""}'])
+                                 b'{"returncode": 0, "stdout": "***", "stderr": ""}',
+                                 b'{"returncode": true, "stdout": "", "stderr": ""}',
+                                 b'{"returncode": false, "stdout": "", "stderr": ""}',
+                                 b'{"returncode": 0.0, "stdout": "", "stderr": ""}'])
 def test_malformed_results_are_rejected(doc):
     with pytest.raises(RunResultError):
         RunResult.from_json(doc)

@@ -675,3 +675,59 @@ def test_the_endpoint_refuses_another_region_and_nitronbs_own_urls_work(endpoint
     assert "expecting 'us-east-1'" in refused.text
     own = presign_download("local", "s3://nitronb/gate/", "region.bin", 60, workspace=ws)
     assert requests.get(own.url, timeout=30).content == BODY
+
+
+def _with_headers(request, **changes):
+    """The header-signed ``request`` with headers replaced (None removes one)."""
+    headers = dict(request.headers.items())
+    for name, value in changes.items():
+        name = name.replace("_", "-")
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
+    request.headers = type(request.headers)()
+    for name, value in headers.items():
+        request.headers[name] = value
+    return request
+
+
+@pytest.mark.parametrize("change, status, code", [
+    ({"Authorization": "AWS4-HMAC-SHA256 Credential=x"}, 400, "AuthorizationHeaderMalformed"),
+    ({"Authorization": "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=ab"}, 400,
+     "AuthorizationHeaderMalformed"),
+    ({"X-Amz-Date": None}, 403, "AccessDenied"),
+    ({"Authorization": "AWS AKIAUNKNOWNUNKNOWN00:c2lnbmF0dXJl"}, 403, "InvalidAccessKeyId"),
+    ({"Authorization": "AWS " + ACCESS + ":c2lnbmF0dXJl"}, 403, "SignatureDoesNotMatch"),
+    ({"Authorization": "Bearer x"}, 403, "AccessDenied"),
+])
+def test_a_header_that_does_not_authenticate_is_refused_as_s3_does(change, status, code):
+    response = _send_signed(_with_headers(_header_signed(), **change))
+    assert (response.status_code, _code(response)) == (status, code)
+    assert response.data != b"stored:PUT"
+
+
+def test_a_header_signed_request_with_an_unknown_key_names_it():
+    request = _header_signed()
+    auth = request.headers["Authorization"].replace(ACCESS, "AKIAUNKNOWNUNKNOWN00")
+    response = _send_signed(_with_headers(request, Authorization=auth))
+    assert (response.status_code, _code(response)) == (403, "InvalidAccessKeyId")
+    assert b"<AWSAccessKeyId>AKIAUNKNOWNUNKNOWN00</AWSAccessKeyId>" in response.data
+
+
+def test_a_header_signed_request_is_valid_for_exactly_the_allowed_skew():
+    import calendar
+
+    from nitronb.s3gate import MAX_CLOCK_SKEW
+
+    request = _header_signed()
+    amz_date = request.headers["X-Amz-Date"]
+    signed = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+    assert _send_signed(request, clock=lambda: signed + MAX_CLOCK_SKEW).data == b"stored:PUT"
+    assert _send_signed(request, clock=lambda: signed - MAX_CLOCK_SKEW).data == b"stored:PUT"
+    for now in (signed + MAX_CLOCK_SKEW + 1, signed - MAX_CLOCK_SKEW - 1):
+        response = _send_signed(request, clock=lambda: now)
+        assert (response.status_code, _code(response)) == (403, "RequestTimeTooSkewed")
+        assert f"<RequestTime>{amz_date}</RequestTime>".encode() in response.data
+        assert f"<ServerTime>{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}" \
+            "</ServerTime>".encode() in response.data

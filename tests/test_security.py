@@ -366,39 +366,79 @@ def test_the_node_agent_issues_documents_to_the_enclave_only(approved) -> None:
     # (409 for an exited enclave holding the right token: tests/test_node_agent.py)
 
 
-def test_a_dataset_name_with_a_path_writes_nothing_outside(approved) -> None:
-    """Whatever the manager accepts, the launcher writes nothing outside its app-config folder."""
-    from nitronb.errors import ValidationError
+def _planted(wt, change) -> str:
+    """Store beside the approved runtime configuration one that ``change(config, extra)``
+    altered, as a manager whose database was tampered with would serve it; return its id
+    (``change`` may return the id to store it under, else the config's own hash)."""
+    import json
+
+    from nitronb.ccm import app_config_id
+    from nitronb.ccm.store import Store
+
+    store = Store(wt.workspace / "ccm" / "ccm.sqlite3")
+    workflow_id, ac_id, config_text, extra_text = store.get_runtime_config(
+        wt.state()["appconfig_id"])
+    config, extra = json.loads(config_text), json.loads(extra_text)
+    config_id = change(config, extra) or app_config_id(config)
+    store.put_runtime_config(config_id, workflow_id, ac_id,
+                             json.dumps(config, separators=(",", ":"), ensure_ascii=False),
+                             json.dumps(extra), "2026-01-01T00:00:00Z")
+    return config_id
+
+
+def _rename(config, extra, *, port=None, node=None) -> None:
+    """Rename the input port or its node in the config's port_map and in extra.connections."""
+    for mapping in (config["workflow"]["port_map"], extra["connections"]):
+        nodes = mapping.pop("input")
+        if node is not None:
+            nodes = {node: value for value in nodes.values()}
+        mapping[port or "input"] = nodes
+
+
+def _refused_launch(wt, config_id: str):
     from nitronb.runner import run_enclave
 
-    wt = approved
-    owner, data_owner = wt.client("app-owner"), wt.client("data-owner")
-    try:
-        dataset = data_owner.create_dataset(_dataset_payload(wt, "../escape"))
-    except ValidationError as exc:
-        assert exc.status == 422
-        return
-    state = wt.state()
-    graph = {"name": "escape", "description": "a dataset name with a path",
-             "objects": {"input": {"type": "dataset", "dataset_id": dataset["id"]},
-                         "app": {"type": "app", "app_config_id": state["app_config_id"]},
-                         "output": {"type": "dataset", "dataset_id": state["output_dataset_id"]}},
-             "edges": [{"source": "input", "target": "app", "port": "input"},
-                       {"source": "app", "target": "output", "port": "output"}]}
-    request = owner.request_approval(owner.create_workflow(graph)["id"])
-    for party in request["waiting_for"]:
-        request = wt.client(party).approve_request(request["id"])
-    config_id = next(iter(owner.get_final_workflow(request["workflow_id"])["app_config_ids"]
-                          .values()))
-    outcome = run_enclave(state["image_reference"], config_id, backend="process",
+    outcome = run_enclave(wt.state()["image_reference"], config_id, backend="process",
                           workspace=wt.workspace, timeout=120)
     assert outcome.exit_code == 70
-    assert "unsafe dataset name '../escape'" in (outcome.refused or "")
-    assert "starting the app" not in outcome.log
+    assert "starting the app" not in outcome.log and "start.py" not in outcome.log
     enclave = wt.workspace / "node-agent" / "enclaves" / outcome.enclave_id
     assert not (enclave / "private").exists()
+    # the node agent's and the supervisor's records only: nothing the release named
     assert sorted(p.name for p in enclave.rglob("*") if p.is_file()) == \
-        ["enclave.json", "enclave.log"]
+        ["enclave.json", "enclave.log", "exit.json", "supervisor.json"]
+    assert [p for p in wt.workspace.rglob("*escape*")] == []
+    return outcome
+
+
+@pytest.mark.parametrize("port, node, says", [
+    (None, "../escape", "unsafe node name '../escape'"),
+    (None, "..", "unsafe node name '..'"),
+    ("..", None, "unsafe port name '..'"),
+    ("../escape", None, "unsafe port name '../escape'"),
+    ("a/b", None, "unsafe port name 'a/b'"),
+])
+def test_a_release_naming_a_path_writes_nothing_outside(approved, port, node, says) -> None:
+    """Whatever names a manager releases, the launcher writes nothing outside its app-config
+    folder and never starts the app."""
+    config_id = _planted(approved, lambda config, extra: _rename(config, extra, port=port,
+                                                                 node=node))
+    outcome = _refused_launch(approved, config_id)
+    assert says in (outcome.refused or ""), outcome.log
+
+
+def test_a_release_that_does_not_hash_to_its_id_is_refused_at_launch(approved) -> None:
+    """A manager that serves another configuration under an APPCONFIG_ID: the launcher checks
+    the hash before it writes anything or starts the app."""
+    def swap(config, extra):
+        config_id = hashlib.sha256(b"the configuration every party approved").hexdigest()
+        config["labels"] = {**config["labels"], "changed": "after approval"}
+        return config_id
+
+    config_id = _planted(approved, swap)
+    outcome = _refused_launch(approved, config_id)
+    assert outcome.refused == ("the released configuration does not hash to APPCONFIG_ID "
+                               f"{config_id[:12]}…; refusing it.")
 
 
 def test_an_edited_image_record_cannot_change_the_command(tmp_path) -> None:

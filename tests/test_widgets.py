@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from nitronb.errors import RunError, ValidationError  # noqa: E402
+from nitronb.errors import NitronbError, RunError, ValidationError  # noqa: E402
 from nitronb.keys import fingerprint, generate_key  # noqa: E402
 from nitronb.pictures import annotate_workflow, workflow_svg  # noqa: E402
 from nitronb.widgets import (RUN_STEPS, ApprovalsPanel, DatasetForm, RunMonitor,  # noqa: E402
@@ -162,6 +162,69 @@ def test_dataset_form_creates_a_dataset_shown_redacted(manager):
                                                   "key_fingerprint": fingerprint(key)}
     assert key not in json.dumps(listed) and "0123456789abcdef" not in json.dumps(listed)
     assert not any(key in text for text in all_values(form.widget))
+
+
+SIGNATURE = "5e1f0c3d9b8a7f6e5d4c3b2a19080706f5e4d3c2b1a09f8e7d6c5b4a39281706"
+
+
+def every_state(form) -> str:
+    """Everything the form puts on screen or in a saved notebook: each widget's whole state
+    (values, descriptions, placeholders, tooltips, outputs), its text and HTML forms."""
+    import ipywidgets
+
+    seen, texts, todo = set(), [], [form.widget]
+    todo += [v for v in vars(form).values() if isinstance(v, ipywidgets.Widget)]
+    while todo:
+        widget = todo.pop()
+        if id(widget) in seen:
+            continue
+        seen.add(id(widget))
+        texts.append(json.dumps(widget.get_state(), default=str, ensure_ascii=False))
+        todo += [c for c in getattr(widget, "children", ()) if isinstance(c, ipywidgets.Widget)]
+    texts += [form.summary(), repr(form), json.dumps(form._repr_mimebundle_(), default=str)]
+    return "\n".join(texts)
+
+
+def test_the_dataset_form_never_shows_the_presigned_signature(manager, tmp_path):
+    def url(name: str, signature: str = SIGNATURE) -> str:
+        return (f"http://127.0.0.1:9/nitronb/input/{name}.csv.enc?X-Amz-Algorithm=AWS4-HMAC-"
+                f"SHA256&X-Amz-Credential=test%2F20261201%2Fus-east-1%2Fs3%2Faws4_request"
+                f"&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature={signature}")
+
+    key = generate_key()
+    form = DatasetForm(manager["data-owner"], url=url("sig"), key=key, name="sig-form",
+                       description="d", long_description="# About")
+    states = [every_state(form)]
+    assert "X-Amz-Signature" in form.credentials.value  # the field names are shown
+    form.set_source(url("sig2", SIGNATURE[::-1]), key)
+    states.append(every_state(form))
+    form.set_source(url("sig"), key)
+    form.create_button.click()
+    assert form.result is not None and "created" in form.message.value
+    states.append(every_state(form))
+    form.create_button.click()  # the name again: an inline error
+    assert "#B00020" in form.message.value
+    states.append(every_state(form))
+    form.name.value = "../bad"
+    form.create_button.click()
+    assert "#B00020" in form.message.value
+    states.append(every_state(form))
+    form.source.value = f"http://127.0.0.1:{_free_port()}/about.md?X-Amz-Signature={SIGNATURE}"
+    form.load_button.click()
+    assert "#B00020" in form.load_message.value and SIGNATURE not in form.load_message.value
+    form.source.value = ""  # what was typed there is the user's own
+    states.append(every_state(form))
+    form.set_source(url("sig").replace("http://", "ftp://"), key)
+    form.name.value = "ftp-form"
+    form.create_button.click()
+    assert "#B00020" in form.message.value
+    states.append(every_state(form))
+    with pytest.raises(NitronbError, match="is not an absolute URL") as caught:
+        DatasetForm(manager["data-owner"], url=url("x").split("://", 1)[1], key=key)
+    assert SIGNATURE not in str(caught.value) and SIGNATURE not in caught.value.hint
+    for i, state in enumerate(states):
+        assert SIGNATURE not in state and SIGNATURE[::-1] not in state, i
+        assert key not in state, i
 
 
 def test_a_bad_name_shows_an_inline_error_creates_nothing_and_keeps_the_fields(manager):
@@ -425,33 +488,33 @@ def test_run_monitor_follows_any_run_that_reports_its_log():
     assert monitor.log.startswith("[enclave-os] refused")
 
 
-def test_run_monitor_run_passes_the_log_through(monkeypatch):
-    from nitronb import runner
+def test_run_monitor_run_follows_a_real_enclave_run(local_stack, tmp_path):
+    """The monitor over a real launch (process backend, the local stack): the manager refuses
+    an APPCONFIG_ID it never issued, and the monitor shows what the launcher logged."""
+    from nitronb.image import HOST_PYTHON, default_app_dir, prepare_process_image
 
-    calls = []
-
-    def run_enclave(image, appconfig_id, *, on_log=None, **kwargs):
-        calls.append((image, appconfig_id, kwargs))
-        for chunk in (LOG[:100], LOG[100:]):
-            on_log(chunk)
-        return runner.RunOutcome(enclave_id="e1", backend="process", exit_code=0,
-                                 measurements={}, log=LOG, seconds=1.0)
-
-    monkeypatch.setattr(runner, "run_enclave", run_enclave)
+    image = prepare_process_image(default_app_dir(), None, HOST_PYTHON,
+                                  workspace=local_stack.workspace)
     monitor = RunMonitor()
-    outcome = monitor.run("img:enclave", "ab" * 32, backend="process")
-    assert outcome.ok and monitor.outcome is outcome and monitor.state == "finished"
-    assert calls == [("img:enclave", "ab" * 32, {"backend": "process"})]
-    assert monitor.log == LOG
-
-    def unreachable(*args, **kwargs):
-        raise RunError("the node agent at http://127.0.0.1:9 does not answer.")
-
-    monkeypatch.setattr(runner, "run_enclave", unreachable)
-    with pytest.raises(RunError):
-        monitor.run("img:enclave", "ab" * 32)
-    assert monitor.state == "failed" and "does not answer" in monitor.label.value
+    outcome = monitor.run(image.reference, "ab" * 32, backend="process",
+                          workspace=local_stack.workspace, timeout=120)
+    assert monitor.outcome is outcome and outcome.exit_code == 70
+    assert monitor.log == outcome.log and "[enclave-os] refused:" in outcome.log
+    assert "".join(o["text"] for o in monitor.output.outputs) == outcome.log
+    whole = RunState()
+    whole.feed(outcome.log)
+    whole.end(outcome.exit_code)
+    assert (monitor.state, monitor.run_state.detail) == (whole.state, whole.detail)
+    assert monitor.state == "refused" and outcome.refused in monitor.run_state.detail
+    assert "no runtime configuration" in monitor.label.value
     assert monitor.progress.bar_style == "danger"
+
+    closed = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(NitronbError, match="does not answer"):
+        monitor.run(image.reference, "ab" * 32, node_agent=closed,
+                    workspace=local_stack.workspace)
+    assert monitor.state == "failed" and "does not answer" in monitor.label.value
+    assert monitor.progress.bar_style == "danger" and monitor.log == ""
 
 
 def test_widgets_are_not_needed_to_import_nitronb():

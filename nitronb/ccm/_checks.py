@@ -8,9 +8,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from nitronb.enclave.launcher import PORT_NAME as _PORT
 from nitronb.errors import ValidationError
 
-_PORT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PCR = re.compile(r"^[0-9a-f]{96}$")
 _HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9*]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
@@ -181,9 +181,10 @@ def ports(value: Any) -> dict[str, str]:
     if not out:
         raise ValidationError("an application configuration needs at least one port.")
     for name in out:
-        if not _PORT.match(name):
+        if not _PORT.fullmatch(name):
             raise ValidationError(f"port name {name!r} must be letters, digits, '.', '_' or "
-                                  "'-' (it becomes a folder name in the enclave).")
+                                  "'-', begin with a letter or digit and hold no '..' (it "
+                                  "becomes a folder name in the enclave).")
     return out
 
 

@@ -37,10 +37,13 @@ _INFO = b"nitronb ccm provisioning v1"
 
 
 class VerifiedDocument(Protocol):
-    """What a verifier returns: at least the enclave's public key and its PCRs."""
+    """What a verifier returns: at least the enclave's public key, its PCRs, ``user_data``
+    and nonce (the manager checks PCRs, binding and nonce itself too)."""
 
     public_key: bytes | None
     pcrs: dict[int, bytes]
+    user_data: bytes | None
+    nonce: bytes | None
 
 
 class AttestationVerifier(Protocol):
@@ -273,6 +276,7 @@ class ProvisioningVerbs:
                 raise ProvisioningRefusedError(
                     f"PCR{i} of the enclave {shown} does not match the whitelisted build "
                     f"{_short(expected[i])}.")
+        self._check_binding(verified, config_id)
         doc_nonce = getattr(verified, "nonce", None) or None
         if doc_nonce is None:
             raise ProvisioningRefusedError(
@@ -293,3 +297,19 @@ class ProvisioningVerbs:
                                            "seal the release to.")
         load_public_key(verified.public_key)
         return verified
+
+    @staticmethod
+    def _check_binding(verified, config_id: str) -> None:
+        """The manager's own check that the document's ``user_data`` binds its ``public_key``
+        to ``config_id`` (em-app's rule), whatever the verifier checked."""
+        from nitronb.attestation import binding_user_data
+
+        key = getattr(verified, "public_key", None)
+        if not key:
+            raise ProvisioningRefusedError("the attestation document carries no public key to "
+                                           "seal the release to.")
+        if getattr(verified, "user_data", None) != binding_user_data(bytes(key), config_id):
+            raise ProvisioningRefusedError(
+                f"the attestation document's user_data does not bind its public key to "
+                f"APPCONFIG_ID {config_id[:12]}…; the enclave attested another configuration "
+                "or key.")

@@ -28,6 +28,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,9 @@ DEFAULT_COMMAND = ["python3", "/app/start.py"]
 ENVELOPE_ALGORITHM = "X25519-HKDF-SHA256-A256GCM"
 _ENVELOPE_INFO = b"nitronb ccm provisioning v1"
 TIMEOUT = 60
+#: what a port name may be (the manager applies the same rule): one folder name of letters,
+#: digits, '.', '_' and '-', starting with a letter or digit, no '..', at most 64 characters
+PORT_NAME = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class LaunchError(Exception):
@@ -148,6 +152,14 @@ def safe_part(name: str, what: str) -> str:
     return name
 
 
+def port_part(name: str) -> str:
+    """``name`` if it is a port name (:data:`PORT_NAME`), the folder of that port's datasets."""
+    if not isinstance(name, str) or not PORT_NAME.fullmatch(name):
+        raise LaunchError(f"unsafe port name {name!r}: it must be letters, digits, '.', '_' or "
+                          "'-', begin with a letter or digit, and hold no '..'.")
+    return name
+
+
 def item_parts(path: str, ports) -> list[str]:
     """The parts of a configuration item's absolute path below :data:`APP_CONFIG_PREFIX`, to
     be written below the app-config folder (never at the host's ``/opt``)."""
@@ -208,7 +220,7 @@ def write_app_config(folder: Path, release: dict) -> list[Path]:
     port_map = (config.get("workflow") or {}).get("port_map") or {}
     plan: list[tuple[list[str], bytes]] = []
     for port, nodes in port_map.items():
-        safe_part(port, "port name")
+        port_part(port)
         for node, target in nodes.items():
             safe_part(node, "node name")
             if "dataset" not in (target or {}):

@@ -49,6 +49,7 @@ class Verified:
     public_key: bytes
     pcrs: dict[int, bytes]
     nonce: bytes | None
+    user_data: bytes | None = None
 
 
 class FakeVerifier:
@@ -76,7 +77,8 @@ class FakeVerifier:
         doc_nonce = base64.b64decode(doc["nonce"]) if doc["nonce"] else None
         if nonce is not None and doc_nonce != nonce:
             raise AttestationError("nonce differs.", reason="nonce")
-        return Verified(public_key=key, pcrs=pcrs, nonce=doc_nonce)
+        return Verified(public_key=key, pcrs=pcrs, nonce=doc_nonce,
+                        user_data=base64.b64decode(doc["user_data"]))
 
 
 def make(workspace: Path) -> FakeVerifier:

@@ -168,3 +168,205 @@ def test_a_document_binding_the_id_as_hex_text_is_refused(nitro_manager):
     em_app = hashlib.sha256(b"\x01" + hashlib.sha256(public).digest() + raw).digest() + raw
     document = module.attest(pcrs=PCRS, public_key=public, nonce=nonce, user_data=em_app)
     assert enclave.provision(config_id, document, nonce)["app_config_id"] == config_id
+
+
+# --- the manager's own checks, whatever its verifier lets through -------------------------------
+
+
+class _UncheckingVerifier:
+    """Decodes a real Nitro document and returns it as the real verifier does, checking nothing:
+    what the manager refuses then, it refuses by its own comparison."""
+
+    def verify(self, document, *, expected_pcrs, public_key, config_id, nonce):
+        from nitronb.attestation import parse_document
+
+        return parse_document(document)
+
+
+@pytest.fixture
+def unchecked(tmp_path):
+    """``(service, config_id, attempt)``: an approved workflow at a manager whose verifier checks
+    nothing; ``attempt(**changes)`` provisions with a local NSM document."""
+    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
+    from ccm_flow import ServiceManager
+
+    from nitronb.attestation import binding_user_data
+
+    manager = ServiceManager(tmp_path, verifier=_UncheckingVerifier())
+    world = build_world(manager)
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    service, module = manager.service, nsm.LocalNSM(tmp_path / "nsm")
+
+    def attempt(*, pcrs=PCRS, bound_to=config_id, nonce=b"", sent=b"", user_data=None,
+                key_of_binding=None):
+        if nonce == b"":
+            nonce = base64.b64decode(service.issue_nonce()["nonce"])
+        sent = nonce if sent == b"" else sent
+        private, public = new_enclave_key()
+        if user_data is None:
+            user_data = binding_user_data(key_of_binding or public, bound_to)
+        document = module.attest(pcrs=pcrs, public_key=public, user_data=user_data, nonce=nonce)
+        released = service.provision(config_id, base64.b64encode(document).decode(),
+                                     None if sent is None else base64.b64encode(sent).decode())
+        assert released["app_config_id"] == released["envelope"]["config_id"] == config_id
+        return open_envelope(private, released["envelope"])
+
+    def audit():
+        return [(r["action"], r["details"].get("reason", "")) for r in
+                world.clients["admin"].audit_log(object_id=config_id)]
+
+    attempt.world = world
+    return service, config_id, attempt, audit
+
+
+def test_a_release_and_a_refusal_are_audited_with_what_was_released(unchecked):
+    service, config_id, attempt, _ = unchecked
+    world = attempt.world
+    issued = service.issue_nonce()
+    assert issued["expires_in"] == 300 and len(base64.b64decode(issued["nonce"])) == 32
+    attempt(nonce=base64.b64decode(issued["nonce"]))
+    with pytest.raises(ProvisioningRefusedError):
+        attempt(pcrs={**PCRS, 1: b"\x02" * 48})
+    released, refused = world.clients["admin"].audit_log(object_id=config_id)
+    final_id = service.store.get_runtime_config(config_id)[0]
+    assert {k: released[k] for k in ("actor", "action", "object_type", "details")} == {
+        "actor": "enclave", "action": "provision.release", "object_type": "runtime_config",
+        "details": {"workflow_id": final_id, "pcr0": PCRS[0].hex(),
+                    "datasets": ["conditions", "describe-result"]}}
+    assert {k: refused[k] for k in ("actor", "action", "object_type")} == {
+        "actor": "enclave", "action": "provision.refused", "object_type": "runtime_config"}
+    assert refused["details"]["reason"].startswith("PCR1 of the enclave")
+
+
+def test_fields_that_are_not_base64_are_named(unchecked):
+    from nitronb.errors import ValidationError
+
+    service, config_id, _, _ = unchecked
+    with pytest.raises(ValidationError, match="'attestation_document' is not valid base64"):
+        service.provision(config_id, "not base64!")
+    with pytest.raises(ValidationError, match="'nonce' is not valid base64"):
+        service.provision(config_id, "AAAA", "not base64!")
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_the_manager_compares_each_pcr_with_the_whitelisted_build_itself(unchecked, index):
+    _, config_id, attempt, audit = unchecked
+    with pytest.raises(ProvisioningRefusedError,
+                       match=f"PCR{index} of the enclave .* does not match the whitelisted build"):
+        attempt(pcrs={**PCRS, index: b"\x01" * 48})
+    assert audit() == [("provision.refused", audit()[0][1])]
+    assert audit()[0][1].startswith(f"PCR{index} of the enclave")
+    assert attempt()["config"]["workflow"]["port_map"]  # the right PCRs are released to
+
+
+def test_the_manager_checks_the_binding_itself(unchecked):
+    import hashlib
+
+    _, config_id, attempt, audit = unchecked
+    _, stranger = new_enclave_key()
+    for changes in ({"bound_to": "f" * 64}, {"key_of_binding": stranger},
+                    {"bound_to": config_id[::-1]},
+                    {"user_data": hashlib.sha512(b"x").digest()}, {"user_data": b""}):
+        with pytest.raises(ProvisioningRefusedError, match="does not bind its public key to "
+                                                           f"APPCONFIG_ID {config_id[:12]}"):
+            attempt(**changes)
+    assert [a for a, _ in audit()] == ["provision.refused"] * 5
+    assert attempt()["extra"]["connections"]
+
+
+def test_the_manager_checks_the_nonce_itself(unchecked):
+    service, config_id, attempt, audit = unchecked
+    with pytest.raises(ProvisioningRefusedError, match="carries no nonce"):
+        attempt(nonce=None, sent=None)
+    issued = base64.b64decode(service.issue_nonce()["nonce"])
+    with pytest.raises(ProvisioningRefusedError, match="not the one sent with the request"):
+        attempt(nonce=issued, sent=b"\x05" * 32)
+    with pytest.raises(ProvisioningRefusedError, match="not issued by this manager"):
+        attempt(nonce=b"\x06" * 32)
+    assert attempt(nonce=issued, sent=None)["config"]  # the issued nonce is still unused
+    with pytest.raises(ProvisioningRefusedError, match="already used"):
+        attempt(nonce=issued)
+    assert [a for a, _ in audit()] == ["provision.refused"] * 3 + ["provision.release",
+                                                                   "provision.refused"]
+
+
+def test_an_expired_nonce_is_refused_and_audited(unchecked):
+    import time
+
+    service, config_id, attempt, audit = unchecked
+    expired = b"\x09" * 32
+    service.store.add_nonce(expired.hex(), time.time() - 1)
+    with pytest.raises(ProvisioningRefusedError, match="nonce expired; take a fresh one"):
+        attempt(nonce=expired)
+    assert audit() == [("provision.refused",
+                        "the attestation document's nonce expired; take a fresh one.")]
+
+
+def test_an_expired_nonce_is_refused_over_http_with_403(manager):
+    import time
+
+    from nitronb.ccm.store import Store
+
+    world = build_world(manager)
+    config_id = approve_all(world)["app_config_ids"]["app"]
+    expired = b"\x0a" * 32
+    Store(manager.workspace / "ccm" / "ccm.sqlite3").add_nonce(expired.hex(), time.time() - 1)
+    enclave, _, document, _ = _attest(manager, config_id, nonce=expired)
+    with pytest.raises(ProvisioningRefusedError, match="expired") as caught:
+        enclave.provision(config_id, document, expired)
+    assert caught.value.status == 403
+    assert [(r["action"], r["details"]["reason"]) for r in
+            world.clients["admin"].audit_log(object_id=config_id)] == [
+        ("provision.refused", "the attestation document's nonce expired; take a fresh one.")]
+
+
+def test_a_whitelisting_task_not_approved_or_gone_blocks_the_release(unchecked):
+    from nitronb.ccm.store import _TABLES
+
+    service, config_id, attempt, audit = unchecked
+    world = attempt.world
+    for task_id in world.ids["tasks"]:
+        task = service.store.get("task", task_id)
+        task.status = "PENDING"
+        service.store.put(task)
+        with pytest.raises(ProvisioningRefusedError, match=r"task .* is PENDING; an "
+                                                           "administrator must approve it"):
+            attempt()
+        task.status = "APPROVED"
+        service.store.put(task)
+    attempt()
+    with service.store.transaction() as db:
+        db.execute(f"DELETE FROM {_TABLES['task']} WHERE id = ?", (world.ids["tasks"][0],))
+    with pytest.raises(ProvisioningRefusedError, match=r"task .* is missing"):
+        attempt()
+
+
+def test_the_nitro_verifier_gets_the_build_the_binding_and_the_nonce(tmp_path):
+    """In the manager's own process: its default verifier is asked for the whitelisted PCRs,
+    the APPCONFIG_ID and the nonce, and its reasons reach the enclave."""
+    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
+    from ccm_flow import ServiceManager
+
+    from nitronb.attestation import binding_user_data
+    from nitronb.ccm.provisioning import NitroVerifier
+
+    module = nsm.LocalNSM(tmp_path / "nsm")
+    manager = ServiceManager(tmp_path, verifier=NitroVerifier([module.root_path]))
+    service = manager.service
+    config_id = approve_all(build_world(manager))["app_config_ids"]["app"]
+    _, public = new_enclave_key()
+
+    def provision(*, pcrs=PCRS, bound_to=config_id, sent=None):
+        nonce = base64.b64decode(service.issue_nonce()["nonce"])
+        document = module.attest(pcrs=pcrs, public_key=public, nonce=nonce,
+                                 user_data=binding_user_data(public, bound_to))
+        return service.provision(config_id, base64.b64encode(document).decode(),
+                                 base64.b64encode(sent or nonce).decode())
+
+    for changes, reason in (({"pcrs": {**PCRS, 2: b"\0" * 48}}, "pcrs"),
+                            ({"bound_to": "ab" * 32}, "binding"),
+                            ({"sent": b"\1" * 32}, "nonce")):
+        with pytest.raises(ProvisioningRefusedError,
+                           match=rf"the attestation document was refused \({reason}\)"):
+            provision(**changes)
+    assert provision()["app_config_id"] == config_id

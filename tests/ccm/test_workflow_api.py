@@ -262,3 +262,52 @@ def test_a_dataset_location_moves_only_with_its_credentials(manager):
     with pytest.raises(PermissionDeniedError):
         world.clients["app-owner"].update_dataset("conditions", {"location": moved,
                                                                  "credentials": creds})
+
+
+UNSAFE_PORTS = ["..", "a/b", "../x", "/x", ".", "a..b", "x\n", ".hidden", "-x", "in put",
+                "x" * 65, "a\\b", "é"]
+
+
+def test_port_names_with_a_path_are_refused_with_422(manager):
+    """A port is a folder of the enclave's app-config tree: a name that is not one folder name
+    is refused, in an app configuration's ports and in a workflow's edges."""
+    world = build_world(manager)
+    ao = world.clients["app-owner"]
+    config = {"name": "ports", "image": world.ids["image"]}
+    cases = [{port: "in", "output": "out"} for port in UNSAFE_PORTS]
+    cases += [["input", port] for port in ("output/x", "output..", "output\n", "input/../x")]
+    for ports in cases:
+        with pytest.raises(ValidationError, match="port name") as caught:
+            ao.create_app_config({**config, "ports": ports})
+        assert caught.value.status == 422
+    assert "ports" not in [c["name"] for c in ao.list_app_configs()]
+    objects = {"app": {"type": "app", "app_config_id": world.ids["config"]},
+               "input": {"type": "dataset", "dataset_id": world.ids["input"]},
+               "output": {"type": "dataset", "dataset_id": world.ids["output"]}}
+    for port in ("..", "a/b"):
+        with pytest.raises(ValidationError, match="has no port") as caught:
+            ao.create_workflow({"name": "bad-port", "objects": objects, "edges": [
+                {"source": "input", "target": "app", "port": port},
+                {"source": "app", "target": "output", "port": "output"}]})
+        assert caught.value.status == 422
+
+
+def test_the_manager_and_the_launcher_apply_one_port_name_rule():
+    from nitronb.ccm import _checks
+    from nitronb.enclave import launcher
+    from nitronb.errors import ValidationError as Refused
+
+    for name in [*UNSAFE_PORTS, "input", "output", "in.put", "a-b_c", "x" * 64, "0"]:
+        try:
+            launcher.port_part(name)
+            launcher_accepts = True
+        except launcher.LaunchError:
+            launcher_accepts = False
+        try:
+            _checks.ports({name: "in"})
+            manager_accepts = True
+        except Refused:
+            manager_accepts = False
+        assert launcher_accepts == manager_accepts, name
+        assert launcher_accepts == (name in ("input", "output", "in.put", "a-b_c", "x" * 64,
+                                             "0")), name
