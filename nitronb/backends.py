@@ -335,12 +335,14 @@ class _ContainerHandle:
         self.cleanup = cleanup or []
         self.code: int | None = None
         #: write the container's whole log again (an adopted container: the engine keeps it all)
-        self._mode = "wb" if whole_log else "ab"
+        self._whole_log = whole_log
         self._done = threading.Event()
         threading.Thread(target=self._follow, daemon=True).start()
 
     def _follow(self) -> None:
-        with open(self.log_path, self._mode, buffering=0) as log:
+        if self._whole_log:
+            self.log_path.write_bytes(b"")
+        with open(self.log_path, "ab", buffering=0) as log:
             try:
                 for chunk in self.container.logs(stream=True, follow=True):
                     log.write(chunk)
