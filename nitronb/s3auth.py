@@ -5,8 +5,10 @@ the legacy ``AWSAccessKeyId``/``Signature``/``Expires`` form, presigned query or
 ``Authorization`` header) against the local credentials, checks the region, the validity period
 and the clock, and raises :class:`~nitronb.s3digest.Rejection` with the error S3 answers
 (``AccessDenied`` "Request has expired", ``SignatureDoesNotMatch``, ``InvalidAccessKeyId``,
-``AuthorizationQueryParametersError`` …). Whatever a client sends, the answer is one of those:
-a path, query or header that cannot be read is refused like S3 refuses it (``InvalidURI``,
+``AuthorizationQueryParametersError`` …). Signatures are compared exactly (SigV4's are lower-case
+hex), an authentication parameter given twice in the query is refused, and ``X-Amz-Expires``
+must be a whole number of seconds from 1 to 604800. Whatever a client sends, the answer is one
+of those: a path, query or header that cannot be read is refused like S3 refuses it (``InvalidURI``,
 ``InvalidArgument``), never a crash. Used by the gate, :mod:`nitronb.s3gate`.
 """
 
