@@ -5,8 +5,10 @@ the legacy ``AWSAccessKeyId``/``Signature``/``Expires`` form, presigned query or
 ``Authorization`` header) against the local credentials, checks the region, the validity period
 and the clock, and raises :class:`~nitronb.s3digest.Rejection` with the error S3 answers
 (``AccessDenied`` "Request has expired", ``SignatureDoesNotMatch``, ``InvalidAccessKeyId``,
-``AuthorizationQueryParametersError`` …). Whatever a client sends, the answer is one of those:
-a path, query or header that cannot be read is refused like S3 refuses it (``InvalidURI``,
+``AuthorizationQueryParametersError`` …). Signatures are compared exactly (SigV4's are lower-case
+hex), an authentication parameter given twice in the query is refused, and ``X-Amz-Expires``
+must be a whole number of seconds from 1 to 604800. Whatever a client sends, the answer is one
+of those: a path, query or header that cannot be read is refused like S3 refuses it (``InvalidURI``,
 ``InvalidArgument``), never a crash. Used by the gate, :mod:`nitronb.s3gate`.
 """
 
@@ -179,6 +181,7 @@ class SignatureChecker:
     def check(self, req: _Incoming) -> None:
         """Return if the request is signed by a known key and still valid; raise Rejection if not."""
         auth = req.headers.get("authorization", "")
+        _refuse_repeated_auth_parameters(req.query)
         if req.param("X-Amz-Signature") is not None or req.param("X-Amz-Algorithm") is not None:
             self._check_sigv4_query(req)
         elif req.param("Signature") is not None and req.param("AWSAccessKeyId") is not None:
@@ -206,13 +209,7 @@ class SignatureChecker:
                             "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"")
         access_key, region, service = self._scope(values["X-Amz-Credential"], values["X-Amz-Date"],
                                                   "AuthorizationQueryParametersError")
-        try:
-            expires = int(values["X-Amz-Expires"])
-        except ValueError:
-            expires = -1
-        if not 0 < expires <= MAX_SIGV4_EXPIRY:
-            raise Rejection(400, "AuthorizationQueryParametersError",
-                            "X-Amz-Expires must be less than a week (in seconds) that is 604800")
+        expires = _sigv4_expiry(values["X-Amz-Expires"])
         signed_at = _parse_amz_date(values["X-Amz-Date"])
         now = self._clock()
         if now > signed_at + expires:
@@ -316,7 +313,7 @@ class SignatureChecker:
             canonical = signer.canonical_request(request)
             to_sign = signer.string_to_sign(request, canonical)
             expected = signer.signature(to_sign, request)
-        if not _same(expected, provided.strip().lower()):
+        if not _same(expected, provided):
             raise _mismatch(access_key, to_sign, provided, canonical)
 
     # legacy (signature version 2, "HmacV1") --------------------------------------------------
@@ -370,6 +367,46 @@ class SignatureChecker:
             raise _mismatch(access_key, to_sign, provided, None)
 
 
+#: query parameters that authenticate a presigned URL: each may appear once
+_V2_AUTH_PARAMETERS = frozenset({"AWSAccessKeyId", "Signature", "Expires"})
+
+
+def _refuse_repeated_auth_parameters(query: list[tuple[str, str]]) -> None:
+    """Refuse a query naming an authentication parameter (``X-Amz-*``, or the legacy
+    ``AWSAccessKeyId``/``Signature``/``Expires``) more than once, as S3 does: otherwise a
+    second ``X-Amz-Signature`` appended to a valid URL would pass unchecked."""
+    seen: set[str] = set()
+    for name, _ in query:
+        if name.lower().startswith("x-amz-") or name in _V2_AUTH_PARAMETERS:
+            if name.lower() in seen:
+                raise Rejection(400, "AuthorizationQueryParametersError",
+                                f"The query parameter {_shown(name)} appears more than once; "
+                                "each authentication parameter may be given only once.")
+            seen.add(name.lower())
+
+
+def _sigv4_expiry(text: str) -> int:
+    """The seconds of an ``X-Amz-Expires``: a whole number from 1 to 604800 (one week)."""
+    if not _DIGITS.fullmatch(text):
+        raise Rejection(400, "AuthorizationQueryParametersError",
+                        f"X-Amz-Expires must be a whole number of seconds from 1 to "
+                        f"{MAX_SIGV4_EXPIRY} (one week); got {_shown(text)}.")
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_SIGV4_EXPIRY)) or not 0 < int(digits) <= MAX_SIGV4_EXPIRY:
+        raise Rejection(400, "AuthorizationQueryParametersError",
+                        f"X-Amz-Expires must be from 1 to {MAX_SIGV4_EXPIRY} seconds (one week); "
+                        f"got {_shown(text)}.")
+    return int(digits)
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for an error message, cut to ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 @contextlib.contextmanager
 def _unsignable() -> Iterator[None]:
     """A request whose parts botocore's signers cannot read is refused (400), not a crash."""
@@ -381,7 +418,8 @@ def _unsignable() -> Iterator[None]:
 
 
 def _same(expected: str, provided: str) -> bool:
-    """Constant-time comparison of a computed signature with any text a client sent."""
+    """Constant-time comparison of a computed signature with any text a client sent; exact, as
+    S3 compares: a SigV4 signature is lower-case hex, so an upper-cased copy does not match."""
     return hmac.compare_digest(expected.encode("utf-8"), provided.encode("utf-8", "replace"))
 
 

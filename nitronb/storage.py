@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -66,11 +67,25 @@ class S3Dir:
 
 
 def parse_s3_dir(text: str | S3Dir) -> S3Dir:
-    """Parse ``s3://bucket`` or ``s3://bucket/prefix[/]`` into an :class:`S3Dir`."""
+    """Parse ``s3://bucket``, ``s3://bucket/`` or ``s3://bucket/prefix[/]`` into an
+    :class:`S3Dir`; the prefix is kept as written (a ``/`` is added at its end if missing).
+
+    A prefix with an empty segment (``s3://b//x/``, ``s3://b/x//y/``, ``s3://b/x//``) raises
+    :class:`~nitronb.errors.BadS3PathError`: S3 keeps every ``/`` of a key, so such a directory
+    would hold keys such as ``/x/name`` that the same path without the double slash does not
+    find, and nitronb rewrites no path silently. An object's own name or URI may hold ``//``
+    (``a//b``): it is then the object's exact key.
+    """
     if isinstance(text, S3Dir):
         return text
     bucket, key = _split_s3(text, what="S3 directory")
-    prefix = key.strip("/")
+    prefix = key[:-1] if key.endswith("/") else key
+    if key and "" in prefix.split("/"):
+        raise BadS3PathError(
+            f"{_shown(text)} has an empty path segment ('//' or a '/' right after the bucket): "
+            "S3 would keep it in every key of the directory.",
+            hint=f"Write the directory without it: {_shown(_without_empty(bucket, prefix))}.",
+            url=text)
     return S3Dir(bucket, prefix + "/" if prefix else "")
 
 
@@ -78,35 +93,66 @@ def parse_s3_uri(text: str) -> tuple[str, str]:
     """Parse ``s3://bucket/key`` into ``(bucket, key)``; the key must name an object."""
     bucket, key = _split_s3(text, what="S3 object URI")
     if not key or key.endswith("/"):
-        raise BadS3PathError(f"{text!r} names a directory, not an object.",
+        raise BadS3PathError(f"{_shown(text)} names a directory, not an object.",
                              hint="Write s3://BUCKET/PATH/OBJECT.", url=text)
     return bucket, key
 
 
 def _split_s3(text: str, *, what: str) -> tuple[str, str]:
     if not isinstance(text, str) or not text.startswith("s3://"):
-        raise BadS3PathError(f"{text!r} is not an {what}: it must start with s3://.",
+        raise BadS3PathError(f"{_shown(str(text))} is not an {what}: it must start with s3://.",
                              hint="Write s3://BUCKET/PREFIX/.", url=str(text))
     bucket, _, key = text[len("s3://"):].partition("/")
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise BadS3PathError(
-            f"{bucket!r} in {text!r} is not a valid bucket name (3–63 characters: lower-case "
-            "letters, digits, '.', '-'; starting and ending with a letter or digit).",
+            f"{_shown(bucket)} in {_shown(text)} is not a valid bucket name (3–63 characters: "
+            "lower-case letters, digits, '.', '-'; starting and ending with a letter or digit).",
             hint="Check the bucket name.", url=text)
     return bucket, _checked_key(key, text)
 
 
+#: S3's longest object key, in bytes of UTF-8
+MAX_KEY_BYTES = 1024
+
+
 def _checked_key(key: str, text: str) -> str:
-    """``key`` if an HTTP client sends it unchanged in a URL's path; BadS3PathError if it has a
-    ``.`` or ``..`` segment, which clients resolve away (RFC 3986 §5.2.4), so that a presigned
-    URL for it would name another object and never match its signature."""
+    """``key`` if it is a key S3 stores and an HTTP client sends unchanged in a URL's path.
+
+    BadS3PathError (one line, the path shortened) if it holds a control character (Unicode
+    category Cc: newline, tab, escape …) or text that is not UTF-8, if it is longer than
+    :data:`MAX_KEY_BYTES` bytes of UTF-8 (S3's limit), or if it has a ``.`` or ``..`` segment,
+    which clients resolve away (RFC 3986 §5.2.4), so that a presigned URL for it would name
+    another object and never match its signature."""
+    control = next((c for c in key if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if control is not None:
+        what = ("a control character" if unicodedata.category(control) == "Cc"
+                else "text that is not UTF-8")
+        raise BadS3PathError(
+            f"{_shown(text)} has {what} ({control!r}) in its object name.",
+            hint="Name the object with printable characters only.", url=text)
+    size = len(key.encode("utf-8"))
+    if size > MAX_KEY_BYTES:
+        raise BadS3PathError(
+            f"{_shown(text)} names an object key of {size} bytes (UTF-8); S3 keys are at most "
+            f"{MAX_KEY_BYTES} bytes.", hint="Use a shorter object name or directory.",
+            url=text)
     dots = next((part for part in key.split("/") if part in (".", "..")), None)
     if dots is not None:
         raise BadS3PathError(
-            f"{text!r} has a {dots!r} path segment, which HTTP clients remove from URLs, so a "
-            "presigned URL for it could never be used.",
+            f"{_shown(text)} has a {dots!r} path segment, which HTTP clients remove from URLs, "
+            "so a presigned URL for it could never be used.",
             hint="Name the object without '.' or '..' segments.", url=text)
     return key
+
+
+def _without_empty(bucket: str, prefix: str) -> str:
+    segments = "/".join(part for part in prefix.split("/") if part)
+    return f"s3://{bucket}/{segments + '/' if segments else ''}"
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a one-line message (control characters escaped), cut to ``limit``."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _target(s3dir_or_uri: str | S3Dir, path: Path, key_name: str | None) -> tuple[str, str]:

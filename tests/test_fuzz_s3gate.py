@@ -5,11 +5,12 @@ local S3 endpoint. Settings come from the profile in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import socket
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 from hypothesis import example, given, settings
@@ -213,6 +214,71 @@ def test_the_gate_answers_arbitrary_requests_with_s3_errors(method, path, query,
                                                             raw_uri):
     headers = {k.lower(): v for k, v in headers.items()}
     _assert_s3_answer(_environ(method, "/" + path, query, headers, body, raw_uri))
+
+
+def _presigned_method(query: str) -> str:
+    return "PUT" if "PutObject" in query else "GET"
+
+
+@pytest.mark.parametrize("base", [BASES[0], BASES[2]])
+def test_the_unchanged_presigned_urls_pass(base):
+    path, query, headers = base
+    status, body = _answer(_environ(_presigned_method(query), path, query, dict(headers), BODY,
+                                    True))
+    assert (status, body) == (200, b"ok")
+
+
+@_scaled(0.5)
+@given(st.sampled_from(BASES[:3]), st.data())
+@example(BASES[0], None)  # a second X-Amz-Signature appended once passed unchecked
+def test_a_presigned_url_with_an_authentication_parameter_repeated_is_refused(base, data):
+    path, query, headers = base
+    pairs = [part.partition("=")[::2] for part in query.split("&") if part]
+    auth = [k for k, _ in pairs if k.startswith("X-Amz-") or k in ("AWSAccessKeyId",
+                                                                    "Signature", "Expires")]
+    if data is None:
+        name, new, position = "X-Amz-Signature", "abc", len(pairs)
+    else:
+        name = data.draw(st.sampled_from(auth))
+        new = data.draw(value | st.sampled_from([v for k, v in pairs if k == name]))
+        position = data.draw(st.integers(0, len(pairs)))
+    pairs.insert(position, (name, new))
+    raw_query = "&".join(f"{k}={v}" for k, v in pairs)
+    status, body = _answer(_environ(_presigned_method(query), path, raw_query, dict(headers),
+                                    BODY, True))
+    assert status == 400, body[:300]
+    # a query that cannot be read at all is refused as such first
+    assert re.search(rb"<Code>(AuthorizationQueryParametersError|InvalidURI)</Code>", body)
+
+
+def test_a_sigv4_signature_in_capitals_does_not_match():
+    path, query, headers = BASES[0]
+    changed = re.sub(r"X-Amz-Signature=([0-9a-f]+)", lambda m: m.group(0).upper()
+                     .replace("X-AMZ-SIGNATURE", "X-Amz-Signature"), query)
+    assert changed != query
+    status, body = _answer(_environ(_presigned_method(query), path, changed, dict(headers), BODY,
+                                    True))
+    assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in body
+
+
+@_scaled(0.5)
+@given(st.sampled_from(BASES[:2]), value.filter(bool))
+@example(BASES[0], "-1")  # these were once told "must be less than a week"
+@example(BASES[0], "abc")
+def test_an_expiry_that_is_not_1_to_604800_seconds_is_refused_saying_so(base, new):
+    path, query, headers = base
+    with contextlib.suppress(UnicodeDecodeError):
+        decoded = unquote(new, errors="strict")
+        if re.fullmatch(r"[0-9]{1,6}", decoded) and 0 < int(decoded) <= 604800:
+            new = new + "x"  # a valid expiry: make it invalid
+    changed = re.sub(r"X-Amz-Expires=[^&]*", lambda _: f"X-Amz-Expires={new}", query)
+    status, body = _answer(_environ(_presigned_method(query), path, changed, dict(headers), BODY,
+                                    True))
+    assert status == 400, body[:300]
+    if b"<Code>AuthorizationQueryParametersError</Code>" in body:
+        assert b"from 1 to 604800" in body
+    else:  # the query itself cannot be read
+        assert b"<Code>InvalidURI</Code>" in body
 
 
 # --- over real HTTP, against the local S3 endpoint ------------------------------------------

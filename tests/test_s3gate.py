@@ -118,6 +118,47 @@ def test_a_week_is_the_longest_sigv4_expiry():
     assert (response.status_code, _code(response)) == (400, "AuthorizationQueryParametersError")
 
 
+@pytest.mark.parametrize("value", ["-1", "0", "abc", "+60", " 60", "60.0", "١٢", "604801",
+                                   "9" * 30])
+def test_an_expiry_that_is_no_whole_number_of_seconds_up_to_a_week_is_refused(value):
+    response = _send(_presign().replace("X-Amz-Expires=60", f"X-Amz-Expires={value}"))
+    assert (response.status_code, _code(response)) == (400, "AuthorizationQueryParametersError")
+    message = re.search(rb"<Message>(.*?)</Message>", response.data).group(1).decode()
+    assert "from 1 to 604800" in message and "less than a week" not in message
+    assert "stored" not in response.text
+
+
+@pytest.mark.parametrize("version", FORMS)
+def test_an_upper_cased_signature_does_not_match(version):
+    url = _presign(version=version)
+    name = "X-Amz-Signature=" if version == "s3v4" else "Signature="
+    start = url.index(name) + len(name)
+    end = url.find("&", start) if url.find("&", start) != -1 else len(url)
+    changed = url[:start] + url[start:end].upper() + url[end:]
+    assert changed != url
+    response = _send(changed)
+    assert (response.status_code, _code(response)) == (403, "SignatureDoesNotMatch")
+
+
+def test_an_upper_cased_header_signature_does_not_match():
+    request = _header_signed()
+    auth = request.headers["Authorization"]
+    at = auth.rindex("Signature=") + len("Signature=")
+    request.headers["Authorization"] = auth[:at] + auth[at:].upper()
+    response = _send_signed(request)
+    assert (response.status_code, _code(response)) == (403, "SignatureDoesNotMatch")
+
+
+@pytest.mark.parametrize("version,extra", [
+    ("s3v4", "X-Amz-Signature=abc"), ("s3v4", "X-Amz-Expires=600"), ("s3v4", "X-Amz-Date=x"),
+    ("s3", "Signature=abc"), ("s3", "Expires=1"), ("s3", "AWSAccessKeyId=x")])
+def test_a_repeated_authentication_parameter_is_refused(version, extra):
+    response = _send(f"{_presign(version=version)}&{extra}")
+    assert (response.status_code, _code(response)) == (400, "AuthorizationQueryParametersError")
+    assert extra.split("=")[0] in response.text and "more than once" in response.text
+    assert "stored" not in response.text
+
+
 def _header_signed(secret: str = SECRET, when: float | None = None):
     """A request signed in its Authorization header, as boto3 sends it."""
     import datetime
