@@ -136,7 +136,7 @@ class WorkflowVerbs:
             now = utc_now()
             draft = Workflow(id=str(uuid.uuid4()), owner=user.name, created_at=now, name=name,
                              description=check.text(payload, "description", required=False,
-                                                    limit=1024),
+                                                    limit=1024, multiline=True),
                              objects=objects, edges=edges, updated_at=now)
             self.store.put(draft)
             self._audit(user.name, "workflow.create", draft, {"name": name})
@@ -158,7 +158,7 @@ class WorkflowVerbs:
                 draft.name = check.text(payload, "name", limit=128)
             if "description" in payload:
                 draft.description = check.text(payload, "description", required=False,
-                                               limit=1024)
+                                               limit=1024, multiline=True)
             if draft.submitted_version == draft.version:
                 draft.version += 1
             draft.updated_at = utc_now()
