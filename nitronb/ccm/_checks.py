@@ -73,7 +73,8 @@ def body(payload: Any) -> dict[str, Any]:
 
 def reason(value: Any, *, what: str = "a decline", required: bool = True) -> str | None:
     """A decline's or a withdrawal's reason: text of at most :data:`REASON_LIMIT` characters,
-    without control characters (tab and newline allowed) or lone surrogates; stripped."""
+    without control or invisible format characters (tab and newline allowed, see
+    :func:`plain`) or lone surrogates; stripped."""
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             raise ValidationError(f"{what} needs a reason ('reason').")
