@@ -150,7 +150,7 @@ def follow_enclave(enclave_id: str, *, node_agent: str | None = None, workspace=
     from nitronb.node_agent import operator_token
     from nitronb.workspace import workspace_dir
 
-    agent = _service_url("node-agent", node_agent, workspace)
+    agent = node_agent.rstrip("/") if node_agent else None  # the local one: looked up below
     token = operator_token(workspace_dir(workspace))
     started = time.perf_counter() if started is None else started
     shown = 0
@@ -160,7 +160,7 @@ def follow_enclave(enclave_id: str, *, node_agent: str | None = None, workspace=
     away = False
     while True:
         try:  # the enclave outlives its node agent: wait for one to answer again
-            if away and not node_agent:
+            if agent is None or away and not node_agent:
                 agent = _service_url("node-agent", None, workspace)
             record = _call("GET", f"{agent}/v1/enclaves/{enclave_id}", token)
             text = _call("GET", f"{agent}/v1/enclaves/{enclave_id}/log", token)["log"]
