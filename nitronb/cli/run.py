@@ -44,13 +44,15 @@ def run(args: argparse.Namespace) -> int:
     if args.enclave:
         if args.image or args.appconfig_id:
             raise NitronbError("--enclave follows an enclave launched before: give no IMAGE and "
-                             "no --appconfig-id with it.")
+                               "no --appconfig-id with it.",
+                               hint="Run `nitronb run --enclave ID` alone.")
         outcome = follow_enclave(args.enclave, node_agent=args.node_agent, timeout=args.timeout,
                                  workspace=args.workspace, on_log=on_log)
     else:
         if not args.image or not args.appconfig_id:
             raise NitronbError("nitronb run needs IMAGE and --appconfig-id ID (or --enclave ID "
-                             "to follow an enclave launched before).")
+                               "to follow an enclave launched before).",
+                               hint="See `nitronb run --help`.")
         outcome = run_enclave(args.image, args.appconfig_id, node_agent=args.node_agent,
                               ccm=args.ccm, backend=args.backend, timeout=args.timeout,
                               workspace=args.workspace, on_log=on_log)
