@@ -116,7 +116,9 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
                 on_log: Callable[[str], None] | None = None) -> RunOutcome:
     """Launch ``image`` for ``appconfig_id`` and wait for it to end; return the outcome.
 
-    ``on_log`` receives the enclave's log text as it grows (for a live view).
+    ``on_log`` receives the enclave's log text as it grows (for a live view). Raises
+    :class:`RunError` when the enclave does not end within ``timeout`` seconds (see
+    :func:`follow_enclave`).
     """
     from nitronb.node_agent import operator_token
     from nitronb.workspace import workspace_dir
@@ -128,7 +130,29 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
     record = _call("POST", f"{agent}/v1/enclaves", token,
                    json={"image": str(image), "appconfig_id": appconfig_id, "ccm_url": manager,
                          "backend": backend})
-    enclave_id = record["id"]
+    return follow_enclave(record["id"], node_agent=node_agent, workspace=workspace,
+                          timeout=timeout, poll=poll, on_log=on_log, started=started)
+
+
+def follow_enclave(enclave_id: str, *, node_agent: str | None = None, workspace=None,
+                   timeout: float = 900, poll: float = 0.1,
+                   on_log: Callable[[str], None] | None = None,
+                   started: float | None = None) -> RunOutcome:
+    """Follow the enclave ``enclave_id`` a node agent launched until it ends; its outcome.
+
+    The node agent keeps every enclave's record, so this also reports an enclave launched
+    earlier (``nitronb run --enclave ID``), one that ended long ago included. ``on_log``
+    receives its log from the beginning. Raises :class:`RunError` when the enclave does not end
+    within ``timeout`` seconds (a running enclave is then stopped; one whose node agent does
+    not answer is left running) or ended without an exit code, and the node agent's 404 as
+    :class:`RunError` for an id it does not know.
+    """
+    from nitronb.node_agent import operator_token
+    from nitronb.workspace import workspace_dir
+
+    agent = node_agent.rstrip("/") if node_agent else None  # the local one: looked up below
+    token = operator_token(workspace_dir(workspace))
+    started = time.perf_counter() if started is None else started
     shown = 0
     text = ""
     deadline = started + timeout
@@ -136,7 +160,7 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
     away = False
     while True:
         try:  # the enclave outlives its node agent: wait for one to answer again
-            if away and not node_agent:
+            if agent is None or away and not node_agent:
                 agent = _service_url("node-agent", None, workspace)
             record = _call("GET", f"{agent}/v1/enclaves/{enclave_id}", token)
             text = _call("GET", f"{agent}/v1/enclaves/{enclave_id}/log", token)["log"]
@@ -149,8 +173,9 @@ def run_enclave(image: str, appconfig_id: str, *, node_agent: str | None = None,
             if time.perf_counter() > deadline:
                 raise RunError(f"the node agent did not answer again within {timeout:.0f} s "
                                f"to say how enclave {enclave_id} ended.",
-                               hint="Start it with `nitronb local up`: it finds the enclave "
-                                    "and its outcome; then look with `nitronb run` again.")
+                               hint="Start it with `nitronb local up`: it finds the enclave and "
+                                    "its outcome; then see that outcome with `nitronb run "
+                                    f"--enclave {enclave_id}`.")
             time.sleep(MAX_POLL)
             continue
         away = False

@@ -329,6 +329,42 @@ def test_an_enclave_whose_end_nothing_recorded_is_reported_lost(stack):
     _assert_ended(wt, enclave_id, None, state="lost")
 
 
+
+def _cli_follow(wt, enclave_id: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NITRONB_WORKSPACE": str(wt.workspace)}
+    return subprocess.run([sys.executable, "-m", "nitronb", "run", "--enclave", enclave_id,
+                           *extra], env=env, capture_output=True, text=True, timeout=PATIENCE)
+
+
+def test_an_enclave_left_behind_by_a_run_that_gave_up_is_followed_by_its_id(stack):
+    wt, gate = stack
+    _fresh_output(wt)
+    before = _enclaves(wt)
+    run = _cli_run(wt)
+    enclave_id = _new_enclave(wt, before, run)
+    _kill_node_agent(wt)
+    run.kill()  # the user gives up on the first run
+    run.communicate(timeout=PATIENCE)
+
+    waited = _cli_follow(wt, enclave_id, "--timeout", "1")
+    assert waited.returncode == 1
+    assert f"then see that outcome with `nitronb run --enclave {enclave_id}`" in waited.stderr
+    assert "look with `nitronb run` again" not in waited.stderr
+    assert _processes(enclave_id), "giving up waiting must leave the enclave running"
+
+    gate.open()
+    try:
+        _until(lambda: not _processes(enclave_id), "the enclave's end")
+    finally:
+        gate.close()
+    _restart_node_agent(wt)
+    followed = _cli_follow(wt, enclave_id)
+    assert followed.returncode == 0, followed.stderr
+    assert f"enclave {enclave_id} (process) finished in" in followed.stderr
+    assert "credentials wiped" in followed.stderr
+    assert _enclaves(wt) - before == {enclave_id}, "following launches nothing"
+
+
 _FIRST_AGENT = r"""
 import sys, time
 from pathlib import Path

@@ -165,7 +165,7 @@ def test_cli_run_exits_with_the_refusal(process_wt) -> None:
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 70
     assert "nitronb: error: the enclave was refused: provisioning by the manager refused " \
-           "(HTTP 404): no runtime configuration" in done.stderr
+           "(HTTP 404): no approved configuration" in done.stderr
 
 
 @pytest.mark.engine

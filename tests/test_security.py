@@ -183,7 +183,7 @@ def test_a_pending_workflow_is_not_provisioned(approved) -> None:
     assert final["status"] == "PENDING" and not final.get("app_config_ids")
     refused = _run_refused(wt, _candidate_id(wt, final))
     assert "provisioning by the manager refused (HTTP 404)" in refused
-    assert "no runtime configuration" in refused
+    assert "no approved configuration" in refused
 
 
 def test_a_declined_workflow_is_not_provisioned(approved) -> None:
@@ -198,7 +198,7 @@ def test_a_declined_workflow_is_not_provisioned(approved) -> None:
     with pytest.raises(ConflictError, match="already DENIED"):
         wt.client("data-owner").approve_request(request["id"])
     refused = _run_refused(wt, _candidate_id(wt, final))
-    assert "no runtime configuration" in refused
+    assert "no approved configuration" in refused
 
 
 # --- the attestation document -------------------------------------------------------------------

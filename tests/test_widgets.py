@@ -506,7 +506,7 @@ def test_run_monitor_run_follows_a_real_enclave_run(local_stack, tmp_path):
     whole.end(outcome.exit_code)
     assert (monitor.state, monitor.run_state.detail) == (whole.state, whole.detail)
     assert monitor.state == "refused" and outcome.refused in monitor.run_state.detail
-    assert "no runtime configuration" in monitor.label.value
+    assert "no approved configuration" in monitor.label.value
     assert monitor.progress.bar_style == "danger"
 
     closed = f"http://127.0.0.1:{_free_port()}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +16,12 @@ _PCR = re.compile(r"^[0-9a-f]{96}$")
 _HEX64 = re.compile(r"^[0-9A-Fa-f]{64}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9*]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: the Unicode categories no stored name, label, reason or description may hold: controls
+#: (escape, newline, NUL…), invisible format characters (right-to-left override, zero-width
+#: space…) and surrogates
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+#: the controls a multi-line text (a description, a reason) keeps
+_MULTILINE_KEEPS = frozenset("\n\t")
 #: the longest reason a decline or a withdrawal may give, in characters
 REASON_LIMIT = 1000
 
@@ -37,6 +43,27 @@ def unicode_text(value: Any, where: str = "the request body") -> None:
             stack.extend(item)
 
 
+def plain(value: str, where: str, *, multiline: bool = False) -> str:
+    """``value`` unchanged if it holds no control, format or surrogate character (Unicode
+    categories Cc, Cf, Cs): the one rule for every name, label, reason and description the
+    manager stores and shows to other parties. ``multiline`` text (descriptions, reasons) may
+    also hold newlines (``\\n``, ``\\r\\n``) and tabs. ValidationError (422) naming the first
+    such character otherwise."""
+    for position, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category not in _UNSAFE_CATEGORIES or multiline and (
+                char in _MULTILINE_KEEPS or value.startswith("\r\n", position)):
+            continue
+        kind = {"Cc": "a control", "Cf": "an invisible format"}.get(category, "a surrogate")
+        allowed = " (newlines and tabs are allowed)" if multiline else ""
+        raise ValidationError(
+            f"{where} holds {kind} character (U+{ord(char):04X} at position {position}); "
+            f"write it as visible text{allowed}.",
+            hint="Names and labels are one line of visible text; descriptions and reasons may "
+                 "also hold newlines and tabs.")
+    return value
+
+
 def body(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ValidationError("the request body must be a JSON object.")
@@ -46,7 +73,8 @@ def body(payload: Any) -> dict[str, Any]:
 
 def reason(value: Any, *, what: str = "a decline", required: bool = True) -> str | None:
     """A decline's or a withdrawal's reason: text of at most :data:`REASON_LIMIT` characters,
-    without control characters (tab and newline allowed) or lone surrogates; stripped."""
+    without control or invisible format characters (tab and newline allowed, see
+    :func:`plain`) or lone surrogates; stripped."""
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             raise ValidationError(f"{what} needs a reason ('reason').")
@@ -54,8 +82,7 @@ def reason(value: Any, *, what: str = "a decline", required: bool = True) -> str
     if not isinstance(value, str):
         raise ValidationError(f"'reason' must be a string, not {type(value).__name__}.")
     unicode_text(value, "'reason'")
-    if _CONTROL.search(value):
-        raise ValidationError("'reason' holds control characters; write it as plain text.")
+    plain(value, "'reason'", multiline=True)
     value = value.strip()
     if len(value) > REASON_LIMIT:
         raise ValidationError(f"'reason' is {len(value)} characters long; at most "
@@ -64,7 +91,9 @@ def reason(value: Any, *, what: str = "a decline", required: bool = True) -> str
 
 
 def text(payload: dict[str, Any], key: str, *, required: bool = True, default: str = "",
-         limit: int = 256) -> str:
+         limit: int = 256, multiline: bool = False) -> str:
+    """``payload[key]``: a string of at most ``limit`` characters that passes :func:`plain`
+    (``multiline`` for descriptions); ``default`` when absent and not ``required``."""
     value = payload.get(key)
     if value is None or value == "":
         if required:
@@ -74,9 +103,7 @@ def text(payload: dict[str, Any], key: str, *, required: bool = True, default: s
         raise ValidationError(f"'{key}' must be a string, not {type(value).__name__}.")
     if len(value) > limit:
         raise ValidationError(f"'{key}' is {len(value)} characters long; at most {limit}.")
-    if "\x00" in value:
-        raise ValidationError(f"'{key}' must not contain NUL.")
-    return value
+    return plain(value, f"'{key}'", multiline=multiline)
 
 
 def folder_name(payload: dict[str, Any], key: str = "name", *,
@@ -98,6 +125,9 @@ def labels(payload: dict[str, Any], key: str = "labels") -> dict[str, str]:
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ValidationError(f"'{key}' must be an object of string keys and string values.")
+    for name, label in value.items():
+        plain(name, f"label name {name[:64]!r}")
+        plain(label, f"label {name[:64]!r}")
     return dict(value)
 
 

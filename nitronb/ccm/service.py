@@ -221,11 +221,12 @@ class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
         name = check.folder_name(payload)
         dataset = Dataset(
             id=str(uuid.uuid4()), owner=user.name, created_at=utc_now(), name=name,
-            description=check.text(payload, "description", required=False, limit=1024),
+            description=check.text(payload, "description", required=False, limit=1024,
+                                   multiline=True),
             labels=check.labels(payload),
             location=check.location(check.text(payload, "location", limit=2048)),
             long_description=check.text(payload, "long_description", required=False,
-                                        limit=200_000),
+                                        limit=200_000, multiline=True),
         )
         creds = check.credentials(payload.get("credentials"))
         with self.store.transaction():
@@ -251,12 +252,12 @@ class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
             self._require_owner(user, dataset, "change it")
             if "description" in payload:
                 dataset.description = check.text(payload, "description", required=False,
-                                                 limit=1024)
+                                                 limit=1024, multiline=True)
             if "labels" in payload:
                 dataset.labels = check.labels(payload)
             if "long_description" in payload:
                 dataset.long_description = check.text(payload, "long_description",
-                                                      required=False, limit=200_000)
+                                                      required=False, limit=200_000, multiline=True)
             if "location" in payload:
                 if "credentials" not in payload:
                     raise ValidationError("a new location needs its credentials: the presigned "
@@ -286,7 +287,8 @@ class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
         app = App(id=str(uuid.uuid4()), owner=user.name, created_at=now, name=name,
                   image=check.text(payload, "image", limit=512),
                   domain=check.domain(check.text(payload, "domain", limit=253)),
-                  description=check.text(payload, "description", required=False, limit=1024))
+                  description=check.text(payload, "description", required=False, limit=1024,
+                                         multiline=True))
         task = Task(id=str(uuid.uuid4()), owner=user.name, created_at=now,
                     task_type=TASK_DOMAIN, app_id=app.id)
         app.domain_task_id = task.id
@@ -391,7 +393,8 @@ class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
             self._unique_name("app_config", name)
             config = AppConfig(
                 id=str(uuid.uuid4()), owner=user.name, created_at=utc_now(), name=name,
-                description=check.text(payload, "description", required=False, limit=1024),
+                description=check.text(payload, "description", required=False, limit=1024,
+                                       multiline=True),
                 image=image, app_id=app.id, build_id=build.id, ports=ports,
                 labels=check.labels(payload), config_items=items)
             self.store.put(config)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from nitronb.ccm import _checks as check
 from nitronb.ccm import runtime
-from nitronb.ccm.models import (APPROVED, DENIED, PENDING, REDACTED, ApprovalRequest,
+from nitronb.ccm.models import (APPROVED, DENIED, PENDING, REDACTED, REVOKED, ApprovalRequest,
                                 FinalWorkflow, Workflow)
 from nitronb.ccm.runtime import app_config_id
 from nitronb.errors import (ConflictError, NotFoundError, PermissionDeniedError,
@@ -136,7 +136,7 @@ class WorkflowVerbs:
             now = utc_now()
             draft = Workflow(id=str(uuid.uuid4()), owner=user.name, created_at=now, name=name,
                              description=check.text(payload, "description", required=False,
-                                                    limit=1024),
+                                                    limit=1024, multiline=True),
                              objects=objects, edges=edges, updated_at=now)
             self.store.put(draft)
             self._audit(user.name, "workflow.create", draft, {"name": name})
@@ -158,7 +158,7 @@ class WorkflowVerbs:
                 draft.name = check.text(payload, "name", limit=128)
             if "description" in payload:
                 draft.description = check.text(payload, "description", required=False,
-                                               limit=1024)
+                                               limit=1024, multiline=True)
             if draft.submitted_version == draft.version:
                 draft.version += 1
             draft.updated_at = utc_now()
@@ -214,9 +214,15 @@ class WorkflowVerbs:
         return self._show_request(request)
 
     def _show_request(self, request: ApprovalRequest) -> dict[str, Any]:
+        """The request, its ``waiting_for`` approvers, and its version's ``workflow_status``
+        (APPROVED, SUPERSEDED, REVOKED…) with ``superseded_by`` (a version number or None):
+        an approval that completes after a newer version was approved is SUPERSEDED at once."""
         out = request.to_dict()
         out["waiting_for"] = [a for a in request.approvers if a not in request.approvals] \
             if request.status == PENDING else []
+        final = self.store.get("final_workflow", request.workflow_id)
+        out["workflow_status"] = final.status if final else None
+        out["superseded_by"] = final.superseded_by if final else None
         return out
 
     def list_approval_requests(self, user: "User", status: str | None = None
@@ -292,10 +298,33 @@ class WorkflowVerbs:
                                               user=user))
 
     def _show_final(self, final: FinalWorkflow) -> dict[str, Any]:
+        """The version with its ``approval`` and, for an APPROVED version that provisioning
+        would refuse now (a build or domain whitelisting revoked), ``refused``:
+        ``{"what": "build revoked" | "domain revoked" | "refused", "message"}``, else None."""
         out = final.to_dict()
         request = self.store.get("approval_request", final.approval_request_id)
         out["approval"] = self._show_request(request) if request else None
+        out["refused"] = self._refused(final) if final.status == APPROVED else None
         return out
+
+    def _refused(self, final: FinalWorkflow) -> dict[str, str] | None:
+        """Why provisioning would refuse the APPROVED version ``final`` now, or None."""
+        from nitronb.errors import ProvisioningRefusedError
+
+        for obj in final.objects.values():
+            config = self.store.get("app_config", obj.get("app_config_id") or "")
+            build = self.store.get("build", config.build_id) if config else None
+            if build is None:
+                continue
+            try:
+                self.check_consent(final.id, config, build)
+            except ProvisioningRefusedError as exc:
+                app = self.store.get("app", config.app_id)
+                domain = self.store.get("task", app.domain_task_id) if app else None
+                what = ("domain revoked" if domain is not None and domain.status == REVOKED
+                        else "build revoked" if "revoked" in exc.message else "refused")
+                return {"what": what, "message": exc.message}
+        return None
 
     def _zone_ca(self) -> list[str]:
         """PEM certificates of the roots this manager trusts for attestation (its zone)."""
@@ -338,11 +367,14 @@ class WorkflowVerbs:
                 and not self._scope(user).sees("runtime_config", config_id):
             row = None
         if row is None:
+            shown = config_id if not isinstance(config_id, str) or len(config_id) <= 80 else \
+                f"{config_id[:64]}…"
             raise NotFoundError(
-                f"no runtime configuration {config_id!r}: APPCONFIG_IDs exist only for workflows "
-                "that every owner approved, so this workflow is not approved (yet), was declined, "
-                "or the id is mistyped.",
-                hint="Check the workflow's approval state with `nitronb ccm workflow NAME`.")
+                f"no approved configuration {shown!r}"
+                f"{' visible to you' if user is not None else ''}.",
+                hint="An APPCONFIG_ID exists once every owner approved its workflow and only the "
+                     "workflow's parties see it: check the id, and the workflow's state with "
+                     "`nitronb ccm workflow NAME`.")
         workflow_id, ac_id, config_text, extra_text = row
         config, extra = json.loads(config_text), json.loads(extra_text)
         if not runtime.is_ccm_shape(config):

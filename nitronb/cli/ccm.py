@@ -167,6 +167,8 @@ def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
 def _pretty(obj: dict[str, Any]) -> str:
     lines = []
     for key, value in obj.items():
+        if value is None:  # a reason never given, a task not decided yet: nothing to show
+            continue
         if isinstance(value, (dict, list)):
             shown = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
             lines.append(f"{key}: {shown}")
@@ -222,7 +224,8 @@ def _final_id(client, ref: str, version: int | None) -> str:
             return client.get_final_workflow(ref)["id"]
         except (NotFoundError, ConflictError):  # a draft's name: every version carries it
             pass
-    draft = client.get_workflow(ref)
+    draft = _draft(client, ref, "a final workflow id (one version) or a workflow draft's id or "
+                                "name")
     versions = draft["final_versions"]
     if version is not None:
         chosen = [f for f in versions if f["version"] == version]
@@ -245,6 +248,19 @@ def _revoke(args: argparse.Namespace) -> int:
                              f"{final['revoke_reason']}")
 
 
+def _draft(client, ref: str, expected: str) -> dict[str, Any]:
+    """The workflow draft ``ref``; NotFoundError saying what kind of id was ``expected``."""
+    from nitronb.errors import NotFoundError
+
+    try:
+        return client.get_workflow(ref)
+    except NotFoundError:
+        shown = ref if len(ref) <= 80 else f"{ref[:64]}…"
+        raise NotFoundError(f"{shown!r} is not {expected} visible to you.",
+                            hint="See the ids with `nitronb ccm --as PARTY list approvals` and "
+                                 "`nitronb ccm --as PARTY workflow NAME`.") from None
+
+
 def _request_id(client, ref: str) -> str:
     from nitronb.errors import NotFoundError
 
@@ -252,7 +268,7 @@ def _request_id(client, ref: str) -> str:
         return client.get_approval_request(ref)["id"]
     except NotFoundError:
         pass
-    draft = client.get_workflow(ref)
+    draft = _draft(client, ref, "an approval request id or a workflow draft's id or name")
     pending = [r for r in client.list_approval_requests(status="PENDING")
                if r["draft_id"] == draft["id"]]
     if not pending:
@@ -274,7 +290,10 @@ def _approve(args: argparse.Namespace) -> int:
     client = _client(args)
     request = client.approve_request(_request_id(client, args.ref))
     text = _decision_text(request)
-    if request["status"] == "APPROVED":
+    if request["status"] == "APPROVED" and request.get("workflow_status") == "SUPERSEDED":
+        text += (f", but superseded by version {request.get('superseded_by')}: it will not "
+                 "run")
+    elif request["status"] == "APPROVED":
         final = client.get_final_workflow(request["workflow_id"])
         text += "".join(f"\n  APPCONFIG_ID {k}: {v}" for k, v in final["app_config_ids"].items())
     return _out(args, request, text)
@@ -307,9 +326,14 @@ def _workflow(args: argparse.Namespace) -> int:
                       f"{final.get('revoked_at')}: {final.get('revoke_reason')})")
         elif state == "SUPERSEDED":
             state += f" (by version {final.get('superseded_by')}; no longer runs)"
+        elif final.get("refused"):
+            state += (f", {final['refused']['what']}: it will not run "
+                      f"({final['refused']['message']})")
         lines.append(f"version {final['version']}: {state}")
         for approver in approval.get("approvers", []):
-            state = ("approved" if approver in approval.get("approvals", {}) else
+            state = ("withdrawn" if final["status"] == "REVOKED"
+                     and approver == final.get("revoked_by") else
+                     "approved" if approver in approval.get("approvals", {}) else
                      "declined" if approver == approval.get("denied_by") else "waiting")
             lines.append(f"  {approver}: {state}")
         if approval.get("reason"):

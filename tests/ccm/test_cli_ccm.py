@@ -157,3 +157,61 @@ def test_the_app_owner_drafts_with_the_ids_other_owners_hand_on(manager, cli, tm
     assert "waiting for app-owner, data-owner, output-owner" in out
     code, out, _ = cli("--as", "app-owner", "show", "dataset", "terminal-in")
     assert code == 0 and "key_fingerprint" in out and fingerprint(key) in out
+
+
+def test_approving_an_older_request_after_a_newer_version_says_superseded(manager, cli):
+    world = build_world(manager)
+    ao = world.clients["app-owner"]
+    older = ao.request_approval(world.ids["draft"])
+    ao.update_workflow(world.ids["draft"], {"description": "version 2"})
+    newer = ao.request_approval(world.ids["draft"])
+    for party in newer["approvers"]:
+        world.clients[party].approve_request(newer["id"])
+    *firsts, last = older["approvers"]
+    for party in firsts:
+        world.clients[party].approve_request(older["id"])
+    code, out, _ = cli("--as", last, "approve", older["id"])
+    assert code == 0
+    assert "APPROVED, but superseded by version 2: it will not run" in out
+    assert "APPCONFIG_ID" not in out
+    answer = world.clients["admin"].get_approval_request(older["id"])
+    assert answer["workflow_status"] == "SUPERSEDED" and answer["superseded_by"] == 2
+
+
+def test_a_wrong_kind_of_id_says_which_kind_is_expected(manager, cli):
+    world = build_world(manager)
+    final = approve_all(world)
+    request_id = final["approval"]["id"]
+    code, _, err = cli("--as", "data-owner", "approve", final["id"])
+    assert code == 1
+    assert "is not an approval request id or a workflow draft's id or name" in err
+    code, _, err = cli("--as", "data-owner", "revoke", request_id, "--reason", "x")
+    assert code == 1
+    assert "is not a final workflow id (one version) or a workflow draft's id or name" in err
+    assert "no workflow draft" not in err
+
+    foreign = final["app_config_ids"]["app"]
+    token = world.clients["admin"].create_user("stranger")["token"]
+    code, _, err = cli("--token", token, "show", "runtime-config", foreign)
+    assert code == 1 and f"no approved configuration '{foreign}' visible to you" in err
+    assert "not approved (yet)" not in err
+
+
+def test_workflow_shows_withdrawn_and_build_revoked_and_show_omits_none(manager, cli):
+    world = build_world(manager)
+    name = "conditions-describe"
+    approve_all(world)
+    task = world.clients["admin"].get_build(world.ids["build"])["task_id"]
+    code, out, _ = cli("--as", "admin", "show", "task", task)
+    assert code == 0 and "reason: None" not in out and "revoked_by" not in out
+    world.clients["admin"].revoke_task(task, "CVE-2026-1")
+    code, out, _ = cli("--as", "app-owner", "workflow", name)
+    assert "version 1: APPROVED, build revoked: it will not run (" in out
+    assert "CVE-2026-1" in out
+
+    world2 = build_world(manager, suffix="-2")
+    final = approve_all(world2)
+    world2.clients["output-owner"].revoke_workflow(final["id"], "bucket moved")
+    code, out, _ = cli("--as", "data-owner", "workflow", "conditions-describe-2")
+    assert "  output-owner: withdrawn" in out
+    assert "  data-owner: approved" in out and "  app-owner: approved" in out

@@ -220,8 +220,10 @@ def test_the_administrator_revokes_a_build_and_its_measurements_are_refused(mana
 @pytest.mark.parametrize("reason, message", [
     ("x" * 1001, "at most 1000"),
     ("\ud800", "lone UTF-16 surrogate"),
-    ("bell\x07", "control characters"),
-    ("esc\x1b[31m", "control characters"),
+    ("bell\x07", "a control character"),
+    ("esc\x1b[31m", "a control character"),
+    ("rlo\u202eevil", "an invisible format character"),
+    ("zero\u200bwidth", "an invisible format character"),
     (12, "valid string"),
 ])
 def test_bad_reasons_are_refused_with_422(manager, reason, message):
