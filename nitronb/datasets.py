@@ -217,7 +217,7 @@ def load_long_description(source: str) -> str:
         if len(body) > MAX_LONG_DESCRIPTION:
             raise ValidationError(f"the long description at {shown} is over "
                                   f"{MAX_LONG_DESCRIPTION // 1024} KiB.")
-        return body.decode("utf-8", errors="replace")
+        return body.decode("utf-8-sig", errors="replace")  # a leading BOM is no text
     if len(source) < 4096 and "\n" not in source and os.path.lexists(Path(source).expanduser()):
         return read_long_description_file(source)
     return source
