@@ -257,9 +257,27 @@ class BodyLimits:
         await self.app(scope, replay, send)
 
 
+def printable(text: Any, limit: int = 2048) -> str:
+    """``text`` (str, or bytes read as Latin-1) fit for one log line: every character that is
+    not printable (newlines, escapes, NUL, Unicode format characters such as U+202E) written
+    as ``\\xNN``/``\\uNNNN``, and a backslash as ``\\\\``, so nothing from a request can start a
+    line of its own; cut to ``limit`` characters (``…`` at the end when cut)."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("latin-1")
+    text = str(text)
+    cut = len(text) > limit
+    text = text[:limit]
+    if not text.isprintable() or "\\" in text:
+        text = "".join(c if c.isprintable() and c != "\\" else
+                       ("\\\\" if c == "\\" else c.encode("unicode_escape").decode("ascii"))
+                       for c in text)
+    return text + ("…" if cut else "")
+
+
 class AccessLog:
-    """ASGI middleware: one line per request, ``METHOD PATH STATUS``, never the query string
-    (a presigned URL's query is a credential)."""
+    """ASGI middleware: one line per request, ``CLIENT "METHOD PATH" STATUS``, never the query
+    string (a presigned URL's query is a credential); the method and path are escaped with
+    :func:`printable` (a ``%0A`` in a path cannot forge a line)."""
 
     def __init__(self, app: Callable, logger: logging.Logger) -> None:
         self.app, self.log = app, logger
@@ -280,8 +298,8 @@ class AccessLog:
         finally:
             client = scope.get("client") or ("-", 0)
             query = " (query withheld)" if scope.get("query_string") else ""
-            self.log.info("%s \"%s %s%s\" %s", client[0], scope["method"], scope["path"],
-                          query, status[0] if status else "-")
+            self.log.info("%s \"%s %s%s\" %s", printable(client[0]), printable(scope["method"]),
+                          printable(scope["path"]), query, status[0] if status else "-")
 
 
 # --- the server -------------------------------------------------------------------------------

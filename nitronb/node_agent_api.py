@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from nitronb.errors import CCMError, NitronbError
-from nitronb.http_server import Limits, Server, add_arguments, limits_from
+from nitronb.http_server import Limits, Server, add_arguments, limits_from, printable
 from nitronb.node_agent import NodeAgent
 
 log = logging.getLogger("nitronb.node_agent")
@@ -68,7 +68,8 @@ class _Route(APIRoute):
             except NitronbError as exc:
                 return _error(422, type(exc).__name__, str(exc))
             except Exception:  # noqa: BLE001 - one request must never stop the agent
-                log.exception("internal error on %s %s", request.method, request.url.path)
+                log.exception("internal error on %s %s", printable(request.method),
+                              printable(request.url.path))
                 return _error(500, "InternalError", "internal error; see the node agent's log.")
 
         return guarded

@@ -367,3 +367,25 @@ def test_the_manager_on_a_full_disk_says_so_with_507(serve, full_disk) -> None:
     admin = json.loads((manager.workspace / "ccm" / "tokens.json").read_text("utf-8"))["admin"]
     assert requests.get(manager.url + "/v1/audit/verify", timeout=10,
                         headers={"Authorization": f"Bearer {admin}"}).json()["ok"] is True
+
+
+@pytest.mark.parametrize("name", ["manager", "s3"])
+def test_a_path_cannot_forge_a_line_of_the_access_log(serve, name) -> None:
+    served = serve(name)
+    forged = "2026-12-01 04:47:00,000 INFO nitronb.forged: FAKE"
+    path = "/v1/x%0A" + forged.replace(" ", "%20") + "%00%1B%5B31m%E2%80%AE"
+    if name == "s3":
+        path = "/nitronb/x%0A" + forged.replace(" ", "%20") + "%00%1B%5B31m%E2%80%AE"
+    with served.connect() as sock:
+        sock.sendall(served.head("GET", path, "Connection: close\r\n"))
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+    assert response.status in (403, 404)
+    deadline = time.monotonic() + 10
+    while "FAKE" not in served.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = served.log.read_bytes().decode("utf-8")
+    assert "\x00" not in text and "\x1b" not in text and "\u202e" not in text
+    lines = [line for line in text.splitlines() if "FAKE" in line]
+    assert len(lines) == 1 and not lines[0].startswith("2026-12-01 04:47")
+    assert "\\n2026-12-01" in lines[0] and "\\x00\\x1b[31m\\u202e" in lines[0]

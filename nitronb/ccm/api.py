@@ -29,6 +29,7 @@ from nitronb.ccm import api_models as m
 from nitronb.ccm.models import User
 from nitronb.ccm.service import Service
 from nitronb.errors import CCMError, InsufficientStorageError, NitronbError
+from nitronb.http_server import printable
 
 log = logging.getLogger("nitronb.ccm")
 MAX_BODY = 8 << 20
@@ -82,10 +83,11 @@ class _Route(APIRoute):
                 return _error(exc)
             except Exception as exc:  # noqa: BLE001 - one request must never take the server down
                 if _disk_full(exc):
-                    log.error("%s %s: the disk is full (%s)", request.method, request.url.path,
-                              exc)
+                    log.error("%s %s: the disk is full (%s)", printable(request.method),
+                              printable(request.url.path), exc)
                     return _full(request)
-                log.exception("internal error on %s %s", request.method, request.url.path)
+                log.exception("internal error on %s %s", printable(request.method),
+                              printable(request.url.path))
                 return JSON({"error": "InternalError",
                              "message": "internal error; see the manager's log."},
                             status_code=500)
