@@ -27,7 +27,7 @@ from starlette.routing import Match
 
 from nitronb.ccm import api_models as m
 from nitronb.ccm.models import User
-from nitronb.ccm.service import Service
+from nitronb.ccm.service import MAX_AUDIT_LIMIT, Service
 from nitronb.errors import CCMError, InsufficientStorageError, NitronbError
 from nitronb.http_server import printable
 
@@ -350,7 +350,7 @@ def provision(s: S, id: Id, body: m.ProvisionIn | None = None) -> JSON:  # noqa:
 
 
 @get("/v1/audit", summary="the audit log (?limit=&object_id=)")
-def audit_log(s: S, u: U, limit: Annotated[int | None, Query()] = None,
+def audit_log(s: S, u: U, limit: Annotated[int | None, Query(ge=1, le=MAX_AUDIT_LIMIT)] = None,
               object_id: str | None = None) -> JSON:
     return ok(s.audit_log(u(s), limit, object_id))
 
