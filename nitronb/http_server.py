@@ -86,19 +86,23 @@ class _Guard:
     _head_timer: Any = None
     _body_timer: Any = None
     _head_bytes = 0
+    _head_tail = b""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._watch()
 
     def data_received(self, data: bytes) -> None:
-        heading = self._state() == "head"
-        if heading:
-            self._head_bytes += len(data)
+        if self._state() == "head":  # the head's bytes over every read, up to its blank line
+            seen = self._head_tail + data
+            end = seen.find(b"\r\n\r\n")
+            size = self._head_bytes + (len(data) if end < 0 else
+                                       end + 4 - len(self._head_tail))
+            if size > MAX_HEAD:
+                self.transport.close()  # type: ignore[attr-defined]  # never parsed
+                return
+            self._head_bytes, self._head_tail = size, seen[-3:]
         super().data_received(data)  # type: ignore[misc]
-        if heading and self._state() == "head" and self._head_bytes > MAX_HEAD:
-            self.transport.close()  # type: ignore[attr-defined]  # 64 KiB and no head yet
-            return
         self._watch(data_arrived=True)
 
     def on_response_complete(self) -> None:
@@ -130,7 +134,7 @@ class _Guard:
         if state == "head":  # one deadline for the whole head, not reset by data
             self._cancel("_body_timer")
             if self._head_timer is None:
-                self._head_bytes = 0
+                self._head_bytes, self._head_tail = 0, b""
                 self._head_timer = loop.call_later(self.limits.idle_timeout, self._expired)
         elif state == "body":  # a pause of read_timeout while the body arrives closes
             self._cancel("_head_timer")

@@ -389,3 +389,20 @@ def test_a_path_cannot_forge_a_line_of_the_access_log(serve, name) -> None:
     lines = [line for line in text.splitlines() if "FAKE" in line]
     assert len(lines) == 1 and not lines[0].startswith("2026-12-01 04:47")
     assert "\\n2026-12-01" in lines[0] and "\\x00\\x1b[31m\\u202e" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["manager", "s3"])
+def test_a_head_over_64_kib_is_refused_whatever_the_reads(serve, name) -> None:
+    served = serve(name)
+    pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    start = served.head("GET", served.health).removesuffix(b"\r\n")
+    with served.connect() as sock:  # 60 KiB, then the rest of a 100 KiB head in a later read
+        sock.sendall(start + pad * 60)
+        time.sleep(0.5)
+        sock.sendall(pad * 40 + b"\r\n")
+        assert _closed_by_server(sock)
+    with served.connect() as sock:  # a head just under the limit is served
+        sock.sendall(start + pad * 60 + b"\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 200
