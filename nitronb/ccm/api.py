@@ -135,7 +135,22 @@ async def _caller(token: Annotated[str | None, Depends(_token)]) -> Caller:
 S = Annotated[Service, Depends(_service)]
 U = Annotated[Caller, Depends(_caller)]
 Id = str
-router = APIRouter(route_class=_Route, default_response_class=JSON, strict_content_type=False)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": m.ErrorOut, "description": what} for status, what in (
+        (400, "the body is not JSON, or nests too deep"),
+        (401, "no token, or an unknown one"),
+        (403, "the caller may not do this (or an enclave's release is refused)"),
+        (404, "no such object visible to the caller, or no such endpoint"),
+        (405, "the method is not allowed on this path"),
+        (409, "the object's state does not allow it"),
+        (413, "the body is larger than 8 MiB"),
+        (422, "the body or a parameter is invalid"),
+        (429, "too many nonces for this client"),
+        (500, "an internal error (see the manager's log)"),
+        (507, "the manager's disk is full; nothing was changed"))}
+router = APIRouter(route_class=_Route, default_response_class=JSON, strict_content_type=False,
+                   responses=_ERRORS)
+_REASON_REQUIRED = {"openapi_extra": {"requestBody": {"required": True}}}
 get, post = router.get, router.post
 _201 = {"status_code": 201}
 
@@ -243,8 +258,9 @@ def deny_task(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa
     return ok(s.deny_task(u(s), id, body.reason if body else None))
 
 
-@post("/v1/tasks/{id}/revoke", summary="revoke an approved task, with a reason (administrator)")
-def revoke_task(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
+@post("/v1/tasks/{id}/revoke", summary="revoke an approved task, with a reason (administrator)",
+      **_REASON_REQUIRED)
+def revoke_task(s: S, u: U, id: Id, body: m.RevokeReason | None = None) -> JSON:  # noqa: A002
     return ok(s.revoke_task(u(s), id, body.reason if body else None))
 
 
@@ -295,8 +311,10 @@ def get_final_workflow(s: S, u: U, id: Id) -> JSON:  # noqa: A002
 
 
 @post("/v1/workflows/final/graphs/{id}/revoke",
-      summary="withdraw the approval of an approved version, with a reason (an approver)")
-def revoke_workflow(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
+      summary="withdraw the approval of an approved version, with a reason (an approver)",
+      **_REASON_REQUIRED)
+def revoke_workflow(s: S, u: U, id: Id, body: m.RevokeReason | None = None
+                    ) -> JSON:  # noqa: A002
     return ok(s.revoke_workflow(u(s), id, body.reason if body else None))
 
 
