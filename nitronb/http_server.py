@@ -278,6 +278,18 @@ def printable(text: Any, limit: int = 2048) -> str:
     return text + ("…" if cut else "")
 
 
+def unparsable_body_message(exc: BaseException) -> str:
+    """The message of a 400 for a body the JSON parser gave up on (``exc``: the framework's
+    exception, its ``__cause__`` the parser's), saying what is wrong when known."""
+    import sys
+
+    cause = exc.__cause__
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return (f"the request body holds an integer of more than "
+                f"{sys.get_int_max_str_digits()} digits; no field takes one that long.")
+    return "the request body cannot be parsed as JSON."
+
+
 class AccessLog:
     """ASGI middleware: one line per request, ``CLIENT "METHOD PATH" STATUS``, never the query
     string (a presigned URL's query is a credential); the method and path are escaped with

@@ -25,7 +25,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from nitronb.errors import CCMError, NitronbError
-from nitronb.http_server import Limits, Server, add_arguments, limits_from, printable
+from nitronb.http_server import (Limits, Server, add_arguments, limits_from, printable,
+                                 unparsable_body_message)
 from nitronb.node_agent import NodeAgent
 
 log = logging.getLogger("nitronb.node_agent")
@@ -163,9 +164,12 @@ def create_app(agent: NodeAgent) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         path = request.url.path
         if exc.status_code == 404:
-            return _error(404, "NotFoundError", f"no endpoint {path}.")
+            return _error(404, "NotFoundError", f"no endpoint {printable(path, 200)}.")
         if exc.status_code == 405:
-            return _error(405, "MethodNotAllowed", f"{request.method} is not allowed on {path}.")
+            return _error(405, "MethodNotAllowed",
+                          f"{request.method} is not allowed on {printable(path, 200)}.")
+        if exc.status_code == 400:
+            return _error(400, "ValidationError", unparsable_body_message(exc))
         return _error(exc.status_code, "HTTPError", str(exc.detail))
 
     return app

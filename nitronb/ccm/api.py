@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
@@ -29,7 +29,7 @@ from nitronb.ccm import api_models as m
 from nitronb.ccm.models import User
 from nitronb.ccm.service import MAX_AUDIT_LIMIT, Service
 from nitronb.errors import CCMError, InsufficientStorageError, NitronbError
-from nitronb.http_server import printable
+from nitronb.http_server import printable, unparsable_body_message
 
 log = logging.getLogger("nitronb.ccm")
 MAX_BODY = 8 << 20
@@ -134,7 +134,8 @@ async def _caller(token: Annotated[str | None, Depends(_token)]) -> Caller:
 
 S = Annotated[Service, Depends(_service)]
 U = Annotated[Caller, Depends(_caller)]
-Id = str
+MAX_ID = 256  # characters of an id or name in a path (longer ones: 422, never echoed)
+Id = Annotated[str, PathParam(max_length=MAX_ID, description="the object's id or name")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": m.ErrorOut, "description": what} for status, what in (
         (400, "the body is not JSON, or nests too deep"),
@@ -422,16 +423,17 @@ def create_app(service: Service, folder: str | Path | None = None) -> FastAPI:
         path = request.url.path
         if exc.status_code == 404:
             return JSON({"error": "NotFoundError",
-                         "message": f"no endpoint {path}; see /openapi.json."}, status_code=404)
+                         "message": f"no endpoint {printable(path, 200)}; see /openapi.json."},
+                        status_code=404)
         if exc.status_code == 405:
             allowed = _allowed(request.scope)
             return JSON({"error": "MethodNotAllowed",
-                         "message": f"{request.method} is not allowed on {path}; use "
+                         "message": f"{request.method} is not allowed on "
+                                    f"{printable(path, 200)}; use "
                                     f"{', '.join(allowed)}."},
                         status_code=405, headers={"Allow": ", ".join(allowed)})
         if exc.status_code == 400:
-            return JSON({"error": "ValidationError",
-                         "message": "the request body cannot be parsed as JSON."},
+            return JSON({"error": "ValidationError", "message": unparsable_body_message(exc)},
                         status_code=400)
         return JSON({"error": "HTTPError", "message": str(exc.detail)},
                     status_code=exc.status_code, headers=exc.headers)
