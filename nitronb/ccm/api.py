@@ -255,13 +255,13 @@ def approve_task(s: S, u: U, id: Id) -> JSON:  # noqa: A002
 
 
 @post("/v1/tasks/{id}/deny", summary="deny a task (administrator)")
-def deny_task(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
+def deny_task(s: S, u: U, id: Id, body: m.OptionalReason | None = None) -> JSON:  # noqa: A002
     return ok(s.deny_task(u(s), id, body.reason if body else None))
 
 
 @post("/v1/tasks/{id}/revoke", summary="revoke an approved task, with a reason (administrator)",
       **_REASON_REQUIRED)
-def revoke_task(s: S, u: U, id: Id, body: m.RevokeReason | None = None) -> JSON:  # noqa: A002
+def revoke_task(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
     return ok(s.revoke_task(u(s), id, body.reason if body else None))
 
 
@@ -314,7 +314,7 @@ def get_final_workflow(s: S, u: U, id: Id) -> JSON:  # noqa: A002
 @post("/v1/workflows/final/graphs/{id}/revoke",
       summary="withdraw the approval of an approved version, with a reason (an approver)",
       **_REASON_REQUIRED)
-def revoke_workflow(s: S, u: U, id: Id, body: m.RevokeReason | None = None
+def revoke_workflow(s: S, u: U, id: Id, body: m.Reason | None = None
                     ) -> JSON:  # noqa: A002
     return ok(s.revoke_workflow(u(s), id, body.reason if body else None))
 
@@ -339,7 +339,8 @@ def approve_request(s: S, u: U, id: Id) -> JSON:  # noqa: A002
     return ok(s.approve_request(u(s), id))
 
 
-@post("/v1/approval_requests/{id}/deny", summary="decline with a reason (an object owner)")
+@post("/v1/approval_requests/{id}/deny", summary="decline with a reason (an object owner)",
+      **_REASON_REQUIRED)
 def deny_request(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
     return ok(s.deny_request(u(s), id, body.reason if body else None))
 

@@ -113,7 +113,7 @@ class ApprovalRequestIn(_Body):
     workflow_id: Text = Field(None, description="the draft's id or name")
 
 
-class Reason(_Body):
+class OptionalReason(_Body):
     reason: Text = None
 
 
@@ -126,8 +126,8 @@ def _required_reason(schema: dict[str, Any]) -> None:
                                   "other than tab and newline); shown to the other parties"})
 
 
-class RevokeReason(_Body):
-    """The body of a revocation: its reason is required (422 without it)."""
+class Reason(_Body):
+    """The body of a revocation or a decline: its reason is required (422 without it)."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"required": ["reason"]})
     reason: Text = Field(None, json_schema_extra=_required_reason)

@@ -26,7 +26,8 @@ def test_errors_are_documented_with_the_body_the_server_sends(tmp_path):
 def test_a_revocation_documents_its_required_reason(tmp_path):
     doc = create_app(ServiceManager(tmp_path / "ws").service).openapi()
     schemas = doc["components"]["schemas"]
-    for path in ("/v1/tasks/{id}/revoke", "/v1/workflows/final/graphs/{id}/revoke"):
+    for path in ("/v1/tasks/{id}/revoke", "/v1/workflows/final/graphs/{id}/revoke",
+                 "/v1/approval_requests/{id}/deny"):
         body = doc["paths"][path]["post"]["requestBody"]
         assert body["required"] is True
         ref = body["content"]["application/json"]["schema"]
