@@ -163,13 +163,26 @@ class _Guard:
         self.transport.close()  # type: ignore[attr-defined]
 
 
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer beyond ``max_connections``: 503 with an ``{"error", "message"}`` body."""
+    for message in _error_response(503, "ServiceUnavailable",
+                                   "the server has too many connections open; retry shortly."):
+        await send(message)
+
+
 def _protocol(limits: Limits) -> type:
     """uvicorn's connection class (httptools' parser when installed, else h11) with
-    :class:`_Guard`'s limits."""
+    :class:`_Guard`'s limits; its 503 beyond ``max_connections`` is JSON."""
+    from uvicorn.protocols.http import h11_impl
+
+    h11_impl.service_unavailable = _busy  # the name both modules call beyond the limit
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+        from uvicorn.protocols.http import httptools_impl
+
+        httptools_impl.service_unavailable = _busy
+        Base = httptools_impl.HttpToolsProtocol
     except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+        Base = h11_impl.H11Protocol
     return type("GuardedProtocol", (_Guard, Base), {"limits": limits})
 
 

@@ -105,6 +105,11 @@ def health() -> Any:
     return {"status": "ok"}
 
 
+@router.head("/health", include_in_schema=False)
+def health_head() -> Any:
+    return {"status": "ok"}
+
+
 @router.get("/v1/enclaves", summary="the enclaves launched by this agent (operator)")
 def list_enclaves(agent: Op) -> Any:
     return [e.public() for e in list(agent.enclaves.values())]

@@ -406,3 +406,38 @@ def test_a_head_over_64_kib_is_refused_whatever_the_reads(serve, name) -> None:
         response = http.client.HTTPResponse(sock)
         response.begin()
         assert response.status == 200
+
+
+def test_connections_beyond_the_limit_get_a_json_503() -> None:
+    from nitronb.http_server import Limits, Server
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    server = Server(app, limits=Limits(max_connections=2))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as idle:
+            idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert idle.recv(100).startswith(b"HTTP/1.1 200")  # kept open: 1 of 2
+            sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            assert response.status == 503
+            assert response.getheader("Content-Type").startswith("application/json")
+            assert json.loads(response.read())["error"] == "ServiceUnavailable"
+            sock.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("name", ["manager", "node-agent"])
+def test_head_on_health_answers_200(serve, name) -> None:
+    served = serve(name)
+    reply = requests.head(served.url + served.health, timeout=10)
+    assert reply.status_code == 200 and reply.content == b""

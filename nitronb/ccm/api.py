@@ -168,6 +168,11 @@ def health() -> JSON:
     return ok({"status": "ok"})
 
 
+@router.head("/v1/sys/health", include_in_schema=False)
+def health_head() -> JSON:
+    return ok({"status": "ok"})
+
+
 @get("/v1/sys/auth", summary="who the token belongs to")
 def whoami(s: S, u: U) -> JSON:
     return ok(s.whoami(u(s)))
