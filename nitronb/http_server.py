@@ -109,6 +109,16 @@ class _Guard:
         super().on_response_complete()  # type: ignore[misc]
         self._watch()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP, as an ``{"error", "message"}`` body."""
+        body = json.dumps({"error": "BadRequest",
+                           "message": f"the request is not valid HTTP/1.1 ({msg})"}).encode()
+        self.transport.write(  # type: ignore[attr-defined]
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=utf-8\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+            + body)
+        self.transport.close()  # type: ignore[attr-defined]
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel("_head_timer")
         self._cancel("_body_timer")

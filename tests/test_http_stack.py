@@ -441,3 +441,16 @@ def test_head_on_health_answers_200(serve, name) -> None:
     served = serve(name)
     reply = requests.head(served.url + served.health, timeout=10)
     assert reply.status_code == 200 and reply.content == b""
+
+
+@pytest.mark.parametrize("name", ["manager", "node-agent", "s3"])
+def test_bytes_that_are_not_http_get_a_json_400(serve, name) -> None:
+    served = serve(name)
+    with served.connect() as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 400
+        assert response.getheader("Content-Type").startswith("application/json")
+        body = json.loads(response.read())
+        assert body["error"] == "BadRequest" and "not valid HTTP" in body["message"]
