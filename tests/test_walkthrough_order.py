@@ -229,3 +229,15 @@ def test_a_revoked_build_is_not_ok_in_05(wt, tmp_path):
     assert "build whitelist task" in info.value.message and "REVOKED" in info.value.message
     assert "a flaw in this build" in info.value.message and "\n" not in info.value.message
     assert "run 05 again" in info.value.hint
+
+
+
+def test_a_revoked_build_gets_the_managers_advice_in_08(wt):
+    from nitronb import steps
+
+    task_id = wt.client("admin").get_build(wt.state()["build_id"])["task_id"]
+    wt.client("admin").revoke_task(task_id, "the input URL expired, 403")
+    with pytest.raises(RunError) as info:
+        steps.run_workflow(wt, timeout=300)
+    assert "was revoked by admin" in info.value.message
+    assert "administrator revoked" in info.value.hint and "presigned" not in info.value.hint
