@@ -6,8 +6,9 @@ its port. ``up()`` starts what is missing (detached, logs in ``<workspace>/local
 waits until each answers its health check; ``status()`` reports; ``down()`` stops what ``up()``
 started: SIGTERM to every service at once, then each has its shutdown grace
 (``$NITRONB_HTTP_SHUTDOWN_TIMEOUT``, default 30 s, when it started) plus ``STOP_MARGIN`` s to
-finish the requests in flight before it gets SIGKILL, which ``down()`` reports. Pids, ports and URLs are kept in ``<workspace>/local/state.json``; a restart reuses the
-remembered ports when they are free. A service whose module is not installed is skipped.
+finish the requests in flight before it gets SIGKILL, which ``down()`` reports. Pids, ports
+and URLs are kept in ``<workspace>/local/state.json``; a restart reuses the remembered ports
+when they are free. A service whose module is not installed is skipped.
 """
 
 from __future__ import annotations
