@@ -86,24 +86,38 @@ class _Guard:
     _head_timer: Any = None
     _body_timer: Any = None
     _head_bytes = 0
+    _head_tail = b""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._watch()
 
     def data_received(self, data: bytes) -> None:
-        heading = self._state() == "head"
-        if heading:
-            self._head_bytes += len(data)
+        if self._state() == "head":  # the head's bytes over every read, up to its blank line
+            seen = self._head_tail + data
+            end = seen.find(b"\r\n\r\n")
+            size = self._head_bytes + (len(data) if end < 0 else
+                                       end + 4 - len(self._head_tail))
+            if size > MAX_HEAD:
+                self.transport.close()  # type: ignore[attr-defined]  # never parsed
+                return
+            self._head_bytes, self._head_tail = size, seen[-3:]
         super().data_received(data)  # type: ignore[misc]
-        if heading and self._state() == "head" and self._head_bytes > MAX_HEAD:
-            self.transport.close()  # type: ignore[attr-defined]  # 64 KiB and no head yet
-            return
         self._watch(data_arrived=True)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
         self._watch()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP, as an ``{"error", "message"}`` body."""
+        body = json.dumps({"error": "BadRequest",
+                           "message": f"the request is not valid HTTP/1.1 ({msg})"}).encode()
+        self.transport.write(  # type: ignore[attr-defined]
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=utf-8\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+            + body)
+        self.transport.close()  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel("_head_timer")
@@ -130,7 +144,7 @@ class _Guard:
         if state == "head":  # one deadline for the whole head, not reset by data
             self._cancel("_body_timer")
             if self._head_timer is None:
-                self._head_bytes = 0
+                self._head_bytes, self._head_tail = 0, b""
                 self._head_timer = loop.call_later(self.limits.idle_timeout, self._expired)
         elif state == "body":  # a pause of read_timeout while the body arrives closes
             self._cancel("_head_timer")
@@ -159,13 +173,26 @@ class _Guard:
         self.transport.close()  # type: ignore[attr-defined]
 
 
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer beyond ``max_connections``: 503 with an ``{"error", "message"}`` body."""
+    for message in _error_response(503, "ServiceUnavailable",
+                                   "the server has too many connections open; retry shortly."):
+        await send(message)
+
+
 def _protocol(limits: Limits) -> type:
     """uvicorn's connection class (httptools' parser when installed, else h11) with
-    :class:`_Guard`'s limits."""
+    :class:`_Guard`'s limits; its 503 beyond ``max_connections`` is JSON."""
+    from uvicorn.protocols.http import h11_impl
+
+    h11_impl.service_unavailable = _busy  # the name both modules call beyond the limit
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+        from uvicorn.protocols.http import httptools_impl
+
+        httptools_impl.service_unavailable = _busy
+        Base = httptools_impl.HttpToolsProtocol
     except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+        Base = h11_impl.H11Protocol
     return type("GuardedProtocol", (_Guard, Base), {"limits": limits})
 
 
@@ -257,9 +284,39 @@ class BodyLimits:
         await self.app(scope, replay, send)
 
 
+def printable(text: Any, limit: int = 2048) -> str:
+    """``text`` (str, or bytes read as Latin-1) fit for one log line: every character that is
+    not printable (newlines, escapes, NUL, Unicode format characters such as U+202E) written
+    as ``\\xNN``/``\\uNNNN``, and a backslash as ``\\\\``, so nothing from a request can start a
+    line of its own; cut to ``limit`` characters (``…`` at the end when cut)."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("latin-1")
+    text = str(text)
+    cut = len(text) > limit
+    text = text[:limit]
+    if not text.isprintable() or "\\" in text:
+        text = "".join(c if c.isprintable() and c != "\\" else
+                       ("\\\\" if c == "\\" else c.encode("unicode_escape").decode("ascii"))
+                       for c in text)
+    return text + ("…" if cut else "")
+
+
+def unparsable_body_message(exc: BaseException) -> str:
+    """The message of a 400 for a body the JSON parser gave up on (``exc``: the framework's
+    exception, its ``__cause__`` the parser's), saying what is wrong when known."""
+    import sys
+
+    cause = exc.__cause__
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return (f"the request body holds an integer of more than "
+                f"{sys.get_int_max_str_digits()} digits; no field takes one that long.")
+    return "the request body cannot be parsed as JSON."
+
+
 class AccessLog:
-    """ASGI middleware: one line per request, ``METHOD PATH STATUS``, never the query string
-    (a presigned URL's query is a credential)."""
+    """ASGI middleware: one line per request, ``CLIENT "METHOD PATH" STATUS``, never the query
+    string (a presigned URL's query is a credential); the method and path are escaped with
+    :func:`printable` (a ``%0A`` in a path cannot forge a line)."""
 
     def __init__(self, app: Callable, logger: logging.Logger) -> None:
         self.app, self.log = app, logger
@@ -280,8 +337,8 @@ class AccessLog:
         finally:
             client = scope.get("client") or ("-", 0)
             query = " (query withheld)" if scope.get("query_string") else ""
-            self.log.info("%s \"%s %s%s\" %s", client[0], scope["method"], scope["path"],
-                          query, status[0] if status else "-")
+            self.log.info("%s \"%s %s%s\" %s", printable(client[0]), printable(scope["method"]),
+                          printable(scope["path"]), query, status[0] if status else "-")
 
 
 # --- the server -------------------------------------------------------------------------------

@@ -4,8 +4,11 @@ Each service is an entry in a registry: a name, the module run as ``python -m MO
 WS --host 127.0.0.1 --port PORT``, a health-check path and the environment variable that fixes
 its port. ``up()`` starts what is missing (detached, logs in ``<workspace>/local/logs/``) and
 waits until each answers its health check; ``status()`` reports; ``down()`` stops what ``up()``
-started. Pids, ports and URLs are kept in ``<workspace>/local/state.json``; a restart reuses the
-remembered ports when they are free. A service whose module is not installed is skipped.
+started: SIGTERM to every service at once, then each has its shutdown grace
+(``$NITRONB_HTTP_SHUTDOWN_TIMEOUT``, default 30 s, when it started) plus ``STOP_MARGIN`` s to
+finish the requests in flight before it gets SIGKILL, which ``down()`` reports. Pids, ports
+and URLs are kept in ``<workspace>/local/state.json``; a restart reuses the remembered ports
+when they are free. A service whose module is not installed is skipped.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from nitronb.workspace import private_dir, workspace_dir
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0  # s after SIGKILL (and after SIGTERM when no grace is known)
+STOP_MARGIN = 5.0  # s given beyond a service's shutdown grace before SIGKILL
 #: services this process started, kept so that they are reaped when they stop
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
@@ -224,7 +228,7 @@ def _start(service: Service, workspace: Path, folder: Path, port: int) -> dict[s
                 hint="Fix what the log says, then run `nitronb local up` again.")
         if _healthy(health, timeout=1.0):
             return {"pid": proc.pid, "port": port, "url": base, "log": str(log_path),
-                    "argv": argv}
+                    "argv": argv, "shutdown_timeout": _grace()}
         time.sleep(0.2)
     _terminate(proc.pid, service.module)
     raise LocalStackError(
@@ -261,24 +265,58 @@ def _reaped(pid: int) -> bool:
     return False
 
 
-def _terminate(pid: int, module: str, timeout: float = STOP_TIMEOUT) -> None:
-    if not _is_ours(pid, module):
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)  # the service leads its own session and group
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+def _grace() -> float:
+    """The shutdown grace (s) a service started now gets: ``$NITRONB_HTTP_SHUTDOWN_TIMEOUT``,
+    else the servers' default."""
+    from nitronb.http_server import Limits
+
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(os.environ.get("NITRONB_HTTP_SHUTDOWN_TIMEOUT") or ""))
+    return Limits().shutdown_timeout
+
+
+def _signal(pid: int, sig: int) -> bool:
+    """Send ``sig`` to the service's process group; whether it was still there."""
+    try:
+        os.killpg(pid, sig)  # the service leads its own session and group
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        os.kill(pid, sig)
+    return True
+
+
+def _stop(processes: dict[int, tuple[str, float]]) -> dict[int, float]:
+    """Stop ``{pid: (module, grace s)}``: SIGTERM to all at once, then SIGKILL to each one
+    still running ``grace + STOP_MARGIN`` s later. Return ``{pid: seconds waited}`` of those
+    killed. LocalStackError when one outlives SIGKILL by ``STOP_TIMEOUT`` s."""
+    waiting = {pid: grace + STOP_MARGIN for pid, (module, grace) in processes.items()
+               if _is_ours(pid, module) and _signal(pid, signal.SIGTERM)}
+    started, killed = time.monotonic(), {}
+    while waiting:
+        elapsed = time.monotonic() - started
+        for pid, allowed in list(waiting.items()):
             if _reaped(pid) or _gone(pid):
-                return
+                del waiting[pid]
+            elif elapsed >= allowed:
+                del waiting[pid]
+                if _signal(pid, signal.SIGKILL):
+                    killed[pid] = allowed
+        time.sleep(0.05)
+    for pid in killed:
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while not (_reaped(pid) or _gone(pid)):
+            if time.monotonic() > deadline:
+                raise LocalStackError(f"could not stop process {pid} "
+                                      f"({processes[pid][0]}).",
+                                      hint=f"Stop it by hand: kill -9 {pid}")
             time.sleep(0.05)
-    if not _gone(pid):
-        raise LocalStackError(f"could not stop process {pid} ({module}).",
-                              hint=f"Stop it by hand: kill -9 {pid}")
+    return killed
+
+
+def _terminate(pid: int, module: str, grace: float = STOP_TIMEOUT - STOP_MARGIN) -> None:
+    """Stop one service (see :func:`_stop`)."""
+    _stop({pid: (module, grace)})
 
 
 # --- the verbs ------------------------------------------------------------------------------
@@ -337,21 +375,34 @@ def up(workspace: str | os.PathLike[str] | None = None, *,
 
 
 def down(workspace: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Stop every service ``up()`` started (idempotent); return ``status()``."""
+    """Stop every service ``up()`` started (idempotent; SIGTERM to all at once, SIGKILL after
+    each one's shutdown grace + ``STOP_MARGIN`` s); return ``status()``, where a service that
+    had to be killed also has ``"killed": "<message>"``."""
     ws = workspace_dir(workspace)
     folder = _local_dir(ws)
     with _locked(folder):
         state = _read_state(folder)
-        for name in reversed(list(state["services"])):
-            entry = state["services"][name]
+        processes, names = {}, {}
+        for name, entry in state["services"].items():
             module = (SERVICES[name].module if name in SERVICES
                       else (entry.get("argv") or ["", "", ""])[2])
             if entry.get("pid"):
-                _terminate(int(entry["pid"]), module)
+                grace = entry.get("shutdown_timeout")
+                processes[int(entry["pid"])] = (module, float(grace) if isinstance(
+                    grace, (int, float)) else _grace())
+                names[int(entry["pid"])] = name
+        killed = _stop(processes)
+        for entry in state["services"].values():
             entry["pid"] = None
             entry["url"] = None
-            _write_state(folder, state)
-    return status(ws)
+        _write_state(folder, state)
+    report = status(ws)
+    for pid, waited in killed.items():
+        if names[pid] in report:
+            report[names[pid]]["killed"] = (
+                f"still running {waited:g} s after SIGTERM: killed; requests in flight were "
+                f"cut (its log: {report[names[pid]]['log']})")
+    return report
 
 
 def ensure_up(workspace: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -25,7 +25,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from nitronb.errors import CCMError, NitronbError
-from nitronb.http_server import Limits, Server, add_arguments, limits_from
+from nitronb.http_server import (Limits, Server, add_arguments, limits_from, printable,
+                                 unparsable_body_message)
 from nitronb.node_agent import NodeAgent
 
 log = logging.getLogger("nitronb.node_agent")
@@ -68,7 +69,8 @@ class _Route(APIRoute):
             except NitronbError as exc:
                 return _error(422, type(exc).__name__, str(exc))
             except Exception:  # noqa: BLE001 - one request must never stop the agent
-                log.exception("internal error on %s %s", request.method, request.url.path)
+                log.exception("internal error on %s %s", printable(request.method),
+                              printable(request.url.path))
                 return _error(500, "InternalError", "internal error; see the node agent's log.")
 
         return guarded
@@ -100,6 +102,11 @@ router = APIRouter(route_class=_Route)
 
 @router.get("/health", summary="health")
 def health() -> Any:
+    return {"status": "ok"}
+
+
+@router.head("/health", include_in_schema=False)
+def health_head() -> Any:
     return {"status": "ok"}
 
 
@@ -162,9 +169,12 @@ def create_app(agent: NodeAgent) -> FastAPI:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         path = request.url.path
         if exc.status_code == 404:
-            return _error(404, "NotFoundError", f"no endpoint {path}.")
+            return _error(404, "NotFoundError", f"no endpoint {printable(path, 200)}.")
         if exc.status_code == 405:
-            return _error(405, "MethodNotAllowed", f"{request.method} is not allowed on {path}.")
+            return _error(405, "MethodNotAllowed",
+                          f"{request.method} is not allowed on {printable(path, 200)}.")
+        if exc.status_code == 400:
+            return _error(400, "ValidationError", unparsable_body_message(exc))
         return _error(exc.status_code, "HTTPError", str(exc.detail))
 
     return app

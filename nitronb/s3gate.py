@@ -141,9 +141,11 @@ _REASONS = {400: "Bad Request", 403: "Forbidden", 500: "Internal Server Error",
 def _unsaved(req: _Incoming, exc: BaseException) -> Rejection:
     """The answer to a change the store could not write (and took back): 507 when the disk is
     full, else 500 ``InternalError``."""
+    from nitronb.http_server import printable
     from nitronb.s3store import is_disk_full
 
-    print(f"s3gate: could not save {req.method} {req.raw_path} to disk: {exc!r}; nothing changed",
+    print(f"s3gate: could not save {printable(req.method)} {printable(req.raw_path)} to disk: "
+          f"{exc!r}; nothing changed",
           file=sys.stderr, flush=True)
     if is_disk_full(exc):
         return Rejection(507, "InsufficientStorage", "The local endpoint's disk is full; "

@@ -414,6 +414,7 @@ def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: st
     tasks = {t: admin.get_task(t)["status"] for t in (app["domain_task_id"], build["task_id"])}
     wt.update(backend=built.backend, image_reference=built.reference, app_id=app["id"],
               build_id=build["id"], measurements=measurements)
+    _refuse_unapproved(admin, {"domain": app["domain_task_id"], "build": build["task_id"]})
     return Record("enclave image", [
         ("backend", built.backend), ("image", IMAGE_NAME),
         ("base image", built.base_image or base),
@@ -421,6 +422,24 @@ def build_enclave_image(workspace=None, *, backend: str = "auto", base_image: st
         ("domain whitelist task", tasks[app["domain_task_id"]]),
         ("build whitelist task", tasks[build["task_id"]]),
     ], {"image": built, "app": app, "build": build})
+
+
+def _refuse_unapproved(admin, tasks: dict[str, str]) -> None:
+    """ConflictError when a whitelisting task (``{"domain"|"build": task id}``) is not
+    APPROVED (revoked or denied by the administrator): such an image can never run."""
+    from nitronb.errors import ConflictError
+
+    for kind, task_id in tasks.items():
+        task = admin.get_task(task_id)
+        if task["status"] != "APPROVED":
+            said = task.get("revoke_reason") or task.get("reason")
+            who = f" by {task['revoked_by']}" if task.get("revoked_by") else ""
+            why = f"{who}: {' '.join(str(said).split())}" if said else who
+            raise ConflictError(
+                f"the {kind} whitelist task {task_id} is {task['status']}{why}; an enclave of "
+                "this image would be refused.",
+                hint="Ask the administrator why; change the app (a build with the same "
+                     "measurements stays refused) and run 05 again.")
 
 
 def _choose_backend(backend: str, wt: Walkthrough) -> str:

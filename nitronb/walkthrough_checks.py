@@ -205,12 +205,30 @@ def check_urls_fresh(state: Mapping[str, Any], *, margin: float = URL_MARGIN_SEC
 def run_failure_hint(reason: str, state: Mapping[str, Any], *, refused: bool,
                      now: datetime | None = None) -> str:
     """The hint of the error 08 raises when the enclave uploaded no result, from the log line
-    that says why (``reason``)."""
+    that says why (``reason``; ``refused``: the launcher was refused before the app ran).
+
+    The store's refusals (an app's ``HTTP 403 (AccessDenied)``, ``SignatureDoesNotMatch``, an
+    expired URL) get the presigned-URL hint; the manager's refusal of the release (a withdrawn
+    or superseded version, a revoked whitelisting task) says what to do about the approval."""
     import re
 
     from nitronb.presign import url_lifetime
 
-    if re.search(r"\b403\b|AccessDenied|expired", reason, re.IGNORECASE):
+    manager = refused or reason.startswith("[enclave-os] ")
+    if refused and re.search(r"by the manager refused \(HTTP 403\)", reason):
+        if re.search(r"\) was withdrawn by ", reason):
+            return ("The approval of this workflow version was withdrawn: run 07 again so that "
+                    "its parties approve a new version, then 08.")
+        if re.search(r"\) was superseded by version \d+", reason):
+            return ("A newer version of this workflow was approved after the one 07 recorded: "
+                    "run 07 again for the version that runs now, then 08.")
+        if re.search(r"\btask \S+ \(.*\) was revoked by |\bbuild \S+ were revoked by ",
+                     reason):
+            return ("An administrator revoked a whitelisting task of this app or its build: ask "
+                    "the administrator why; change the app and run 05, 06 and 07 again (a build "
+                    "with the revoked measurements is refused), then 08.")
+    if not manager and re.search(r"\bHTTP 403\b|AccessDenied|SignatureDoesNotMatch|"
+                                 r"\bexpired\b", reason, re.IGNORECASE):
         end = urls_expiry(state)
         if end is not None and end <= (now or datetime.now(timezone.utc)):
             lifetime = url_lifetime(state.get("input_url", "")) or state.get("presign_expiry")

@@ -367,3 +367,90 @@ def test_the_manager_on_a_full_disk_says_so_with_507(serve, full_disk) -> None:
     admin = json.loads((manager.workspace / "ccm" / "tokens.json").read_text("utf-8"))["admin"]
     assert requests.get(manager.url + "/v1/audit/verify", timeout=10,
                         headers={"Authorization": f"Bearer {admin}"}).json()["ok"] is True
+
+
+@pytest.mark.parametrize("name", ["manager", "s3"])
+def test_a_path_cannot_forge_a_line_of_the_access_log(serve, name) -> None:
+    served = serve(name)
+    forged = "2026-12-01 04:47:00,000 INFO nitronb.forged: FAKE"
+    path = "/v1/x%0A" + forged.replace(" ", "%20") + "%00%1B%5B31m%E2%80%AE"
+    if name == "s3":
+        path = "/nitronb/x%0A" + forged.replace(" ", "%20") + "%00%1B%5B31m%E2%80%AE"
+    with served.connect() as sock:
+        sock.sendall(served.head("GET", path, "Connection: close\r\n"))
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+    assert response.status in (403, 404)
+    deadline = time.monotonic() + 10
+    while "FAKE" not in served.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = served.log.read_bytes().decode("utf-8")
+    assert "\x00" not in text and "\x1b" not in text and "\u202e" not in text
+    lines = [line for line in text.splitlines() if "FAKE" in line]
+    assert len(lines) == 1 and not lines[0].startswith("2026-12-01 04:47")
+    assert "\\n2026-12-01" in lines[0] and "\\x00\\x1b[31m\\u202e" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["manager", "s3"])
+def test_a_head_over_64_kib_is_refused_whatever_the_reads(serve, name) -> None:
+    served = serve(name)
+    pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    start = served.head("GET", served.health).removesuffix(b"\r\n")
+    with served.connect() as sock:  # 60 KiB, then the rest of a 100 KiB head in a later read
+        sock.sendall(start + pad * 60)
+        time.sleep(0.5)
+        sock.sendall(pad * 40 + b"\r\n")
+        assert _closed_by_server(sock)
+    with served.connect() as sock:  # a head just under the limit is served
+        sock.sendall(start + pad * 60 + b"\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 200
+
+
+def test_connections_beyond_the_limit_get_a_json_503() -> None:
+    from nitronb.http_server import Limits, Server
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    server = Server(app, limits=Limits(max_connections=2))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as idle:
+            idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert idle.recv(100).startswith(b"HTTP/1.1 200")  # kept open: 1 of 2
+            sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            assert response.status == 503
+            assert response.getheader("Content-Type").startswith("application/json")
+            assert json.loads(response.read())["error"] == "ServiceUnavailable"
+            sock.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("name", ["manager", "node-agent"])
+def test_head_on_health_answers_200(serve, name) -> None:
+    served = serve(name)
+    reply = requests.head(served.url + served.health, timeout=10)
+    assert reply.status_code == 200 and reply.content == b""
+
+
+@pytest.mark.parametrize("name", ["manager", "node-agent", "s3"])
+def test_bytes_that_are_not_http_get_a_json_400(serve, name) -> None:
+    served = serve(name)
+    with served.connect() as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 400
+        assert response.getheader("Content-Type").startswith("application/json")
+        body = json.loads(response.read())
+        assert body["error"] == "BadRequest" and "not valid HTTP" in body["message"]

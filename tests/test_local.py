@@ -156,3 +156,64 @@ def test_the_walk_through_a_new_user_runs(tmp_path):
     report = json.loads(nitronb("local", "status", "--json"))
     assert all(entry["state"] == "stopped" for entry in report.values())
     assert not any(_alive(pid) for pid in pids)
+
+
+_STUB = r'''
+import http.server, os, signal, sys, time
+name, other, port = sys.argv[2], sys.argv[3], int(sys.argv[4])
+def on_term(sig, frame):
+    open("term-" + name, "w").close()
+    if other == "-":
+        return  # keeps serving
+    deadline = time.monotonic() + 60
+    while not os.path.exists("term-" + other) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    open("clean-" + name, "w").close()
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+'''
+
+
+class _Stub(local.Service):
+    """A service that, on SIGTERM, waits for ``other``'s SIGTERM before it exits (``-``:
+    never exits)."""
+
+    def __init__(self, name: str, other: str) -> None:
+        super().__init__(name, "http.server", "/", f"NITRONB_{name.upper()}_PORT")
+        object.__setattr__(self, "other", other)
+
+    def argv(self, workspace: Path, port: int) -> list[str]:
+        return [sys.executable, "-c", _STUB, "http.server", self.name, self.other, str(port)]
+
+
+def test_down_sends_sigterm_to_every_service_before_waiting(monkeypatch, tmp_path):
+    monkeypatch.setattr(local, "SERVICES", {"one": _Stub("one", "two"),
+                                            "two": _Stub("two", "one")})
+    ws = tmp_path / "ws"
+    assert {s["state"] for s in local.up(ws).values()} == {"running"}
+    report = local.down(ws)
+    assert {s["state"] for s in report.values()} == {"stopped"}
+    assert not any("killed" in s for s in report.values())
+    assert (ws / "clean-one").exists() and (ws / "clean-two").exists()
+
+
+def test_down_kills_a_service_past_its_grace_and_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr(local, "SERVICES", {"stubborn": _Stub("stubborn", "-")})
+    monkeypatch.setattr(local, "STOP_MARGIN", 0.5)
+    monkeypatch.setenv("NITRONB_HTTP_SHUTDOWN_TIMEOUT", "0.5")
+    ws = tmp_path / "ws"
+    pid = local.up(ws)["stubborn"]["pid"]
+    state = json.loads((ws / "local" / "state.json").read_text(encoding="utf-8"))
+    assert state["services"]["stubborn"]["shutdown_timeout"] == 0.5
+    monkeypatch.delenv("NITRONB_HTTP_SHUTDOWN_TIMEOUT")  # down uses the grace it started with
+    report = local.down(ws)["stubborn"]
+    assert report["state"] == "stopped" and not _alive(pid)
+    assert (ws / "term-stubborn").exists()
+    assert "killed" in report["killed"] and "1 s after SIGTERM" in report["killed"]

@@ -209,3 +209,35 @@ def test_a_run_that_times_out_says_what_to_do(wt):
         steps.run_workflow(wt, timeout=0.01)
     assert "did not finish within" in info.value.message
     assert info.value.hint.startswith("Give it longer (the timeout parameter of 08")
+
+
+def test_a_revoked_build_is_not_ok_in_05(wt, tmp_path):
+    import shutil
+
+    from nitronb import steps
+    from nitronb.errors import ConflictError
+    from nitronb.image import default_app_dir
+
+    app = tmp_path / "app"
+    shutil.copytree(default_app_dir(), app)
+    (app / "describe.py").write_text((app / "describe.py").read_text(encoding="utf-8")
+                                     + "# a build to revoke\n", encoding="utf-8")
+    record = steps.build_enclave_image(wt, backend="process", app_dir=app)
+    wt.client("admin").revoke_task(record["build"]["task_id"], "a flaw in this build")
+    with pytest.raises(ConflictError) as info:
+        steps.build_enclave_image(wt, backend="process", app_dir=app)
+    assert "build whitelist task" in info.value.message and "REVOKED" in info.value.message
+    assert "a flaw in this build" in info.value.message and "\n" not in info.value.message
+    assert "run 05 again" in info.value.hint
+
+
+
+def test_a_revoked_build_gets_the_managers_advice_in_08(wt):
+    from nitronb import steps
+
+    task_id = wt.client("admin").get_build(wt.state()["build_id"])["task_id"]
+    wt.client("admin").revoke_task(task_id, "the input URL expired, 403")
+    with pytest.raises(RunError) as info:
+        steps.run_workflow(wt, timeout=300)
+    assert "was revoked by admin" in info.value.message
+    assert "administrator revoked" in info.value.hint and "presigned" not in info.value.hint

@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
@@ -27,8 +27,9 @@ from starlette.routing import Match
 
 from nitronb.ccm import api_models as m
 from nitronb.ccm.models import User
-from nitronb.ccm.service import Service
+from nitronb.ccm.service import MAX_AUDIT_LIMIT, Service
 from nitronb.errors import CCMError, InsufficientStorageError, NitronbError
+from nitronb.http_server import printable, unparsable_body_message
 
 log = logging.getLogger("nitronb.ccm")
 MAX_BODY = 8 << 20
@@ -82,10 +83,11 @@ class _Route(APIRoute):
                 return _error(exc)
             except Exception as exc:  # noqa: BLE001 - one request must never take the server down
                 if _disk_full(exc):
-                    log.error("%s %s: the disk is full (%s)", request.method, request.url.path,
-                              exc)
+                    log.error("%s %s: the disk is full (%s)", printable(request.method),
+                              printable(request.url.path), exc)
                     return _full(request)
-                log.exception("internal error on %s %s", request.method, request.url.path)
+                log.exception("internal error on %s %s", printable(request.method),
+                              printable(request.url.path))
                 return JSON({"error": "InternalError",
                              "message": "internal error; see the manager's log."},
                             status_code=500)
@@ -132,8 +134,24 @@ async def _caller(token: Annotated[str | None, Depends(_token)]) -> Caller:
 
 S = Annotated[Service, Depends(_service)]
 U = Annotated[Caller, Depends(_caller)]
-Id = str
-router = APIRouter(route_class=_Route, default_response_class=JSON, strict_content_type=False)
+MAX_ID = 256  # characters of an id or name in a path (longer ones: 422, never echoed)
+Id = Annotated[str, PathParam(max_length=MAX_ID, description="the object's id or name")]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": m.ErrorOut, "description": what} for status, what in (
+        (400, "the body is not JSON, or nests too deep"),
+        (401, "no token, or an unknown one"),
+        (403, "the caller may not do this (or an enclave's release is refused)"),
+        (404, "no such object visible to the caller, or no such endpoint"),
+        (405, "the method is not allowed on this path"),
+        (409, "the object's state does not allow it"),
+        (413, "the body is larger than 8 MiB"),
+        (422, "the body or a parameter is invalid"),
+        (429, "too many nonces for this client"),
+        (500, "an internal error (see the manager's log)"),
+        (507, "the manager's disk is full; nothing was changed"))}
+router = APIRouter(route_class=_Route, default_response_class=JSON, strict_content_type=False,
+                   responses=_ERRORS)
+_REASON_REQUIRED = {"openapi_extra": {"requestBody": {"required": True}}}
 get, post = router.get, router.post
 _201 = {"status_code": 201}
 
@@ -147,6 +165,11 @@ def ok(result: Any, status: int = 200) -> JSON:
 
 @get("/v1/sys/health", summary="health")
 def health() -> JSON:
+    return ok({"status": "ok"})
+
+
+@router.head("/v1/sys/health", include_in_schema=False)
+def health_head() -> JSON:
     return ok({"status": "ok"})
 
 
@@ -237,11 +260,12 @@ def approve_task(s: S, u: U, id: Id) -> JSON:  # noqa: A002
 
 
 @post("/v1/tasks/{id}/deny", summary="deny a task (administrator)")
-def deny_task(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
+def deny_task(s: S, u: U, id: Id, body: m.OptionalReason | None = None) -> JSON:  # noqa: A002
     return ok(s.deny_task(u(s), id, body.reason if body else None))
 
 
-@post("/v1/tasks/{id}/revoke", summary="revoke an approved task, with a reason (administrator)")
+@post("/v1/tasks/{id}/revoke", summary="revoke an approved task, with a reason (administrator)",
+      **_REASON_REQUIRED)
 def revoke_task(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
     return ok(s.revoke_task(u(s), id, body.reason if body else None))
 
@@ -293,8 +317,10 @@ def get_final_workflow(s: S, u: U, id: Id) -> JSON:  # noqa: A002
 
 
 @post("/v1/workflows/final/graphs/{id}/revoke",
-      summary="withdraw the approval of an approved version, with a reason (an approver)")
-def revoke_workflow(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
+      summary="withdraw the approval of an approved version, with a reason (an approver)",
+      **_REASON_REQUIRED)
+def revoke_workflow(s: S, u: U, id: Id, body: m.Reason | None = None
+                    ) -> JSON:  # noqa: A002
     return ok(s.revoke_workflow(u(s), id, body.reason if body else None))
 
 
@@ -318,7 +344,8 @@ def approve_request(s: S, u: U, id: Id) -> JSON:  # noqa: A002
     return ok(s.approve_request(u(s), id))
 
 
-@post("/v1/approval_requests/{id}/deny", summary="decline with a reason (an object owner)")
+@post("/v1/approval_requests/{id}/deny", summary="decline with a reason (an object owner)",
+      **_REASON_REQUIRED)
 def deny_request(s: S, u: U, id: Id, body: m.Reason | None = None) -> JSON:  # noqa: A002
     return ok(s.deny_request(u(s), id, body.reason if body else None))
 
@@ -348,7 +375,7 @@ def provision(s: S, id: Id, body: m.ProvisionIn | None = None) -> JSON:  # noqa:
 
 
 @get("/v1/audit", summary="the audit log (?limit=&object_id=)")
-def audit_log(s: S, u: U, limit: Annotated[int | None, Query()] = None,
+def audit_log(s: S, u: U, limit: Annotated[int | None, Query(ge=1, le=MAX_AUDIT_LIMIT)] = None,
               object_id: str | None = None) -> JSON:
     return ok(s.audit_log(u(s), limit, object_id))
 
@@ -402,16 +429,17 @@ def create_app(service: Service, folder: str | Path | None = None) -> FastAPI:
         path = request.url.path
         if exc.status_code == 404:
             return JSON({"error": "NotFoundError",
-                         "message": f"no endpoint {path}; see /openapi.json."}, status_code=404)
+                         "message": f"no endpoint {printable(path, 200)}; see /openapi.json."},
+                        status_code=404)
         if exc.status_code == 405:
             allowed = _allowed(request.scope)
             return JSON({"error": "MethodNotAllowed",
-                         "message": f"{request.method} is not allowed on {path}; use "
+                         "message": f"{request.method} is not allowed on "
+                                    f"{printable(path, 200)}; use "
                                     f"{', '.join(allowed)}."},
                         status_code=405, headers={"Allow": ", ".join(allowed)})
         if exc.status_code == 400:
-            return JSON({"error": "ValidationError",
-                         "message": "the request body cannot be parsed as JSON."},
+            return JSON({"error": "ValidationError", "message": unparsable_body_message(exc)},
                         status_code=400)
         return JSON({"error": "HTTPError", "message": str(exc.detail)},
                     status_code=exc.status_code, headers=exc.headers)

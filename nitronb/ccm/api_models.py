@@ -113,8 +113,38 @@ class ApprovalRequestIn(_Body):
     workflow_id: Text = Field(None, description="the draft's id or name")
 
 
-class Reason(_Body):
+class OptionalReason(_Body):
     reason: Text = None
+
+
+def _required_reason(schema: dict[str, Any]) -> None:
+    from nitronb.ccm._checks import REASON_LIMIT
+
+    schema.clear()
+    schema.update({"type": "string", "minLength": 1, "maxLength": REASON_LIMIT,
+                   "description": f"why (1 to {REASON_LIMIT} characters, no control characters "
+                                  "other than tab and newline); shown to the other parties"})
+
+
+class Reason(_Body):
+    """The body of a revocation or a decline: its reason is required (422 without it)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"required": ["reason"]})
+    reason: Text = Field(None, json_schema_extra=_required_reason)
+
+
+def _optional_hint(schema: dict[str, Any]) -> None:
+    schema.clear()
+    schema.update({"type": "string", "description": "what to do about it (absent when there "
+                                                    "is nothing to add)"})
+
+
+class ErrorOut(BaseModel):
+    """Every error's body."""
+
+    error: str = Field(description="the error's kind, e.g. ValidationError, NotFoundError")
+    message: str = Field(description="what happened, in one line")
+    hint: str | None = Field(None, json_schema_extra=_optional_hint)
 
 
 class ProvisionIn(_Body):

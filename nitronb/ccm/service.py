@@ -29,6 +29,8 @@ from nitronb.ccm.workflows import WorkflowVerbs
 from nitronb.errors import (AuthenticationError, ConflictError, NotFoundError,
                             PermissionDeniedError, ValidationError)
 
+MAX_AUDIT_LIMIT = 100_000  # rows one audit request may ask for
+
 _TOKEN_PREFIX = "nbt_"
 
 
@@ -414,8 +416,13 @@ class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
 
     def audit_log(self, user: User, limit: int | None = None,
                   object_id: str | None = None) -> list[dict[str, Any]]:
-        """Rows, oldest first: every row for an administrator; for anyone else the rows about
-        an object the user may see, and the rows of the user's own actions."""
+        """Rows, oldest first (the last ``limit``, 1..:data:`MAX_AUDIT_LIMIT`, when given):
+        every row for an administrator; for anyone else the rows about an object the user may
+        see, and the rows of the user's own actions. ValidationError for another limit."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or not 1 <= limit <= MAX_AUDIT_LIMIT):
+            raise ValidationError(f"'limit' must be a whole number from 1 to {MAX_AUDIT_LIMIT}.",
+                                  hint="leave it out for every row.")
         if user.is_admin:
             return audit.entries(self.store, limit=limit, object_id=object_id)
         return audit.entries(self.store, limit=limit, object_id=object_id,

@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     for name, entry in report.items():
         where = f"  {entry['url']}  (pid {entry['pid']})" if entry["url"] else ""
         print(f"{name:<12} {entry['state']}{where}")
+        if entry.get("killed"):
+            print(f"{'':<12} {entry['killed']}")
     if args.action == "status":
         return 0
     wanted = "running" if args.action == "up" else "stopped"

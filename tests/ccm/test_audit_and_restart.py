@@ -71,3 +71,29 @@ def test_the_audit_chain_detects_deleted_rows(manager):
         db.execute("DELETE FROM audit WHERE id = 3")
     result = admin.verify_audit()
     assert result["ok"] is False and result["bad_row"] == 3
+
+
+def test_the_audit_limit_must_be_1_to_the_maximum(manager, tmp_path):
+    import pytest
+    import requests
+    from ccm_flow import ServiceManager
+
+    from nitronb.ccm.service import MAX_AUDIT_LIMIT
+    from nitronb.errors import ValidationError
+
+    admin = manager.client("admin")
+    headers = {"Authorization": f"Bearer {manager.tokens['admin']}"}
+    for limit in ("99999999999999999999999", "-1", "0", str(MAX_AUDIT_LIMIT + 1)):
+        response = requests.get(manager.url + "/v1/audit", params={"limit": limit},
+                                headers=headers, timeout=10)
+        assert response.status_code == 422, limit
+        body = response.json()
+        assert body["error"] == "ValidationError" and "limit" in body["message"]
+    with pytest.raises(ValidationError):
+        admin.audit_log(limit=-5)
+    assert len(admin.audit_log(limit=1)) == 1
+    service = ServiceManager(tmp_path / "direct").client("admin")
+    for limit in (-5, 0, MAX_AUDIT_LIMIT + 1, 10 ** 23):
+        with pytest.raises(ValidationError, match="from 1 to"):
+            service.audit_log(limit)
+    assert len(service.audit_log(MAX_AUDIT_LIMIT)) >= 1

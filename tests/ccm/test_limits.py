@@ -109,3 +109,18 @@ def test_refused_provisions_are_counted_not_each_logged(manager):
     assert "counted in provision_refusals" in logged[AUDITED_REFUSALS_PER_MINUTE - 1][
         "details"]["note"]
     assert admin.verify_audit()["ok"]
+
+
+def test_huge_integers_and_ids_are_answered_without_echoing_them(manager):
+    headers = {"Authorization": f"Bearer {manager.tokens['data-owner']}",
+               "Content-Type": "application/json"}
+    body = '{"name": "n", "location": "http://127.0.0.1:9/b/o", "x": ' + "9" * 5000 + "}"
+    reply = requests.post(manager.url + "/v1/datasets", data=body, headers=headers, timeout=10)
+    assert reply.status_code == 400
+    assert "integer of more than" in reply.json()["message"]
+    long_id = "d" * 10_000
+    for path in ("/v1/datasets/" + long_id, "/v1/nothing/" + long_id):
+        reply = requests.get(manager.url + path, headers=headers, timeout=10)
+        assert reply.status_code in (404, 422), path
+        assert reply.json()["error"] in ("ValidationError", "NotFoundError")
+        assert len(reply.text) < 1000, path
