@@ -202,6 +202,38 @@ def _protocol(limits: Limits) -> type:
 _NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'[]{}"')
 
 
+def guarded_route(on_error: Callable[[Any, Exception], Any]) -> type:
+    """A FastAPI route class whose handler never lets an exception reach the server.
+
+    The framework's own errors (unknown paths, bodies that do not fit their model) go on to the
+    application's exception handlers; a client that left gets a bare 400 (nobody reads it);
+    every other exception becomes ``on_error(request, exc)``, the application's error response.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.routing import APIRoute
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import Response
+
+    class GuardedRoute(APIRoute):
+        def get_route_handler(self) -> Callable:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Any) -> Any:
+                try:
+                    return await handler(request)
+                except (HTTPException, RequestValidationError):
+                    raise
+                except ClientDisconnect:
+                    return Response(status_code=400)
+                except Exception as exc:  # noqa: BLE001 - one request never stops the server
+                    return on_error(request, exc)
+
+            return guarded
+
+    return GuardedRoute
+
+
 def json_depth_exceeds(raw: bytes, limit: int) -> bool:
     """Whether the JSON text ``raw`` nests arrays and objects more than ``limit`` deep.
 

@@ -80,7 +80,7 @@ def register(service: Service) -> None:
 
 register(Service("s3", "nitronb.s3gate", "/_nitronb/health", "NITRONB_S3_PORT", _prepare_s3))
 register(Service("manager", "nitronb.ccm.server", "/v1/sys/health", "NITRONB_MANAGER_PORT"))
-register(Service("node-agent", "nitronb.node_agent", "/health",
+register(Service("node-agent", "nitronb.node_agent_api", "/health",
                  "NITRONB_NODE_AGENT_PORT"))
 
 

@@ -4,7 +4,9 @@ It measures the image it launches (the same deterministic measurement as the bui
 enclave on a backend (a container engine, or a private process), and issues attestation documents
 for that enclave only, carrying the PCRs it measured — never ones the enclave claims.
 
-    python -m nitronb.node_agent --workspace WS --host 127.0.0.1 --port PORT
+    python -m nitronb.node_agent_api --workspace WS --host 127.0.0.1 --port PORT
+
+(the HTTP layer, :mod:`nitronb.node_agent_api`, builds on this module).
 
 HTTP (JSON bodies only): ``GET /health``; with the operator's bearer token (the file
 ``<workspace>/node-agent/operator.token``, mode 0600): ``POST /v1/enclaves`` ``{"image",
@@ -31,7 +33,6 @@ import logging
 import re
 import secrets
 import shutil
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -329,20 +330,3 @@ def operator_token(workspace: str | Path, *, create: bool = False) -> str:
     token = secrets.token_urlsafe(32)
     write_atomic(path, (token + "\n").encode("ascii"), mode=0o600)
     return token
-
-
-def make_server(agent: NodeAgent, host: str = "127.0.0.1", port: int = 0):
-    """The node agent's HTTP server (:func:`nitronb.node_agent_api.make_server`)."""
-    from nitronb.node_agent_api import make_server as serve
-
-    return serve(agent, host, port)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from nitronb.node_agent_api import main as serve
-
-    return serve(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

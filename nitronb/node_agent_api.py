@@ -13,20 +13,18 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 
 from nitronb.errors import CCMError, NitronbError
-from nitronb.http_server import (Limits, Server, add_arguments, limits_from, printable,
-                                 unparsable_body_message)
+from nitronb.http_server import (Limits, Server, add_arguments, guarded_route, limits_from,
+                                 printable, unparsable_body_message)
 from nitronb.node_agent import NodeAgent
 
 log = logging.getLogger("nitronb.node_agent")
@@ -53,27 +51,19 @@ def _error(status: int, kind: str, message: str) -> JSONResponse:
     return JSONResponse({"error": kind, "message": message}, status_code=status)
 
 
-class _Route(APIRoute):
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
+def _route_error(request: Request, exc: Exception) -> JSONResponse:
+    """The error body for what a route raised: nitronb's errors by their status (422 for
+    those without one), anything else as a logged 500."""
+    if isinstance(exc, CCMError):
+        return _error(exc.status, type(exc).__name__, str(exc))
+    if isinstance(exc, NitronbError):
+        return _error(422, type(exc).__name__, str(exc))
+    log.error("internal error on %s %s", printable(request.method),
+              printable(request.url.path), exc_info=exc)
+    return _error(500, "InternalError", "internal error; see the node agent's log.")
 
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except (HTTPException, RequestValidationError):
-                raise
-            except ClientDisconnect:
-                return Response(status_code=400)
-            except CCMError as exc:
-                return _error(exc.status, type(exc).__name__, str(exc))
-            except NitronbError as exc:
-                return _error(422, type(exc).__name__, str(exc))
-            except Exception:  # noqa: BLE001 - one request must never stop the agent
-                log.exception("internal error on %s %s", printable(request.method),
-                              printable(request.url.path))
-                return _error(500, "InternalError", "internal error; see the node agent's log.")
 
-        return guarded
+_Route = guarded_route(_route_error)
 
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
@@ -193,9 +183,9 @@ def make_server(agent: NodeAgent, host: str = "127.0.0.1", port: int = 0, *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nitronb.node_agent --workspace WS [--host H] [--port P]``: serve until
+    """``python -m nitronb.node_agent_api --workspace WS [--host H] [--port P]``: serve until
     SIGTERM; enclaves still running are stopped on the way out."""
-    parser = argparse.ArgumentParser(prog="python -m nitronb.node_agent")
+    parser = argparse.ArgumentParser(prog="python -m nitronb.node_agent_api")
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
@@ -213,3 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             if enclave.handle is not None and enclave.exit_code is None:
                 enclave.handle.stop()
     return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -20,7 +20,8 @@ from nitronb.errors import EndpointUnreachableError, RunError
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     """A node agent in a temporary workspace, served on a free loopback port."""
-    from nitronb.node_agent import NodeAgent, make_server
+    from nitronb.node_agent import NodeAgent
+    from nitronb.node_agent_api import make_server
 
     workspace = tmp_path_factory.mktemp("agent-ws")
     node = NodeAgent(workspace)

@@ -117,7 +117,8 @@ def test_a_cmd_outside_the_image_is_refused_before_launch(tmp_path, monkeypatch,
 @pytest.fixture()
 def agent(tmp_path):
     """A node agent served in-process on a free loopback port."""
-    from nitronb.node_agent import NodeAgent, make_server
+    from nitronb.node_agent import NodeAgent
+    from nitronb.node_agent_api import make_server
 
     node = NodeAgent(tmp_path / "agent-ws")
     server = make_server(node)

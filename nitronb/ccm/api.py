@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,14 +22,13 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from nitronb.ccm import api_models as m
 from nitronb.ccm.models import User
 from nitronb.ccm.service import MAX_AUDIT_LIMIT, Service
 from nitronb.errors import CCMError, InsufficientStorageError, NitronbError
-from nitronb.http_server import printable, unparsable_body_message
+from nitronb.http_server import guarded_route, printable, unparsable_body_message
 
 log = logging.getLogger("nitronb.ccm")
 MAX_BODY = 8 << 20
@@ -64,35 +63,23 @@ def _disk_full(exc: BaseException | None) -> bool:
     return False
 
 
-class _Route(APIRoute):
-    """A route whose errors, raised by the service or by the transport, become error bodies."""
+def _route_error(request: Request, exc: Exception) -> JSON:
+    """The error body for what a route raised: the service's errors by their status, a full
+    disk as 507, anything else as a logged 500."""
+    if _disk_full(exc):
+        if not isinstance(exc, NitronbError):
+            log.error("%s %s: the disk is full (%s)", printable(request.method),
+                      printable(request.url.path), exc)
+        return _full(request)
+    if isinstance(exc, NitronbError):
+        return _error(exc)
+    log.error("internal error on %s %s", printable(request.method),
+              printable(request.url.path), exc_info=exc)
+    return JSON({"error": "InternalError", "message": "internal error; see the manager's log."},
+                status_code=500)
 
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
 
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except (HTTPException, RequestValidationError):
-                raise
-            except ClientDisconnect:
-                return Response(status_code=400)  # nobody is left to read it
-            except NitronbError as exc:
-                if _disk_full(exc):
-                    return _full(request)
-                return _error(exc)
-            except Exception as exc:  # noqa: BLE001 - one request must never take the server down
-                if _disk_full(exc):
-                    log.error("%s %s: the disk is full (%s)", printable(request.method),
-                              printable(request.url.path), exc)
-                    return _full(request)
-                log.exception("internal error on %s %s", printable(request.method),
-                              printable(request.url.path))
-                return JSON({"error": "InternalError",
-                             "message": "internal error; see the manager's log."},
-                            status_code=500)
-
-        return guarded
+_Route = guarded_route(_route_error)
 
 
 def _full(request: Request) -> JSON:

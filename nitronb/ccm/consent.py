@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nitronb.ccm import _checks as check
-from nitronb.ccm.models import (APPROVED, REVOKED, SUPERSEDED, TASK_BUILD, Build,
-                                FinalWorkflow)
+from nitronb.ccm.models import (APPROVED, REVOKED, SUPERSEDED, TASK_BUILD, Build, FinalWorkflow,
+                                utc_now)
 from nitronb.errors import ConflictError, PermissionDeniedError, ProvisioningRefusedError
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ class ConsentVerbs:
         """An approver withdraws its approval of an APPROVED version (a final workflow id):
         the version becomes REVOKED. 404 for a version ``user`` may not see, 403 for a party
         that is not an approver, 409 unless the version is APPROVED, 422 for a bad reason."""
-        from nitronb.ccm.service import utc_now
 
         reason = check.reason(reason, what="a withdrawal")
         with self.store.transaction():
@@ -88,7 +87,6 @@ class ConsentVerbs:
 
     def revoke_task(self, user: "User", task_id: str, reason: Any) -> dict[str, Any]:
         """Administrator only: revoke an APPROVED whitelisting task (409 otherwise)."""
-        from nitronb.ccm.service import utc_now
 
         self._require_admin(user, "revoke whitelisting tasks")
         reason = check.reason(reason, what="a revocation")

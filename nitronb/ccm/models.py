@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+
+def utc_now() -> str:
+    """Now, as ISO 8601 UTC with seconds (the time format of every record's ``*_at`` field)."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 #: the four parties of the walk-through, created on a workspace's first start
 PARTIES = ("data-owner", "output-owner", "app-owner", "admin")

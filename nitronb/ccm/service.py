@@ -6,7 +6,6 @@ returns plain JSON-ready dicts. The HTTP layer only translates; nothing here kno
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -19,9 +18,9 @@ from nitronb._files import write_atomic
 from nitronb.ccm import _checks as check
 from nitronb.ccm import audit
 from nitronb.ccm.consent import ConsentVerbs
-from nitronb.ccm.models import (APPROVED, DENIED, PARTIES, PENDING, ROLE_ADMIN,
-                                ROLE_USER, TASK_BUILD, TASK_DOMAIN, App, AppConfig, Build,
-                                Dataset, Record, Task, User)
+from nitronb.ccm.models import (APPROVED, DENIED, PARTIES, PENDING, ROLE_ADMIN, ROLE_USER,
+                                TASK_BUILD, TASK_DOMAIN, App, AppConfig, Build, Dataset, Record,
+                                Task, User, utc_now)
 from nitronb.ccm.provisioning import AttestationVerifier, ProvisioningVerbs
 from nitronb.ccm.store import Store
 from nitronb.ccm.visibility import Scope, scope_for
@@ -32,11 +31,6 @@ from nitronb.errors import (AuthenticationError, ConflictError, NotFoundError,
 MAX_AUDIT_LIMIT = 100_000  # rows one audit request may ask for
 
 _TOKEN_PREFIX = "nbt_"
-
-
-def utc_now() -> str:
-    """Now, as ISO 8601 UTC with seconds."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _hash_token(token: str) -> str:

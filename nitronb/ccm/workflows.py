@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from nitronb.ccm import _checks as check
 from nitronb.ccm import runtime
 from nitronb.ccm.models import (APPROVED, DENIED, PENDING, REDACTED, REVOKED, ApprovalRequest,
-                                FinalWorkflow, Workflow)
+                                FinalWorkflow, Workflow, utc_now)
 from nitronb.ccm.runtime import app_config_id
 from nitronb.errors import (ConflictError, NotFoundError, PermissionDeniedError,
                             ValidationError)
@@ -129,7 +129,6 @@ class WorkflowVerbs:
         """A draft graph owned by ``user``, validated."""
         payload = check.body(payload)
         name = check.text(payload, "name", limit=128)
-        from nitronb.ccm.service import utc_now
 
         with self.store.transaction():
             objects, edges, _ = self._graph(payload, user)
@@ -147,7 +146,6 @@ class WorkflowVerbs:
         """Owner only: replace the draft's graph; a submitted version is left as it was and the
         draft becomes the next version."""
         payload = check.body(payload)
-        from nitronb.ccm.service import utc_now
 
         with self.store.transaction():
             draft = self._resolve("workflow", draft_ref, what="workflow draft", user=user)
@@ -186,7 +184,6 @@ class WorkflowVerbs:
 
     def request_approval(self, user: "User", draft_ref: str) -> dict[str, Any]:
         """Owner of the draft only: freeze its current version and ask every owner to approve."""
-        from nitronb.ccm.service import utc_now
 
         with self.store.transaction():
             draft = self._resolve("workflow", draft_ref, what="workflow draft", user=user)
@@ -249,7 +246,6 @@ class WorkflowVerbs:
 
     def approve_request(self, user: "User", request_id: str) -> dict[str, Any]:
         """An approver's approval; the last one makes the version APPROVED and its configs."""
-        from nitronb.ccm.service import utc_now
 
         with self.store.transaction():
             request = self._pending_request(user, request_id)
@@ -272,7 +268,6 @@ class WorkflowVerbs:
 
     def deny_request(self, user: "User", request_id: str, reason: str) -> dict[str, Any]:
         """An approver's decline, with its reason: the version is DENIED."""
-        from nitronb.ccm.service import utc_now
 
         reason = check.reason(reason)
         with self.store.transaction():
@@ -332,7 +327,6 @@ class WorkflowVerbs:
         return list(zone_ca()) if callable(zone_ca) else []
 
     def _make_runtime_configs(self, final: FinalWorkflow) -> dict[str, str]:
-        from nitronb.ccm.service import utc_now
 
         ids = {}
         zone_ca = self._zone_ca()
