@@ -46,7 +46,10 @@ def fetch_inputs(datasets: list[utils.Dataset], work: str) -> list[str]:
     for dataset in datasets:
         what = f"input dataset {dataset.node!r}"
         encrypted = utils.safe_join(downloads, dataset.node)
-        size = utils.download(dataset.url, encrypted, what=f"downloading the {what}")
+        size = utils.download(dataset.url, encrypted, what=f"downloading the {what}",
+                              report=lambda done, total, what=what: log(
+                                  f"downloading the {what}: {done / 2**20:,.0f} MiB"
+                                  + (f" of {total / 2**20:,.0f} MiB" if total else "")))
         log(f"downloaded the {what} from {dataset.location} ({size} bytes)")
         try:
             utils.decrypt_file(dataset.key, encrypted, utils.safe_join(plain, dataset.node))

@@ -245,8 +245,16 @@ def _s3_code(response: object) -> str:
     return f" ({text[start + 6:end]})" if 0 <= start < end and end - start < 80 else ""
 
 
-def download(url: str, dst: str, *, what: str = "the download") -> int:
-    """GET ``url`` into the file ``dst``, streaming; return its size."""
+#: seconds between two progress reports of a long download
+REPORT_EVERY = 5.0
+
+
+def download(url: str, dst: str, *, what: str = "the download",
+             report: Callable[[int, int | None], None] | None = None) -> int:
+    """GET ``url`` into the file ``dst``, streaming; return its size in bytes.
+
+    ``report(bytes so far, total bytes or None)`` is called every :data:`REPORT_EVERY` seconds
+    while the download lasts."""
     import requests
 
     size = 0
@@ -256,10 +264,16 @@ def download(url: str, dst: str, *, what: str = "the download") -> int:
         size = 0
         with requests.get(url, stream=True, timeout=TIMEOUT) as response:
             _raise_for_status(response)
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            due = time.monotonic() + REPORT_EVERY
             with open(dst, "wb") as fh:
                 for chunk in response.iter_content(CHUNK_SIZE):
                     fh.write(chunk)
                     size += len(chunk)
+                    if report is not None and time.monotonic() >= due:
+                        report(size, total)
+                        due = time.monotonic() + REPORT_EVERY
 
     _with_retries(what, attempt)
     return size

@@ -144,7 +144,7 @@ def encrypt_csv(key: bytes | str, check: CsvCheck, target: str | os.PathLike[str
     try:
         with open(check.path, "rb") as raw, os.fdopen(fd, "wb") as out:
             reader = _Utf8Reader(raw, check)
-            encrypt_stream(key, reader, out, progress=False)
+            encrypt_stream(key, reader, out, size=check.size)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -231,7 +231,7 @@ def upload_and_presign(workspace=None, *, profile: str = "local",
     uploaded = {"id": checks.encryption_id(encrypted), "key": state.get("encrypted_with"),
                 "object": name}
     uri = storage.upload_file(encrypted, s3_dir, profile=profile, key_name=name,
-                              workspace=wt.workspace, progress=False)
+                              workspace=wt.workspace)
     get = presign.presign_download(profile, s3_dir, name, expiry, legacy=legacy,
                                    workspace=wt.workspace)
     put = presign.presign_upload(profile, s3_dir, OUTPUT_OBJECT, expiry, legacy=legacy,
@@ -779,7 +779,7 @@ def decrypt_output(workspace=None):
     checks.check_result_current(wt.state())
     target = wt.path(OUTPUT_OBJECT)
     storage.download_file(uri, target, profile=wt.state().get("profile", "local"),
-                          workspace=wt.workspace, progress=False)
+                          workspace=wt.workspace)
     key = read_key_file(wt.need("output_key", "01_generate_keys"))
     try:
         result = decrypt_run_result(key, target, name=wt.shown(target))

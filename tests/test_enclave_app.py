@@ -332,3 +332,29 @@ def test_app_imports_only_the_standard_library_and_its_three_packages():
                 continue
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_a_long_download_reports_its_progress(tmp_path, store, monkeypatch):
+    utils = load_utils()
+    store.objects["/in-bucket/big.enc"] = os.urandom(3 * 1024 * 1024 + 5)
+    monkeypatch.setattr(utils, "REPORT_EVERY", 0.0)
+    reports: list[tuple[int, int | None]] = []
+    size = utils.download(f"{store.base_url}/in-bucket/big.enc", str(tmp_path / "big.enc"),
+                          report=lambda done, total: reports.append((done, total)))
+    assert size == 3 * 1024 * 1024 + 5
+    assert reports and all(total == size for _, total in reports)
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)
+    assert reports[-1][0] <= size
+
+
+def test_the_app_logs_progress_while_it_downloads(tmp_path, store, monkeypatch):
+    setup = Setup(tmp_path, store, SMALL_CSV * 1)
+    # the reports' period, made zero through a wrapper that the app imports first
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import sys\nsys.path.insert(0, %r)\nimport utils\nutils.REPORT_EVERY = 0.0\n"
+        % str(APP_DIR), encoding="utf-8")
+    run = setup.run(PYTHONPATH=str(shim))
+    assert run.returncode == 0, run.stderr
+    assert "downloading the input dataset 'cxhcfxdvl': 0 MiB of 0 MiB" in run.stderr
