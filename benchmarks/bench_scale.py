@@ -19,7 +19,7 @@ walk-through's overhead on the data path (goal: <= 1.2).
 
 A sampler thread reads the peak resident memory (``VmHWM`` in ``/proc/PID/status``) of every
 process of the run every 50 ms, by role: the local S3 endpoint, the manager, the node agent, the
-enclave launcher, the enclave app, the notebook kernels, the floor process (goal: every local
+enclave launcher, the enclave app and its analysis (``describe.py``), the notebook kernels, the floor process (goal: every local
 service <= 128 MiB whatever the size; the launcher flat; the app's own pandas memory is the
 app's). Prints a table; asserts nothing.
 """
@@ -47,6 +47,7 @@ ROLES = {
     "node agent": lambda c: "nitronb.node_agent_api" in c,
     "launcher": lambda c: "runpy.run_module('nitronb.enclave.launcher'" in c and "bwrap" not in c,
     "enclave app": lambda c: "start.py" in c and "bwrap" not in c,
+    "app analysis": lambda c: "describe.py" in c and "bwrap" not in c,
     "kernels": lambda c: "ipykernel" in c,
     "floor": lambda c: "bench_scale_floor" in c,
 }
@@ -129,7 +130,8 @@ class Sampler(threading.Thread):
                 if not line:
                     continue
                 for role, test in ROLES.items():
-                    if test(line) and (role in ("floor", "enclave app", "launcher", "kernels")
+                    if test(line) and (role in ("floor", "enclave app", "app analysis", "launcher",
+                                                    "kernels")
                                        or self.workspace in line):
                         self.peaks[role] = max(self.peaks.get(role, 0), _hwm(pid))
                         break
