@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
+import shutil
 import sys
 import uuid
 from email.utils import formatdate
@@ -32,6 +34,7 @@ from xml.sax.saxutils import escape
 from nitronb.s3auth import (LOCAL_REGION, MAX_CLOCK_SKEW, MAX_SIGV4_EXPIRY,  # noqa: F401
                             SignatureChecker, _Incoming, credentials_path, load_credentials)
 from nitronb.s3digest import BodyMismatch, Rejection, VerifyingInput, verifying_input
+from nitronb.s3stream import StreamedObjects, route
 
 #: the bucket the walk-through uses, created when the endpoint starts
 DEFAULT_BUCKET = "nitronb"
@@ -47,12 +50,15 @@ class S3Gate:
     """WSGI middleware: lets a request through to ``app`` only if S3 would accept its signature."""
 
     def __init__(self, app: Callable, checker: SignatureChecker, *,
-                 ready: Callable[[], bool] = lambda: True, store: Any = None) -> None:
+                 ready: Callable[[], bool] = lambda: True, store: Any = None,
+                 streams: StreamedObjects | None = None) -> None:
         self._app = app
         self._checker = checker
         self._ready = ready
         #: an :class:`~nitronb.s3store.S3Store` that each successful change is written to
         self.store = store
+        #: the data path that streams object bodies to and from the store's files, if any
+        self.streams = streams
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -72,12 +78,30 @@ class S3Gate:
         except Rejection as rejection:
             return self._refuse(environ, start_response, rejection)
         changes = self.store is not None and incoming.method not in ("GET", "HEAD", "OPTIONS")
+        kind = self.streams and route(incoming.method, incoming.host, incoming.raw_path,
+                                      incoming.query, incoming.headers)
+        if kind == "get" and reader is None:
+            try:
+                return self.streams.serve(environ, start_response)  # type: ignore[union-attr]
+            except Rejection as rejection:
+                return self._refuse(environ, start_response, rejection)
         if reader is None and not changes:
             return self._app(environ, start_response)
-        return self._change(environ, start_response, incoming, reader, changes)
+        if self.streams is None:
+            return self._change(environ, start_response, incoming, reader, changes, self._app)
+        app = self._app
+        if kind in ("put", "part"):
+            app = functools.partial(self.streams.receive, kind=kind, query=incoming.query,
+                                    headers=incoming.headers)
+        elif kind == "copy":
+            app = self.streams.copy
+        try:
+            return self._change(environ, start_response, incoming, reader, changes, app)
+        finally:
+            self.streams.finished(environ, incoming.query)
 
     def _change(self, environ: dict[str, Any], start_response: Callable, req: _Incoming,
-                reader: VerifyingInput | None, changes: bool) -> Iterable[bytes]:
+                reader: VerifyingInput | None, changes: bool, app: Callable) -> Iterable[bytes]:
         """Pass a request whose body must match its headers or that may change the store;
         answer only once its body is known to match and the change is on disk."""
         answer: dict[str, Any] = {}
@@ -98,9 +122,13 @@ class S3Gate:
             except OSError as exc:
                 return self._refuse(environ, start_response, _unsaved(req, exc))
             try:
-                body = self._app(environ, hold)
+                body = app(environ, hold)
             except BodyMismatch as mismatch:  # raised by the reader, before moto acted on it
                 return self._refuse(environ, start_response, mismatch)
+            except OSError as exc:  # a streamed body could not be written: moto never saw it
+                if app is self._app:
+                    raise
+                return self._refuse(environ, start_response, _unsaved(req, exc))
             if reader is not None and reader.rejection is not None:
                 if hasattr(body, "close"):  # the application answered the error itself
                     body.close()
@@ -187,12 +215,20 @@ def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
 
+    from nitronb.s3files import install
     from nitronb.s3store import S3Store, data_dir
+    from nitronb.s3stream import scratch_dir
 
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
     store = S3Store(data_dir(workspace), backend)
 
+    install()
+    moto = create_backend_app("s3")
+    streams = StreamedObjects(moto, scratch_dir(store.root), lambda: {
+        upload for bucket in list(backend.buckets.values()) for upload in list(bucket.multiparts)})
+
     def prepare() -> None:
+        shutil.rmtree(streams.scratch, ignore_errors=True)  # unfinished uploads are not kept
         counts = store.restore()
         if DEFAULT_BUCKET not in backend.buckets:
             backend.create_bucket(DEFAULT_BUCKET, LOCAL_REGION)
@@ -201,7 +237,7 @@ def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
               f"{store.root}", file=sys.stderr, flush=True)
         state["ready"] = True
 
-    gate = S3Gate(create_backend_app("s3"), checker, ready=lambda: state["ready"], store=store)
+    gate = S3Gate(moto, checker, ready=lambda: state["ready"], store=store, streams=streams)
     return gate, prepare
 
 
