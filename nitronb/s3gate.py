@@ -80,8 +80,10 @@ class S3Gate:
         changes = self.store is not None and incoming.method not in ("GET", "HEAD", "OPTIONS")
         kind = self.streams and route(incoming.method, incoming.host, incoming.raw_path,
                                       incoming.query, incoming.headers)
-        if kind == "get" and reader is None:
+        if kind == "get":
             try:
+                while reader is not None and reader.read(1 << 16):
+                    pass  # a GET's body (none, normally) must match its headers too
                 return self.streams.serve(environ, start_response)  # type: ignore[union-attr]
             except Rejection as rejection:
                 return self._refuse(environ, start_response, rejection)

@@ -82,7 +82,8 @@ class StreamedObjects:
         part) from it; the file is removed unless moto took it."""
         upload = next((v for n, v in query if n == "uploadId"), "")
         folder = self.upload_dir(upload) if kind == "part" else self.scratch / "put"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.mkdir(exist_ok=True, mode=0o700)
         path = folder / f"{secrets.token_hex(8)}.bin"
         environ["nitronb.received"] = path
         value, checksum = _write_body(environ, headers, path)
