@@ -205,6 +205,19 @@ def _drain(environ: dict[str, Any]) -> None:
 # --- the process ----------------------------------------------------------------------------
 
 
+def _two_heaps() -> None:
+    """Keep glibc to two heaps for the server's threads (its default is eight per core, each
+    holding on to the pieces of bodies its thread freed), so that the process's memory follows
+    the bytes in flight, not the sum of every thread's largest burst of them."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc: its allocator's defaults stay
+        return
+    mallopt(-8, 2)  # M_ARENA_MAX
+
+
 def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
     """The gated moto S3 application for ``workspace`` (``.store`` keeps it on disk), and a
     function that loads the stored buckets and objects and creates the default bucket."""
@@ -260,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _two_heaps()
     app, prepare = build_app(Path(args.workspace))
     server = wsgi_server(app, args.host, args.port, limits=limits_from(args),
                          logger=logging.getLogger("nitronb.s3gate"))
