@@ -297,18 +297,28 @@ def _b64(text: str) -> bytes | None:
 class _AwsChunked:
     """The payload of an ``aws-chunked`` body (``size[;chunk-signature=…]`` lines, each chunk
     followed by CRLF, a zero-size chunk, then trailer lines); ``trailers`` once read to its end
-    (lower-case names)."""
+    (lower-case names). Reads its source in pieces of :data:`PIECE` bytes."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
+        self._buffer = bytearray()
         self._left = 0
         self._done = False
         self.trailers: dict[str, str] = {}
 
-    def _line(self) -> bytes:
-        line = self._stream.readline(8192)
-        if not line.endswith(b"\n"):
+    def _more(self) -> None:
+        data = self._stream.read(PIECE)
+        if not data:
             raise BodyMismatch(400, "IncompleteBody", "The aws-chunked body ended early.")
+        self._buffer += data
+
+    def _line(self) -> bytes:
+        while (end := self._buffer.find(b"\n")) < 0:
+            if len(self._buffer) > 8192:
+                raise BodyMismatch(400, "InvalidRequest", "An aws-chunked line is too long.")
+            self._more()
+        line = bytes(self._buffer[:end + 1])
+        del self._buffer[:end + 1]
         return line.strip()
 
     def read(self, size: int) -> bytes:
@@ -327,10 +337,12 @@ class _AwsChunked:
                     self.trailers[name.strip().lower()] = value.strip()
                 self._done = True
                 return b""
-        data = self._stream.read(min(size, self._left))
-        if not data:
-            raise BodyMismatch(400, "IncompleteBody", "The aws-chunked body ended early.")
-        self._left -= len(data)
+        if not self._buffer:
+            self._more()
+        count = min(size, self._left, len(self._buffer))
+        data = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        self._left -= count
         if self._left == 0:
             self._line()  # the CRLF that ends the chunk
         return data
