@@ -172,6 +172,20 @@ def adopt_into(value: FileValue, folder: Path, stem: str, token: Callable[[], st
                      value.checksums)
 
 
+def share_parts(key: Any) -> None:
+    """Let a multipart key's parts read their bytes from the key's files, one file a part
+    (what ``GetObject`` with a ``partNumber`` reads); nothing when the files are not so."""
+    value, multipart = key._value_buffer, key.multipart
+    if not isinstance(value, FileValue) or multipart is None:
+        return
+    parts = [multipart.parts.get(n) for n in multipart.partlist]
+    if len(parts) != len(value.segments) or any(
+            p is None or p.contentsize != size for p, (_, size) in zip(parts, value.segments)):
+        return
+    for part, segment in zip(parts, value.segments):
+        part._value_buffer = FileValue([segment], part.etag.strip('"'))
+
+
 # --- S3 checksums, computed as the bytes stream ----------------------------------------------
 
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nitronb.s3files import FileValue, install
+from nitronb.s3files import FileValue, install, share_parts
 
 
 class RestoreError(Exception):
@@ -95,6 +95,7 @@ def load_object(backend: Any, bucket: str, header: dict[str, Any], folder: Path)
     key.checksum_type = checksum.get("type")
     key.checksum_parts = checksum.get("parts")
     key.website_redirect_location = header.get("website_redirect_location")
+    share_parts(key)
     backend.buckets[bucket].keys.setlist(header["key"], [key])
     if header.get("tags"):
         backend.tagger.tag_resource(

@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import unquote
 
-from nitronb.s3files import FileValue, adopt_into, fsync_dir as _fsync_dir, new_file, write_all
+from nitronb.s3files import (FileValue, adopt_into, fsync_dir as _fsync_dir, new_file,
+                             share_parts, write_all)
 from nitronb.s3restore import RestoreError, data_names, load_object, parse_iso
 
 FORMAT = 2
@@ -416,6 +417,7 @@ class S3Store:
         header["data"] = names[0] if len(names) == 1 else names
         if stored is not value:
             fake._value_buffer = stored  # the bytes now come from the store's files
+            share_parts(fake)
         old = set(data_names(previous)) if previous is not None else set()
         if header == previous:
             return True

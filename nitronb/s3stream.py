@@ -110,8 +110,7 @@ class StreamedObjects:
         if received is not None and received.parent.name == "put":
             received.unlink(missing_ok=True)
         upload = next((v for n, v in query if n == "uploadId"), None)
-        if upload is not None and environ["REQUEST_METHOD"] in ("POST", "DELETE") \
-                and upload not in self._live_uploads():
+        if upload is not None and upload not in self._live_uploads():
             shutil.rmtree(self.upload_dir(upload), ignore_errors=True)
 
     # --- copies ---------------------------------------------------------------------------
