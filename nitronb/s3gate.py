@@ -5,10 +5,14 @@ front of moto's S3 app (same process, no extra hop): it checks every request's s
 does (:class:`~nitronb.s3auth.SignatureChecker`: botocore's own signers, SigV4 and the legacy
 ``AWSAccessKeyId``/``Signature``/``Expires`` form, presigned query or ``Authorization`` header,
 against the local credentials; expiry, region, clock) and answers the way S3 does
-(``AccessDenied`` "Request has expired", ``SignatureDoesNotMatch``, ``InvalidAccessKeyId`` …). Request bodies stream through to moto, hashed on the way: one that
-does not match its ``Content-MD5``, ``x-amz-checksum-*`` or hex ``x-amz-content-sha256`` header
-is refused as S3 refuses it (``BadDigest``, ``XAmzContentSHA256Mismatch``) before moto stores it.
-Response bodies pass through untouched.
+(``AccessDenied`` "Request has expired", ``SignatureDoesNotMatch``, ``InvalidAccessKeyId`` …).
+Request bodies are hashed as they stream in: one that does not match its ``Content-MD5``,
+``x-amz-checksum-*`` or hex ``x-amz-content-sha256`` header is refused as S3 refuses it
+(``BadDigest``, ``XAmzContentSHA256Mismatch``) before moto stores it.
+
+Object bodies never pass through moto whole: uploads (PutObject, UploadPart) stream into files
+and downloads (GetObject, ranges included) stream out of them (:mod:`nitronb.s3stream`), while
+moto decides every answer's status and headers; other requests go to moto unchanged.
 
 Each successful change is written to :class:`~nitronb.s3store.S3Store` in the workspace before
 it is acknowledged, and the store is loaded back when the endpoint starts; SIGTERM stops it
