@@ -5,10 +5,14 @@ front of moto's S3 app (same process, no extra hop): it checks every request's s
 does (:class:`~nitronb.s3auth.SignatureChecker`: botocore's own signers, SigV4 and the legacy
 ``AWSAccessKeyId``/``Signature``/``Expires`` form, presigned query or ``Authorization`` header,
 against the local credentials; expiry, region, clock) and answers the way S3 does
-(``AccessDenied`` "Request has expired", ``SignatureDoesNotMatch``, ``InvalidAccessKeyId`` …). Request bodies stream through to moto, hashed on the way: one that
-does not match its ``Content-MD5``, ``x-amz-checksum-*`` or hex ``x-amz-content-sha256`` header
-is refused as S3 refuses it (``BadDigest``, ``XAmzContentSHA256Mismatch``) before moto stores it.
-Response bodies pass through untouched.
+(``AccessDenied`` "Request has expired", ``SignatureDoesNotMatch``, ``InvalidAccessKeyId`` …).
+Request bodies are hashed as they stream in: one that does not match its ``Content-MD5``,
+``x-amz-checksum-*`` or hex ``x-amz-content-sha256`` header is refused as S3 refuses it
+(``BadDigest``, ``XAmzContentSHA256Mismatch``) before moto stores it.
+
+Object bodies never pass through moto whole: uploads (PutObject, UploadPart) stream into files
+and downloads (GetObject, ranges included) stream out of them (:mod:`nitronb.s3stream`), while
+moto decides every answer's status and headers; other requests go to moto unchanged.
 
 Each successful change is written to :class:`~nitronb.s3store.S3Store` in the workspace before
 it is acknowledged, and the store is loaded back when the endpoint starts; SIGTERM stops it
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
+import shutil
 import sys
 import uuid
 from email.utils import formatdate
@@ -32,6 +38,7 @@ from xml.sax.saxutils import escape
 from nitronb.s3auth import (LOCAL_REGION, MAX_CLOCK_SKEW, MAX_SIGV4_EXPIRY,  # noqa: F401
                             SignatureChecker, _Incoming, credentials_path, load_credentials)
 from nitronb.s3digest import BodyMismatch, Rejection, VerifyingInput, verifying_input
+from nitronb.s3stream import StreamedObjects, route
 
 #: the bucket the walk-through uses, created when the endpoint starts
 DEFAULT_BUCKET = "nitronb"
@@ -47,12 +54,15 @@ class S3Gate:
     """WSGI middleware: lets a request through to ``app`` only if S3 would accept its signature."""
 
     def __init__(self, app: Callable, checker: SignatureChecker, *,
-                 ready: Callable[[], bool] = lambda: True, store: Any = None) -> None:
+                 ready: Callable[[], bool] = lambda: True, store: Any = None,
+                 streams: StreamedObjects | None = None) -> None:
         self._app = app
         self._checker = checker
         self._ready = ready
         #: an :class:`~nitronb.s3store.S3Store` that each successful change is written to
         self.store = store
+        #: the data path that streams object bodies to and from the store's files, if any
+        self.streams = streams
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -72,12 +82,32 @@ class S3Gate:
         except Rejection as rejection:
             return self._refuse(environ, start_response, rejection)
         changes = self.store is not None and incoming.method not in ("GET", "HEAD", "OPTIONS")
+        kind = self.streams and route(incoming.method, incoming.host, incoming.raw_path,
+                                      incoming.query, incoming.headers)
+        if kind == "get":
+            try:
+                while reader is not None and reader.read(1 << 16):
+                    pass  # a GET's body (none, normally) must match its headers too
+                return self.streams.serve(environ, start_response)  # type: ignore[union-attr]
+            except Rejection as rejection:
+                return self._refuse(environ, start_response, rejection)
         if reader is None and not changes:
             return self._app(environ, start_response)
-        return self._change(environ, start_response, incoming, reader, changes)
+        if self.streams is None:
+            return self._change(environ, start_response, incoming, reader, changes, self._app)
+        app = self._app
+        if kind in ("put", "part"):
+            app = functools.partial(self.streams.receive, kind=kind, query=incoming.query,
+                                    headers=incoming.headers)
+        elif kind == "copy":
+            app = self.streams.copy
+        try:
+            return self._change(environ, start_response, incoming, reader, changes, app)
+        finally:
+            self.streams.finished(environ, incoming.query)
 
     def _change(self, environ: dict[str, Any], start_response: Callable, req: _Incoming,
-                reader: VerifyingInput | None, changes: bool) -> Iterable[bytes]:
+                reader: VerifyingInput | None, changes: bool, app: Callable) -> Iterable[bytes]:
         """Pass a request whose body must match its headers or that may change the store;
         answer only once its body is known to match and the change is on disk."""
         answer: dict[str, Any] = {}
@@ -98,9 +128,13 @@ class S3Gate:
             except OSError as exc:
                 return self._refuse(environ, start_response, _unsaved(req, exc))
             try:
-                body = self._app(environ, hold)
+                body = app(environ, hold)
             except BodyMismatch as mismatch:  # raised by the reader, before moto acted on it
                 return self._refuse(environ, start_response, mismatch)
+            except OSError as exc:  # a streamed body could not be written: moto never saw it
+                if app is self._app:
+                    raise
+                return self._refuse(environ, start_response, _unsaved(req, exc))
             if reader is not None and reader.rejection is not None:
                 if hasattr(body, "close"):  # the application answered the error itself
                     body.close()
@@ -175,6 +209,19 @@ def _drain(environ: dict[str, Any]) -> None:
 # --- the process ----------------------------------------------------------------------------
 
 
+def _two_heaps() -> None:
+    """Keep glibc to two heaps for the server's threads (its default is eight per core, each
+    holding on to the pieces of bodies its thread freed), so that the process's memory follows
+    the bytes in flight, not the sum of every thread's largest burst of them."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc: its allocator's defaults stay
+        return
+    mallopt(-8, 2)  # M_ARENA_MAX
+
+
 def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
     """The gated moto S3 application for ``workspace`` (``.store`` keeps it on disk), and a
     function that loads the stored buckets and objects and creates the default bucket."""
@@ -187,12 +234,20 @@ def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
 
+    from nitronb.s3files import install
     from nitronb.s3store import S3Store, data_dir
+    from nitronb.s3stream import scratch_dir
 
     backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
     store = S3Store(data_dir(workspace), backend)
 
+    install()
+    moto = create_backend_app("s3")
+    streams = StreamedObjects(moto, scratch_dir(store.root), lambda: {
+        upload for bucket in list(backend.buckets.values()) for upload in list(bucket.multiparts)})
+
     def prepare() -> None:
+        shutil.rmtree(streams.scratch, ignore_errors=True)  # unfinished uploads are not kept
         counts = store.restore()
         if DEFAULT_BUCKET not in backend.buckets:
             backend.create_bucket(DEFAULT_BUCKET, LOCAL_REGION)
@@ -201,7 +256,7 @@ def build_app(workspace: Path) -> tuple[Callable, Callable[[], None]]:
               f"{store.root}", file=sys.stderr, flush=True)
         state["ready"] = True
 
-    gate = S3Gate(create_backend_app("s3"), checker, ready=lambda: state["ready"], store=store)
+    gate = S3Gate(moto, checker, ready=lambda: state["ready"], store=store, streams=streams)
     return gate, prepare
 
 
@@ -222,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _two_heaps()
     app, prepare = build_app(Path(args.workspace))
     server = wsgi_server(app, args.host, args.port, limits=limits_from(args),
                          logger=logging.getLogger("nitronb.s3gate"))

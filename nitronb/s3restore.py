@@ -1,14 +1,17 @@
 """Loads an object the local S3 endpoint stored on disk (:mod:`nitronb.s3store`) back into
-moto's backend, checking its bytes against the size and ETags it was stored with."""
+moto's backend, checking its bytes against the size and ETags it was stored with. The object's
+bytes stay in its data files (a :class:`~nitronb.s3files.FileValue`): they are read once, in
+pieces, to be checked, never held in memory nor copied."""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
-_CHUNK = 1 << 20
+from nitronb.s3files import FileValue, install, share_parts
 
 
 class RestoreError(Exception):
@@ -20,44 +23,69 @@ def parse_iso(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text.rstrip("Z"))
 
 
-def load_object(backend: Any, bucket: str, header: dict[str, Any], data_path: Path) -> None:
-    """Put the object ``header`` describes, its bytes read from ``data_path``, into the moto
-    ``backend``'s ``bucket`` (replacing any object of that key); :class:`RestoreError` when
-    the bytes do not match the recorded size, part ETags or ETag."""
+def data_names(header: dict[str, Any]) -> list[str]:
+    """The data file names an object's description names, in order (format 1: one name;
+    format 2: one name or a list of them)."""
+    data = header["data"]
+    names = [data] if isinstance(data, str) else list(data) if isinstance(data, list) else []
+    if not names or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
+                            for n in names):
+        raise ValueError(f"the description names no valid data file: {data!r}")
+    return names
+
+
+def load_object(backend: Any, bucket: str, header: dict[str, Any], folder: Path) -> None:
+    """Put the object ``header`` describes, its bytes in its data files in ``folder``, into
+    the moto ``backend``'s ``bucket`` (replacing any object of that key); :class:`RestoreError`
+    when the bytes do not match the recorded size, part ETags or ETag."""
     from moto.s3.models import FakeKey, FakeMultipart
 
+    install()
     account, region = backend.account_id, backend.region_name
+    files = [(Path(folder) / n, os.stat(Path(folder) / n).st_size) for n in data_names(header)]
+    value = FileValue(files, None)
+    if value.size != header["size"]:
+        raise RestoreError(f"the stored bytes are {value.size} bytes long, not the recorded "
+                           f"{header['size']}")
     parts = header.get("parts") or []
-    with open(data_path, "rb") as fh:
-        multipart = None
-        if parts:
-            multipart = FakeMultipart(header["key"], {}, account, region)
-            part_md5s = b""
-            for part in parts:
-                piece = FakeKey(part["number"], b"", account, region)
-                digest = _fill(piece, fh, part["size"])
-                if digest.hexdigest() != part["etag"]:
-                    raise RestoreError(f"part {part['number']} does not match its ETag")
-                piece._etag = part["etag"]
-                multipart.parts[part["number"]] = piece
-                multipart.partlist.append(part["number"])
-                part_md5s += digest.digest()
-            computed = f"{hashlib.md5(part_md5s).hexdigest()}-{len(parts)}"
-            fh.seek(0)
-        key = FakeKey(header["key"], b"", account, region, multipart=multipart,
-                      storage=header.get("storage_class"), bucket_name=bucket,
-                      version_id="null", encryption=header.get("encryption"),
-                      kms_key_id=header.get("kms_key_id"),
-                      bucket_key_enabled=header.get("bucket_key_enabled"))
-        digest = _fill(key, fh, header["size"])
-        if fh.read(1):
-            raise RestoreError("the stored bytes are longer than the recorded size")
-    if not parts:
-        computed = digest.hexdigest()
-    if "-" not in header["etag"] and parts:
-        computed = digest.hexdigest()
+    multipart = None
+    whole = hashlib.md5(usedforsecurity=False)
+    plain_etag = "-" not in header["etag"]
+    if parts:
+        if sum(int(p["size"]) for p in parts) != value.size:
+            raise RestoreError("the parts' sizes do not add up to the object's")
+        multipart = FakeMultipart(header["key"], {}, account, region)
+        part_md5s, offset = b"", 0
+        for part in parts:
+            digest = hashlib.md5(usedforsecurity=False)
+            for piece in value.pieces(offset, offset + int(part["size"])):
+                digest.update(piece)
+                if plain_etag:
+                    whole.update(piece)
+            if digest.hexdigest() != part["etag"]:
+                raise RestoreError(f"part {part['number']} does not match its ETag")
+            piece_key = FakeKey(part["number"], b"", account, region)
+            piece_key._etag = part["etag"]
+            piece_key.contentsize = int(part["size"])
+            multipart.parts[part["number"]] = piece_key
+            multipart.partlist.append(part["number"])
+            part_md5s += digest.digest()
+            offset += int(part["size"])
+        computed = f"{hashlib.md5(part_md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"
+        if plain_etag:
+            computed = whole.hexdigest()
+    else:
+        for piece in value.pieces(0, value.size):
+            whole.update(piece)
+        computed = whole.hexdigest()
     if computed != header["etag"]:
         raise RestoreError(f"ETag {computed} does not match the recorded {header['etag']}")
+    value.md5 = whole.hexdigest() if plain_etag else None
+    key = FakeKey(header["key"], value, account, region, multipart=multipart,
+                  storage=header.get("storage_class"), bucket_name=bucket,
+                  version_id="null", encryption=header.get("encryption"),
+                  kms_key_id=header.get("kms_key_id"),
+                  bucket_key_enabled=header.get("bucket_key_enabled"))
     key._etag = header["etag"]
     key.last_modified = parse_iso(header["last_modified"])
     key.set_metadata(dict(header.get("metadata") or {}))
@@ -67,25 +95,8 @@ def load_object(backend: Any, bucket: str, header: dict[str, Any], data_path: Pa
     key.checksum_type = checksum.get("type")
     key.checksum_parts = checksum.get("parts")
     key.website_redirect_location = header.get("website_redirect_location")
+    share_parts(key)
     backend.buckets[bucket].keys.setlist(header["key"], [key])
     if header.get("tags"):
         backend.tagger.tag_resource(
             key.arn, [{"Key": k, "Value": v} for k, v in header["tags"].items()])
-
-
-def _fill(fake: Any, source: Any, size: int) -> Any:
-    """Stream ``size`` bytes of ``source`` into a fresh moto key; the MD5 of those bytes."""
-    digest = hashlib.md5()
-    buffer = fake._value_buffer
-    buffer.seek(0)
-    buffer.truncate()
-    remaining = size
-    while remaining > 0:
-        chunk = source.read(min(_CHUNK, remaining))
-        if not chunk:
-            raise RestoreError("the stored bytes are shorter than the recorded size")
-        buffer.write(chunk)
-        digest.update(chunk)
-        remaining -= len(chunk)
-    fake.contentsize = size
-    return digest

@@ -1,34 +1,38 @@
 """Keeps the local S3 endpoint's buckets and objects on disk, so they outlive the process.
 
-moto keeps S3 state in memory. :class:`S3Store` mirrors it into ``<workspace>/local/s3-data/``
-(mode 0700) as objects change, and loads it back into moto's backend when the endpoint starts
-(each object through :func:`nitronb.s3restore.load_object`).
+moto keeps S3 state in memory, each object's bytes in the data files below (a
+:class:`~nitronb.s3files.FileValue`, never a copy in memory). :class:`S3Store` mirrors the state
+into ``<workspace>/local/s3-data/`` (mode 0700) as objects change, and loads it back into moto's
+backend when the endpoint starts (each object through :func:`nitronb.s3restore.load_object`).
 
-Layout (format 1)::
+Layout (format 2; format 1 is the same with ``data`` always one file name)::
 
     s3-data/
       buckets/<bucket>/bucket.json            {"format", "name", "region", "created"}
       buckets/<bucket>/objects/<h>.json       the object's description (below)
-      buckets/<bucket>/objects/<h>.<t>.bin    its bytes, exactly as stored
+      buckets/<bucket>/objects/<h>.<t>.bin    its bytes, exactly as stored (or one part of them)
 
 ``<bucket>`` is the bucket's name when it is a plain S3 name, else ``b-`` and a hash of it;
 ``<h>`` is the SHA-256 of the object key (keys never become paths) and ``<t>`` a random token,
-new for every version of the bytes. The ``.json`` file is the commit point: it is replaced
-atomically (temporary file, fsync, rename) after the ``.bin`` it names is complete on disk, so a
-crash leaves either the previous or the new object, never a mix. Files no ``.json`` names are
-leftovers and are removed at start.
+new for every version of the bytes. A data file is written once and never changed; an object
+received through the gate's data path (:mod:`nitronb.s3stream`) is linked in from where its
+body was received, a multipart object keeps its parts' files as they were received. The
+``.json`` file is the commit point: it is replaced atomically (temporary file, fsync, rename)
+after the ``.bin`` files it names are complete on disk, so a crash leaves either the previous or
+the new object, never a mix. Files no ``.json`` names are leftovers and are removed at start.
 
 A change the disk refuses (full, or any other write error) changes nothing: a request that
 clearly needs more room than the disk has is refused before moto sees it
 (:meth:`S3Store.check_room`), and a change moto made that cannot be written is undone in the
 backend from what the disk holds, so the previous object stays served and stored.
 
-An object's ``.json`` holds: ``bucket``, ``key``, ``data`` (the ``.bin`` name), ``size``,
-``etag`` (as the store computed it, without quotes: an MD5, or ``md5-of-md5s-N`` for a multipart
-object), ``last_modified`` (ISO 8601, UTC), ``metadata`` (content type, ``x-amz-meta-*`` …),
-``storage_class``, ``tags``, ``checksum``, ``encryption`` and, for a multipart object, ``parts``
-(``number``, ``size``, ``etag`` of each part, in order). Object versions, bucket settings other
-than existence, and multipart uploads not yet completed are not kept.
+An object's ``.json`` holds: ``bucket``, ``key``, ``data`` (the ``.bin`` name, or the list of
+them, one per part, whose bytes follow each other), ``size``, ``etag`` (without quotes: an MD5,
+or ``md5-of-md5s-N`` for a multipart object), ``last_modified`` (ISO 8601, UTC), ``metadata``
+(content type, ``x-amz-meta-*`` …), ``storage_class``, ``tags``, ``checksum``, ``encryption``
+and, for a multipart object, ``parts`` (``number``, ``size``, ``etag`` of each part, in order).
+Object versions, bucket settings other than existence, and multipart uploads not yet completed
+are not kept.
 """
 
 from __future__ import annotations
@@ -49,9 +53,11 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import unquote
 
-from nitronb.s3restore import RestoreError, load_object, parse_iso
+from nitronb.s3files import (FileValue, adopt_into, fsync_dir as _fsync_dir, new_file,
+                             share_parts, write_all)
+from nitronb.s3restore import RestoreError, data_names, load_object, parse_iso
 
-FORMAT = 1
+FORMAT = 2
 _CHUNK = 1 << 20
 _STRIPES = 64
 _PLAIN_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -98,14 +104,6 @@ def _bucket_folder_name(bucket: str) -> str:
 
 def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -181,12 +179,11 @@ class S3Store:
         for meta_path in sorted(folder.glob("*.json")):
             try:
                 header = json.loads(meta_path.read_text(encoding="utf-8"))
-                data_path = folder / header["data"]
-                load_object(self._backend, bucket, header, data_path)
+                load_object(self._backend, bucket, header, folder)
             except (OSError, ValueError, KeyError, RestoreError) as exc:
                 self._set_aside(meta_path, exc)
                 continue
-            referenced.add(header["data"])
+            referenced.update(data_names(header))
             self._index[bucket][header["key"]] = header
             restored += 1
         for leftover in folder.iterdir():
@@ -200,11 +197,11 @@ class S3Store:
         print(f"s3-data: {meta_path} could not be restored ({reason}); moved to {damaged}",
               file=sys.stderr, flush=True)
         try:
-            data_name = json.loads(meta_path.read_text(encoding="utf-8")).get("data")
-        except (OSError, ValueError):
-            data_name = None
-        for path in (meta_path, meta_path.parent / data_name if data_name else None):
-            if path is not None and path.exists():
+            names = data_names(json.loads(meta_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, AttributeError):
+            names = []
+        for path in [meta_path] + [meta_path.parent / n for n in names if "/" not in n]:
+            if path.exists():
                 os.replace(path, damaged / f"{stamp}-{path.name}")
 
     # --- write-through --------------------------------------------------------------------
@@ -322,7 +319,7 @@ class S3Store:
                 del live.keys[key]
             return
         try:
-            load_object(self._backend, bucket, header, objects / header["data"])
+            load_object(self._backend, bucket, header, objects)
         except (OSError, ValueError, KeyError, RestoreError) as exc:
             print(f"s3-data: could not take back the unsaved change of {bucket}/{key} ({exc!r}); "
                   "the object on disk is served again after a restart", file=sys.stderr,
@@ -403,29 +400,47 @@ class S3Store:
         if not isinstance(fake, FakeKey):
             if previous is not None:
                 (objects / f"{name}.json").unlink(missing_ok=True)
-                (objects / previous["data"]).unlink(missing_ok=True)
-                _fsync_dir(objects)
+                self._drop(live_bucket, key, objects, data_names(previous))
                 with self._index_lock:
                     self._index[bucket].pop(key, None)
             return False
         header = self._describe(bucket, key, fake)
-        if previous is not None and _same_bytes(previous, header):
-            header["data"] = previous["data"]
-            if header == previous:
-                return True
+        value = fake._value_buffer
+        if isinstance(value, FileValue):
+            stored = adopt_into(value, objects, name, lambda: secrets.token_hex(6))
+        elif previous is not None and _same_bytes(previous, header):
+            stored = FileValue([(objects / n, os.stat(objects / n).st_size)
+                                for n in data_names(previous)], header["etag"])
         else:
-            header["data"] = self._write_bytes(fake, objects, name)
+            stored = self._write_bytes(fake, objects, name)
+        names = stored.names_in(objects) or []
+        header["data"] = names[0] if len(names) == 1 else names
+        if stored is not value:
+            fake._value_buffer = stored  # the bytes now come from the store's files
+            share_parts(fake)
+        old = set(data_names(previous)) if previous is not None else set()
+        if header == previous:
+            return True
         try:
             _write_json(objects / f"{name}.json", header)
         except BaseException:
-            if previous is None or previous["data"] != header["data"]:
-                (objects / header["data"]).unlink(missing_ok=True)
+            for fresh in set(names) - old:
+                (objects / fresh).unlink(missing_ok=True)
             raise
-        if previous is not None and previous["data"] != header["data"]:
-            (objects / previous["data"]).unlink(missing_ok=True)
+        self._drop(live_bucket, key, objects, old - set(names))
         with self._index_lock:
             self._index[bucket][key] = header
         return True
+
+    @staticmethod
+    def _drop(live_bucket: Any, key: str, objects: Path, names: Any) -> None:
+        """Remove data files no longer stored, unless a version moto keeps still reads them."""
+        for version in list(live_bucket.keys.getlist(key, [])):
+            value = getattr(version, "_value_buffer", None)
+            if isinstance(value, FileValue):
+                names = set(names) - set(value.names_in(objects) or [])
+        for stale in names:
+            (objects / stale).unlink(missing_ok=True)
 
     def _describe(self, bucket: str, key: str, fake: Any) -> dict[str, Any]:
         header: dict[str, Any] = {
@@ -454,29 +469,16 @@ class S3Store:
         return header
 
     @staticmethod
-    def _write_bytes(fake: Any, objects: Path, name: str) -> str:
-        """Copy the object's bytes from the backend into a new data file; its name."""
+    def _write_bytes(fake: Any, objects: Path, name: str) -> FileValue:
+        """Copy the object's bytes from moto's buffer into a new data file."""
         _private(objects)
-        data_name = f"{name}.{secrets.token_hex(6)}.bin"
-        temp = objects / f".{data_name}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                with fake.lock:
-                    buffer = fake._value_buffer
-                    buffer.seek(0)
-                    while True:
-                        chunk = buffer.read(_CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, objects / data_name)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return data_name
+        path = objects / f"{name}.{secrets.token_hex(6)}.bin"
+        with new_file(path) as fd, fake.lock:
+            buffer = fake._value_buffer
+            buffer.seek(0)
+            for chunk in iter(lambda: buffer.read(_CHUNK), b""):
+                write_all(fd, chunk)
+        return FileValue([(path, int(fake.size))], fake.etag.strip('"'))
 
 
 def _snapshot(mapping: Any) -> set[str]:

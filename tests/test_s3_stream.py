@@ -1,0 +1,250 @@
+"""The local S3 endpoint streams object bodies between the socket and its files.
+
+Real processes over HTTP: the endpoint is started with ``nitronb.local.up`` in a temporary
+workspace; its peak memory is the kernel's VmHWM of the endpoint process.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from nitronb import local, storage
+from nitronb.s3store import data_dir
+
+MiB = 1024 * 1024
+#: the object's size in the memory tests (far above the endpoint's bound below)
+BIG = 300 * MiB
+#: the most the endpoint process may hold at its peak while it moves a BIG object
+BOUND = 150 * MiB
+
+
+@pytest.fixture
+def workspace(monkeypatch, tmp_path):
+    """A workspace whose stack runs the S3 endpoint only; stopped at the end whatever happens."""
+    monkeypatch.setattr(local, "SERVICES", {"s3": local.SERVICES["s3"]})
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("NITRONB_WORKSPACE", str(ws))
+    local.up(ws)
+    yield ws
+    local.down(ws)
+
+
+def _pid(ws: Path) -> int:
+    return local.status(ws)["s3"]["pid"]
+
+
+def _peak(pid: int) -> int:
+    """The process's peak resident memory so far (bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def _restart(ws: Path) -> None:
+    assert local.down(ws)["s3"]["state"] == "stopped"
+    assert local.up(ws)["s3"]["state"] == "running"
+
+
+def _random_file(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "wb") as fh:
+        for _ in range(size // MiB):
+            chunk = os.urandom(MiB)
+            digest.update(chunk)
+            fh.write(chunk)
+    return digest.hexdigest()
+
+
+def _sha256_of_stream(chunks) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _file_range_sha256(path: Path, start: int, end: int) -> str:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return hashlib.sha256(fh.read(end - start)).hexdigest()
+
+
+def test_a_large_object_goes_up_and_down_every_way_in_bounded_memory(workspace, tmp_path):
+    client = storage.client_for(workspace=workspace)
+    source = tmp_path / "big.bin"
+    want = _random_file(source, BIG)
+    pid = _pid(workspace)
+
+    with open(source, "rb") as fh:  # one PUT of the whole object
+        client.put_object(Bucket="nitronb", Key="single.bin", Body=fh)
+    client.upload_file(str(source), "nitronb", "multipart.bin")  # parts in parallel
+    put_url = client.generate_presigned_url(
+        "put_object", Params={"Bucket": "nitronb", "Key": "presigned.bin"}, ExpiresIn=600)
+    with open(source, "rb") as fh:
+        assert requests.put(put_url, data=fh, timeout=300).status_code == 200
+
+    for key in ("single.bin", "multipart.bin", "presigned.bin"):
+        body = client.get_object(Bucket="nitronb", Key=key)["Body"]
+        assert _sha256_of_stream(iter(lambda: body.read(MiB), b"")) == want, key
+        assert client.head_object(Bucket="nitronb", Key=key)["ContentLength"] == BIG
+    ranged = client.get_object(Bucket="nitronb", Key="multipart.bin",
+                               Range=f"bytes={10 * MiB - 7}-{20 * MiB + 3}")
+    assert ranged["ContentRange"] == f"bytes {10 * MiB - 7}-{20 * MiB + 3}/{BIG}"
+    assert hashlib.sha256(ranged["Body"].read()).hexdigest() == _file_range_sha256(
+        source, 10 * MiB - 7, 20 * MiB + 4)
+    get_url = client.generate_presigned_url(
+        "get_object", Params={"Bucket": "nitronb", "Key": "presigned.bin"}, ExpiresIn=600)
+    with requests.get(get_url, stream=True, timeout=300) as answer:
+        assert _sha256_of_stream(answer.iter_content(MiB)) == want
+    out = tmp_path / "out.bin"
+    client.download_file("nitronb", "multipart.bin", str(out))  # ranged GETs in parallel
+    assert _sha256_of_stream(iter(lambda f=open(out, "rb"): f.read(MiB), b"")) == want
+
+    assert _peak(pid) < BOUND
+
+
+def test_stored_objects_are_served_from_their_files_after_a_restart(workspace, tmp_path):
+    client = storage.client_for(workspace=workspace)
+    source = tmp_path / "big.bin"
+    want = _random_file(source, BIG)
+    client.upload_file(str(source), "nitronb", "kept.bin")
+    _restart(workspace)
+    pid = _pid(workspace)
+
+    scratch = tempfile.gettempdir()
+    opened = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert not [p for p in opened if p.startswith(scratch) and p.endswith("(deleted)")]
+    client = storage.client_for(workspace=workspace)
+    body = client.get_object(Bucket="nitronb", Key="kept.bin")["Body"]
+    assert _sha256_of_stream(iter(lambda: body.read(MiB), b"")) == want
+    assert _peak(pid) < BOUND
+
+
+def _aws_chunked(body: bytes, trailer: str) -> bytes:
+    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+    return framed + b"0\r\n" + f"x-amz-checksum-crc32:{trailer}\r\n\r\n".encode()
+
+
+def _crc32(body: bytes) -> str:
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+
+
+def _send_chunked(ws: Path, key: str, body: bytes, trailer: str) -> requests.Response:
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from nitronb.s3auth import load_credentials
+
+    keys = load_credentials(ws)
+    url = f"{local.status(ws)['s3']['url']}/nitronb/{key}"
+    headers = {"x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+               "Content-Encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-crc32",
+               "x-amz-sdk-checksum-algorithm": "CRC32",
+               "x-amz-decoded-content-length": str(len(body))}
+    framed = _aws_chunked(body, trailer)
+    request = AWSRequest("PUT", url, data=framed, headers=headers)
+    S3SigV4Auth(Credentials(keys["access_key_id"], keys["secret_access_key"]), "s3",
+                "us-east-1").add_auth(request)
+    return requests.put(url, data=framed, headers=dict(request.headers.items()), timeout=60)
+
+
+def test_an_aws_chunked_body_is_decoded_and_checked_against_its_trailer(workspace):
+    client = storage.client_for(workspace=workspace)
+    body = os.urandom(200_000)
+
+    refused = _send_chunked(workspace, "chunked.bin", body, _crc32(b"other"))
+    assert refused.status_code == 400 and b"<Code>BadDigest</Code>" in refused.content
+    with pytest.raises(ClientError):
+        client.head_object(Bucket="nitronb", Key="chunked.bin")
+
+    assert _send_chunked(workspace, "chunked.bin", body, _crc32(body)).status_code == 200
+    got = client.get_object(Bucket="nitronb", Key="chunked.bin", ChecksumMode="ENABLED")
+    assert got["Body"].read() == body
+    assert got["ETag"].strip('"') == hashlib.md5(body).hexdigest()
+    assert got["ChecksumCRC32"] == _crc32(body)
+
+
+def test_ranges_are_answered_as_s3_answers_them(workspace):
+    client = storage.client_for(workspace=workspace)
+    body = os.urandom(1000)
+    client.put_object(Bucket="nitronb", Key="r.bin", Body=body)
+
+    suffix = client.get_object(Bucket="nitronb", Key="r.bin", Range="bytes=-10")
+    assert (suffix["Body"].read(), suffix["ContentRange"]) == (body[-10:], "bytes 990-999/1000")
+    tail = client.get_object(Bucket="nitronb", Key="r.bin", Range="bytes=995-5000")
+    assert tail["Body"].read() == body[995:]
+    with pytest.raises(ClientError) as caught:
+        client.get_object(Bucket="nitronb", Key="r.bin", Range="bytes=1000-")
+    assert caught.value.response["Error"]["Code"] == "InvalidRange"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
+    etag = client.head_object(Bucket="nitronb", Key="r.bin")["ETag"]
+    with pytest.raises(ClientError) as caught:
+        client.get_object(Bucket="nitronb", Key="r.bin", IfNoneMatch=etag)
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+
+
+def test_copies_and_older_versions_keep_their_bytes(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.put_object(Bucket="nitronb", Key="source.bin", Body=b"source bytes",
+                      Metadata={"owner": "data"})
+    client.copy_object(Bucket="nitronb", Key="copy.bin",
+                       CopySource={"Bucket": "nitronb", "Key": "source.bin"})
+    client.delete_object(Bucket="nitronb", Key="source.bin")
+    client.create_bucket(Bucket="versions")
+    client.put_bucket_versioning(Bucket="versions",
+                                 VersioningConfiguration={"Status": "Enabled"})
+    first = client.put_object(Bucket="versions", Key="v.bin", Body=b"first")["VersionId"]
+    client.put_object(Bucket="versions", Key="v.bin", Body=b"second")
+
+    copy = client.get_object(Bucket="nitronb", Key="copy.bin")
+    assert (copy["Body"].read(), copy["Metadata"]) == (b"source bytes", {"owner": "data"})
+    older = client.get_object(Bucket="versions", Key="v.bin", VersionId=first)
+    assert older["Body"].read() == b"first"
+    assert client.get_object(Bucket="versions", Key="v.bin")["Body"].read() == b"second"
+    _restart(workspace)
+    client = storage.client_for(workspace=workspace)
+    assert client.get_object(Bucket="nitronb", Key="copy.bin")["Body"].read() == b"source bytes"
+
+
+def test_a_workspace_in_the_first_format_still_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(local, "SERVICES", {"s3": local.SERVICES["s3"]})
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("NITRONB_WORKSPACE", str(ws))
+    objects = data_dir(ws) / "buckets" / "nitronb" / "objects"
+    objects.mkdir(parents=True)
+    (objects.parent / "bucket.json").write_text(json.dumps({
+        "format": 1, "name": "nitronb", "region": "us-east-1",
+        "created": "2026-01-01T00:00:00.000000Z"}), encoding="utf-8")
+    parts = [os.urandom(5 * MiB), b"tail"]
+    name = hashlib.sha256(b"old.bin").hexdigest()
+    (objects / f"{name}.abc.bin").write_bytes(b"".join(parts))
+    md5s = [hashlib.md5(p).digest() for p in parts]
+    (objects / f"{name}.json").write_text(json.dumps({
+        "format": 1, "bucket": "nitronb", "key": "old.bin", "data": f"{name}.abc.bin",
+        "size": sum(map(len, parts)), "etag": f"{hashlib.md5(b''.join(md5s)).hexdigest()}-2",
+        "last_modified": "2026-01-01T00:00:00.000000Z",
+        "metadata": {"Content-Type": "binary/octet-stream"}, "storage_class": "STANDARD",
+        "tags": {"owner": "data"},
+        "parts": [{"number": i + 1, "size": len(p), "etag": m.hex()}
+                  for i, (p, m) in enumerate(zip(parts, md5s))]}), encoding="utf-8")
+    local.up(ws)
+    try:
+        client = storage.client_for(workspace=ws)
+        assert client.get_object(Bucket="nitronb", Key="old.bin")["Body"].read() == \
+            b"".join(parts)
+        tags = client.get_object_tagging(Bucket="nitronb", Key="old.bin")["TagSet"]
+        assert tags == [{"Key": "owner", "Value": "data"}]
+    finally:
+        local.down(ws)
