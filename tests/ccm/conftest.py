@@ -1,4 +1,7 @@
-"""A real manager server in a temporary workspace, on a free loopback port."""
+"""A real manager server in a temporary workspace, on a free loopback port, on the database that
+``--database`` names: SQLite in the workspace (default), or with ``--database postgresql`` a new
+PostgreSQL database per test (``$NITRONB_DATABASE_URL`` is set for the test, so that managers,
+services and stores opened by it all use it)."""
 
 from __future__ import annotations
 
@@ -69,6 +72,23 @@ class ManagerProcess:
         self.stop()
         self.start()
 
+    def store(self):
+        """A :class:`~nitronb.ccm.store.Store` on this manager's database (close it after)."""
+        from nitronb.ccm.database import database_url
+        from nitronb.ccm.store import Store
+
+        return Store(database_url(folder=self.workspace / "ccm"))
+
+    def sql(self, statement: str, params: dict | None = None) -> list:
+        """Run SQL (``:name`` parameters) on this manager's database, as an intruder with
+        access to it would; return the rows."""
+        store = self.store()
+        try:
+            with store.transaction():
+                return store.execute(statement, params)
+        finally:
+            store.close()
+
     @property
     def tokens(self) -> dict[str, str]:
         return json.loads((self.workspace / "ccm" / "tokens.json").read_text())
@@ -77,6 +97,39 @@ class ManagerProcess:
         from nitronb.ccm import CCMClient
 
         return CCMClient(self.url, self.tokens[party])
+
+
+@pytest.fixture(autouse=True)
+def manager_database(request, monkeypatch) -> str | None:
+    """The database of the test's managers: None (SQLite in each workspace), or with
+    ``--database postgresql`` a new PostgreSQL database named by ``$NITRONB_DATABASE_URL``."""
+    from nitronb.ccm.database import ENV_URL
+
+    if request.config.getoption("--database") != "postgresql":
+        monkeypatch.delenv(ENV_URL, raising=False)
+        return None
+    url = request.getfixturevalue("postgres_url")
+    monkeypatch.setenv(ENV_URL, url)
+    return url
+
+
+def _backends(config) -> list[str]:
+    return (["postgresql"] if config.getoption("--database") == "postgresql"
+            else ["sqlite", "postgresql"])
+
+
+def pytest_generate_tests(metafunc) -> None:
+    if "store_url" in metafunc.fixturenames:
+        metafunc.parametrize("store_url", _backends(metafunc.config), indirect=True)
+
+
+@pytest.fixture
+def store_url(request, tmp_path) -> str:
+    """A new, empty database for store-level tests: SQLite and PostgreSQL (only PostgreSQL
+    with ``--database postgresql``; skipped when no PostgreSQL is available)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ccm.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
@@ -81,8 +80,7 @@ def test_verify_audit_exit_code_follows_the_chain(manager, cli):
     build_world(manager)
     code, out, _ = cli("--as", "data-owner", "verify-audit")
     assert code == 0 and "OK" in out
-    with sqlite3.connect(manager.workspace / "ccm" / "ccm.sqlite3") as db:
-        db.execute("UPDATE audit SET details = '{}' WHERE id = 2")
+    manager.sql("UPDATE audit SET details = '{}' WHERE id = 2")
     code, out, _ = cli("--as", "data-owner", "verify-audit", "--json")
     assert code == 1 and json.loads(out)["bad_row"] == 2
 
