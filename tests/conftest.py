@@ -41,12 +41,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """The admin URL of a PostgreSQL server for the tests (``tests/pg_cluster.py``); skips with
-    the reason when there is none."""
+    the reason when there is none (fails instead when ``$NITRONB_TEST_REQUIRE_POSTGRESQL`` is
+    set, as in CI)."""
+    import os
+
     import pg_cluster
 
     try:
         url, cluster = pg_cluster.admin_url()
     except pg_cluster.Unavailable as exc:
+        if os.environ.get("NITRONB_TEST_REQUIRE_POSTGRESQL"):
+            pytest.fail(f"PostgreSQL is required here: {exc}")
         pytest.skip(str(exc))
     try:
         yield url

@@ -36,9 +36,14 @@ class ManagerProcess:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
-        self.log = workspace / "manager.log"
+        self.log = workspace / f"manager-{self.port}.log"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to answer."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
         with open(self.log, "ab") as log:
@@ -47,6 +52,9 @@ class ManagerProcess:
                  "--host", "127.0.0.1", "--port", str(self.port),
                  *(["--verifier", self.verifier] if self.verifier else [])],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+
+    def wait_ready(self) -> None:
+        """Wait until the process answers its health check (30 s at most)."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -54,7 +62,7 @@ class ManagerProcess:
             try:
                 if requests.get(self.url + "/v1/sys/health", timeout=1).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.05)
         raise RuntimeError("the manager did not answer within 30 s")
 
