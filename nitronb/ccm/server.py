@@ -3,9 +3,10 @@ manager (also ``nitronb ccm serve``).
 
 State: the manager key and the parties' tokens in ``WS/ccm``; the records in the database
 (``--database-url``, else ``$NITRONB_DATABASE_URL``, else ``WS/ccm/ccm.sqlite3``). With
-``--workers N`` the process opens the database (migrations, parties) and the listening socket,
-then forks N worker processes that serve the socket together; SIGTERM or SIGINT to it stops
-them all gracefully, and a worker that dies stops the others (exit code 1).
+``--workers N`` (or ``$NITRONB_MANAGER_WORKERS``) the process opens the database (migrations,
+parties) and the listening socket, then forks N worker processes that serve the socket
+together; SIGTERM or SIGINT to it stops them all gracefully, and a worker that dies stops the
+others (exit code 1).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the database: sqlite:///FILE or postgresql://USER@HOST/DB (default "
                              "$NITRONB_DATABASE_URL, else WS/ccm/ccm.sqlite3); a password is "
                              "better kept in ~/.pgpass than in the URL")
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="worker processes serving the port together (default 1)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        default=int(os.environ.get("NITRONB_MANAGER_WORKERS") or 1),
+                        help="worker processes serving the port together (default "
+                             "$NITRONB_MANAGER_WORKERS or 1)")
     parser.add_argument("--trust-root", action="append", default=[], metavar="PEM",
                         help="a trusted attestation root certificate (repeatable); "
                              "WS/nsm/root.pem is trusted too")

@@ -87,7 +87,7 @@ def test_the_audit_limit_must_be_1_to_the_maximum(manager, tmp_path):
     with pytest.raises(ValidationError):
         admin.audit_log(limit=-5)
     assert len(admin.audit_log(limit=1)) == 1
-    service = ServiceManager(tmp_path / "direct").client("admin")
+    service = ServiceManager(manager.workspace).client("admin")
     for limit in (-5, 0, MAX_AUDIT_LIMIT + 1, 10 ** 23):
         with pytest.raises(ValidationError, match="from 1 to"):
             service.audit_log(limit)
