@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from sqlalchemy import case, delete, func, select, text, update
+from sqlalchemy import bindparam, case, delete, func, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -41,6 +41,7 @@ class Store:
         self.path = database.sqlite_path(self.url)
         self._local = threading.local()
         self._writer = threading.Lock()  # one writer per process; the database's lock for more
+        self._statements: dict[tuple[str, ...], Any] = {}  # built once, run with parameters
         try:
             self.engine = database.create_engine(self.url)
             self.dialect = self.engine.dialect.name
@@ -117,6 +118,12 @@ class Store:
         return stmt.on_conflict_do_update(
             index_elements=list(keys), set_={k: stmt.excluded[k] for k in updated})
 
+    def _statement(self, key: tuple[str, ...], build: Any) -> Any:
+        statement = self._statements.get(key)
+        if statement is None:
+            statement = self._statements[key] = build()
+        return statement
+
     @staticmethod
     def _next_seq(table: Any) -> Any:
         return select(func.coalesce(func.max(table.c.seq), 0) + 1).scalar_subquery()
@@ -126,28 +133,36 @@ class Store:
     def put(self, record: Record) -> None:
         """Insert or replace ``record`` (it moves last among records created in its second)."""
         table = schema.records[record.kind]
+        statement = self._statement(("put", record.kind), lambda: self._upsert(table, ("id",), {
+            **{c: bindparam(c) for c in ("id", "owner", "name", "created_at", "body")},
+            "seq": self._next_seq(table)}, _UPDATED))
         body = json.dumps(record.to_dict(), ensure_ascii=False)
         with self.transaction() as db:
-            db.execute(self._upsert(table, ("id",), {
-                "id": record.id, "owner": record.owner, "name": getattr(record, "name", None),
-                "created_at": record.created_at, "body": body, "seq": self._next_seq(table)},
-                _UPDATED))
+            db.execute(statement, {"id": record.id, "owner": record.owner,
+                                   "name": getattr(record, "name", None),
+                                   "created_at": record.created_at, "body": body})
 
     def get(self, kind: str, record_id: str) -> Record | None:
         table = schema.records[kind]
-        rows = self.execute(select(table.c.body).where(table.c.id == record_id))
+        rows = self.execute(self._statement(("get", kind), lambda: select(table.c.body).where(
+            table.c.id == bindparam("id"))), {"id": record_id})
         return KINDS[kind].from_dict(json.loads(rows[0][0])) if rows else None
 
     def find(self, kind: str, *, name: str | None = None,
              owner: str | None = None) -> list[Record]:
         """Records of ``kind``, oldest first, optionally filtered by name and owner."""
         table = schema.records[kind]
-        query = select(table.c.body)
-        if name is not None:
-            query = query.where(table.c.name == name)
-        if owner is not None:
-            query = query.where(table.c.owner == owner)
-        rows = self.execute(query.order_by(table.c.created_at, table.c.seq))
+
+        def build() -> Any:
+            query = select(table.c.body)
+            if name is not None:
+                query = query.where(table.c.name == bindparam("name"))
+            if owner is not None:
+                query = query.where(table.c.owner == bindparam("owner"))
+            return query.order_by(table.c.created_at, table.c.seq)
+
+        key = ("find", kind, str(name is None), str(owner is None))
+        rows = self.execute(self._statement(key, build), {"name": name, "owner": owner})
         return [KINDS[kind].from_dict(json.loads(row[0])) for row in rows]
 
     # --- tokens, secrets, runtime configs, nonces, meta ----------------------------------------
@@ -160,7 +175,8 @@ class Store:
 
     def user_for_token(self, token_hash: str) -> str | None:
         tokens = schema.tokens
-        rows = self.execute(select(tokens.c.user_id).where(tokens.c.token_hash == token_hash))
+        rows = self.execute(self._statement(("token",), lambda: select(tokens.c.user_id).where(
+            tokens.c.token_hash == bindparam("hash"))), {"hash": token_hash})
         return rows[0][0] if rows else None
 
     def put_secret(self, dataset_id: str, sealed: bytes) -> None:
@@ -257,7 +273,9 @@ class Store:
             return "ok"
 
     def get_meta(self, key: str) -> str | None:
-        rows = self.execute(select(schema.meta.c.value).where(schema.meta.c.key == key))
+        meta = schema.meta
+        rows = self.execute(self._statement(("meta",), lambda: select(meta.c.value).where(
+            meta.c.key == bindparam("key"))), {"key": key})
         return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
