@@ -30,8 +30,10 @@ def _free_port() -> int:
 class ManagerProcess:
     """``python -m nitronb.ccm.server`` with the test-only verifier; restartable."""
 
-    def __init__(self, workspace: Path, verifier: str | None = "ccm_fake_nsm:make") -> None:
+    def __init__(self, workspace: Path, verifier: str | None = "ccm_fake_nsm:make",
+                 args: tuple[str, ...] = ()) -> None:
         self.workspace = workspace
+        self.args = args
         self.verifier = verifier
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,7 +52,7 @@ class ManagerProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "nitronb.ccm.server", "--workspace", str(self.workspace),
                  "--host", "127.0.0.1", "--port", str(self.port),
-                 *(["--verifier", self.verifier] if self.verifier else [])],
+                 *(["--verifier", self.verifier] if self.verifier else []), *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
 
     def wait_ready(self) -> None:

@@ -107,3 +107,32 @@ def test_a_manager_without_the_databases_key_refuses_to_start(manager, tmp_path,
     finally:
         service.store.close()
     assert manager.client("admin").whoami()["user"]["name"] == "admin"  # tokens kept
+
+
+def test_workers_serve_one_port_together_and_stop_together(tmp_path):
+    import psutil
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    manager = ManagerProcess(workspace, args=("--workers", "2"))
+    manager.start()
+    try:
+        parent = psutil.Process(manager.proc.pid)
+        workers = parent.children()
+        assert len(workers) == 2
+        world = build_world(manager)
+        request = world.clients["app-owner"].request_approval(world.ids["draft"])
+        threads = [threading.Thread(target=world.clients[p].approve_request,
+                                    args=(request["id"],)) for p in request["approvers"]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        final = world.clients["app-owner"].get_final_workflow(request["workflow_id"])
+        assert final["status"] == "APPROVED"
+        assert manager.client("admin").verify_audit()["ok"]
+        manager.proc.terminate()
+        assert manager.proc.wait(30) == 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        manager.stop()

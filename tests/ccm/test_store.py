@@ -168,3 +168,17 @@ def test_the_password_of_a_database_url_is_never_shown():
         Store(url)
     assert "s3cr3t-pw" not in str(caught.value) and "***" in str(caught.value)
     assert caught.value.url == "postgresql://nitronb:***@127.0.0.1:1/nitronb"
+
+
+def test_the_sqlite_file_is_private_and_journals_in_wal(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "ccm.sqlite3"
+    store = Store(path)
+    store.set_meta("k", "v")
+    for part in ("", "-wal", "-shm"):
+        if os.path.exists(f"{path}{part}"):
+            assert stat.S_IMODE(os.stat(f"{path}{part}").st_mode) == 0o600, part
+    assert store.execute("PRAGMA journal_mode")[0][0] == "wal"
+    store.close()
