@@ -14,6 +14,7 @@ starting at once upgrade the schema once. A URL is only ever shown with its pass
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ WRITE_LOCK = int.from_bytes(b"nitronb\x01", "big")
 #: itself (versions 1 and 2) refuses to open it rather than misread it
 SQLITE_FENCE = 3
 _LEGACY_REVISIONS = {1: "0001", 2: "0002"}
+#: PostgreSQL connections one manager process (one worker) opens at most
+CONNECTIONS_PER_PROCESS = 16
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -88,7 +91,9 @@ def create_engine(url: str) -> Any:
     if backend == "postgresql":
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        options["pool_pre_ping"] = True
+        # at most CONNECTIONS_PER_PROCESS server connections per manager process
+        options.update(pool_pre_ping=True, pool_size=CONNECTIONS_PER_PROCESS // 2,
+                       max_overflow=CONNECTIONS_PER_PROCESS // 2)
     elif backend == "sqlite":
         path = sqlite_path(url)
         if path is not None:
@@ -149,6 +154,7 @@ def _alembic_config(connection: Any) -> Any:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest schema revision this nitronb knows."""
     from alembic.script import ScriptDirectory
