@@ -92,7 +92,7 @@ def create_engine(url: str) -> Any:
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         # at most CONNECTIONS_PER_PROCESS server connections per manager process
-        options.update(pool_pre_ping=True, pool_size=CONNECTIONS_PER_PROCESS // 2,
+        options.update(pool_size=CONNECTIONS_PER_PROCESS // 2,
                        max_overflow=CONNECTIONS_PER_PROCESS // 2)
     elif backend == "sqlite":
         path = sqlite_path(url)

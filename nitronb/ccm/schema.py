@@ -25,7 +25,7 @@ records = {
                 Column("id", Text, primary_key=True), Column("owner", Text, nullable=False),
                 Column("name", Text), Column("created_at", Text, nullable=False),
                 Column("body", Text, nullable=False),
-                Column("seq", BigInteger, nullable=False, server_default="0"))
+                Column("seq", BigInteger, nullable=False, server_default="0", index=True))
     for kind, name in TABLES.items()
 }
 
@@ -40,7 +40,7 @@ runtime_configs = Table(
     Column("workflow_id", Text, nullable=False), Column("app_config_id", Text, nullable=False),
     Column("config", Text, nullable=False), Column("extra", Text, nullable=False),
     Column("created_at", Text, nullable=False),
-    Column("seq", BigInteger, nullable=False, server_default="0"))
+    Column("seq", BigInteger, nullable=False, server_default="0", index=True))
 
 nonces = Table("nonces", metadata, Column("nonce", Text, primary_key=True),
                Column("expires_at", Double, nullable=False), Column("used_at", Double),

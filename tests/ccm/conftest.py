@@ -147,8 +147,8 @@ def manager(tmp_path):
     """A manager whose attestation verifier is the test-only one of ``ccm_fake_nsm``."""
     process = ManagerProcess(tmp_path / "ws")
     process.workspace.mkdir()
-    process.start()
     try:
+        process.start()
         yield process
     finally:
         process.stop()
@@ -159,8 +159,8 @@ def nitro_manager(tmp_path):
     """A manager with its default verifier (trusting ``<workspace>/nsm/root.pem``)."""
     process = ManagerProcess(tmp_path / "ws", verifier=None)
     process.workspace.mkdir()
-    process.start()
     try:
+        process.start()
         yield process
     finally:
         process.stop()

@@ -1,5 +1,6 @@
 """An explicit write order for records and runtime configurations (``seq``), which lists use
-after ``created_at``; on SQLite it starts from the rows' ``rowid`` (the order used before).
+after ``created_at``, indexed; on SQLite it starts from the rows' ``rowid`` (the order used
+before).
 
 Revision ID: 0003
 Revises: 0002
@@ -25,3 +26,4 @@ def upgrade() -> None:
         op.add_column(table, sa.Column("seq", sa.BigInteger, nullable=False, server_default="0"))
         if sqlite:
             op.execute(f"UPDATE {table} SET seq = rowid")
+        op.create_index(f"{table}_by_seq", table, ["seq"])  # the next seq is max + 1
