@@ -24,10 +24,12 @@ from nitronb.http_server import add_arguments, limits_from
 log = logging.getLogger("nitronb.ccm")
 
 
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+def add_server_arguments(parser: argparse.ArgumentParser, workspace_dest: str = "workspace"
+                         ) -> None:
     """The manager's options (``--workspace``, ``--host``, ``--port``, ``--database-url``,
-    ``--workers``, ``--trust-root``, ``--verifier`` and the HTTP timeouts) on ``parser``."""
-    parser.add_argument("--workspace", help="workspace folder (state in WS/ccm; default "
+    ``--workers``, ``--trust-root``, ``--verifier`` and the HTTP timeouts) on ``parser``;
+    ``--workspace`` is stored as ``workspace_dest``."""
+    parser.add_argument("--workspace", dest=workspace_dest, help="workspace folder (state in WS/ccm; default "
                                             "$NITRONB_WORKSPACE or ~/.nitronb)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (0: any free port)")

@@ -119,13 +119,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "workspace or on a PostgreSQL database.")
     from nitronb.ccm.server import add_server_arguments
 
-    add_server_arguments(v)
+    add_server_arguments(v, workspace_dest="serve_workspace")  # before or after "serve"
     v.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from nitronb.ccm.server import serve
 
+    args.workspace = args.serve_workspace or args.workspace
     return serve(args)
 
 
