@@ -36,16 +36,18 @@ def append(store: Store, *, at: str, actor: str, action: str, object_type: str,
            object_id: str, details: dict[str, Any] | None = None) -> int:
     """Append one row inside the caller's transaction; return its id."""
     details = details or {}
-    with store.transaction() as db:
-        last = db.execute(select(_AUDIT.c.id, _AUDIT.c.hash).order_by(_AUDIT.c.id.desc())
-                          .limit(1)).first()
-        row_id, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    with store.transaction():
+        last = store.run(("audit_last",), lambda: select(_AUDIT.c.id, _AUDIT.c.hash).order_by(
+            _AUDIT.c.id.desc()).limit(1))
+        row_id, prev = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS)
         digest = _row_hash(prev, _canonical(row_id, at, actor, action, object_type, object_id,
                                             details))
-        db.execute(_AUDIT.insert().values(
-            id=row_id, at=at, actor=actor, action=action, object_type=object_type,
-            object_id=object_id, details=json.dumps(details, ensure_ascii=False),
-            prev_hash=prev, hash=digest))
+        store.run(("audit_append",), lambda: _AUDIT.insert().values(
+            {c.name: bindparam(c.name) for c in _COLUMNS}), {
+            "id": row_id, "at": at, "actor": actor, "action": action,
+            "object_type": object_type, "object_id": object_id,
+            "details": json.dumps(details, ensure_ascii=False), "prev_hash": prev,
+            "hash": digest})
         store.set_meta(_HEAD, f"{row_id}:{digest}")
     return row_id
 

@@ -79,7 +79,8 @@ def sqlite_path(url: str) -> Path | None:
 
 def create_engine(url: str) -> Any:
     """A SQLAlchemy engine for ``url`` (``postgresql://`` uses psycopg 3); SQLite files are
-    created mode 0600, journal in WAL, with transactions begun by the store itself."""
+    created mode 0600, journal in WAL. On both the driver commits each statement on its own
+    unless the store began a transaction (:func:`begin_write`)."""
     import sqlalchemy
     from sqlalchemy import event
     from sqlalchemy.engine import make_url
@@ -105,6 +106,11 @@ def create_engine(url: str) -> Any:
             f"({redact(url)}).", url=redact(url),
             hint="Use postgresql://USER@HOST/DATABASE, or no URL for the SQLite file.")
     engine = sqlalchemy.create_engine(parsed, **options)
+    if backend == "postgresql":
+        @event.listens_for(engine, "connect")
+        def _postgresql_connection(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.autocommit = True  # a read is one round trip; BEGIN is the store's
+
     if backend == "sqlite":
         @event.listens_for(engine, "connect")
         def _sqlite_connection(dbapi_connection: Any, record: Any) -> None:
@@ -139,6 +145,7 @@ def begin_write(connection: Any) -> None:
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     else:
+        connection.exec_driver_sql("BEGIN")
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": WRITE_LOCK})
 
 

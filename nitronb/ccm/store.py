@@ -45,8 +45,6 @@ class Store:
         try:
             self.engine = database.create_engine(self.url)
             self.dialect = self.engine.dialect.name
-            self._reader = (self.engine if self.dialect == "sqlite" else
-                            self.engine.execution_options(isolation_level="AUTOCOMMIT"))
             self._migrate()
         except (SQLAlchemyError, OSError) as exc:
             raise ManagerDatabaseError(
@@ -60,7 +58,7 @@ class Store:
         self.engine.dispose()
 
     def _migrate(self) -> None:
-        with self._reader.connect() as conn:
+        with self.engine.connect() as conn:
             if database.current_revision(conn) == database.head_revision():
                 return
         with self.transaction() as conn:
@@ -93,7 +91,7 @@ class Store:
         if conn is not None:
             yield conn
             return
-        with self._reader.connect() as conn:
+        with self.engine.connect() as conn:
             yield conn
 
     def execute(self, statement: Any, params: Mapping[str, Any] | None = None) -> list[Row]:
@@ -118,11 +116,30 @@ class Store:
         return stmt.on_conflict_do_update(
             index_elements=list(keys), set_={k: stmt.excluded[k] for k in updated})
 
-    def _statement(self, key: tuple[str, ...], build: Any) -> Any:
-        statement = self._statements.get(key)
-        if statement is None:
-            statement = self._statements[key] = build()
-        return statement
+    def _statement(self, key: tuple[str, ...], build: Any) -> "_Prepared":
+        prepared = self._statements.get(key)
+        if prepared is None:
+            prepared = self._statements[key] = _Prepared(build(), self.engine.dialect)
+        return prepared
+
+    def run(self, key: tuple[str, ...], build: Any,
+            params: Mapping[str, Any] | None = None) -> list[tuple]:
+        """Run the Core statement ``build()`` (built and compiled once per ``key``, with
+        ``bindparam`` placeholders) with ``params``, as :meth:`execute` does but at a fraction
+        of its cost; return its rows as tuples."""
+        return self._run(self._statement(key, build), params or {})
+
+    def _run(self, prepared: "_Prepared", params: Mapping[str, Any]) -> list[tuple]:
+        """Run a prepared statement on the driver's cursor (the hot paths: a fraction of the
+        Core execution's cost), in the current transaction, else on a pooled connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return prepared.run(conn.connection.dbapi_connection, params)
+        raw = self.engine.raw_connection()
+        try:
+            return prepared.run(raw.dbapi_connection, params)
+        finally:
+            raw.close()
 
     @staticmethod
     def _next_seq(table: Any) -> Any:
@@ -137,14 +154,14 @@ class Store:
             **{c: bindparam(c) for c in ("id", "owner", "name", "created_at", "body")},
             "seq": self._next_seq(table)}, _UPDATED))
         body = json.dumps(record.to_dict(), ensure_ascii=False)
-        with self.transaction() as db:
-            db.execute(statement, {"id": record.id, "owner": record.owner,
-                                   "name": getattr(record, "name", None),
-                                   "created_at": record.created_at, "body": body})
+        with self.transaction():
+            self._run(statement, {"id": record.id, "owner": record.owner,
+                                  "name": getattr(record, "name", None),
+                                  "created_at": record.created_at, "body": body})
 
     def get(self, kind: str, record_id: str) -> Record | None:
         table = schema.records[kind]
-        rows = self.execute(self._statement(("get", kind), lambda: select(table.c.body).where(
+        rows = self._run(self._statement(("get", kind), lambda: select(table.c.body).where(
             table.c.id == bindparam("id"))), {"id": record_id})
         return KINDS[kind].from_dict(json.loads(rows[0][0])) if rows else None
 
@@ -162,20 +179,23 @@ class Store:
             return query.order_by(table.c.created_at, table.c.seq)
 
         key = ("find", kind, str(name is None), str(owner is None))
-        rows = self.execute(self._statement(key, build), {"name": name, "owner": owner})
+        rows = self._run(self._statement(key, build), {"name": name, "owner": owner})
         return [KINDS[kind].from_dict(json.loads(row[0])) for row in rows]
 
     # --- tokens, secrets, runtime configs, nonces, meta ----------------------------------------
 
     def set_token(self, token_hash: str, user_id: str) -> None:
         tokens = schema.tokens
-        with self.transaction() as db:
-            db.execute(delete(tokens).where(tokens.c.user_id == user_id))
-            db.execute(tokens.insert().values(token_hash=token_hash, user_id=user_id))
+        with self.transaction():
+            self.run(("drop_token",), lambda: delete(tokens).where(
+                tokens.c.user_id == bindparam("user_id")), {"user_id": user_id})
+            self.run(("add_token",), lambda: tokens.insert().values(
+                token_hash=bindparam("token_hash"), user_id=bindparam("user_id")),
+                {"token_hash": token_hash, "user_id": user_id})
 
     def user_for_token(self, token_hash: str) -> str | None:
         tokens = schema.tokens
-        rows = self.execute(self._statement(("token",), lambda: select(tokens.c.user_id).where(
+        rows = self._run(self._statement(("token",), lambda: select(tokens.c.user_id).where(
             tokens.c.token_hash == bindparam("hash"))), {"hash": token_hash})
         return rows[0][0] if rows else None
 
@@ -274,11 +294,35 @@ class Store:
 
     def get_meta(self, key: str) -> str | None:
         meta = schema.meta
-        rows = self.execute(self._statement(("meta",), lambda: select(meta.c.value).where(
+        rows = self._run(self._statement(("meta",), lambda: select(meta.c.value).where(
             meta.c.key == bindparam("key"))), {"key": key})
         return rows[0][0] if rows else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.transaction() as db:
-            db.execute(self._upsert(schema.meta, ("key",), {"key": key, "value": value},
-                                    ("value",)))
+        with self.transaction():
+            self.run(("set_meta",), lambda: self._upsert(
+                schema.meta, ("key",), {"key": bindparam("key"), "value": bindparam("value")},
+                ("value",)), {"key": key, "value": value})
+
+
+class _Prepared:
+    """A Core statement compiled once for ``dialect``: its SQL text and how to order its
+    parameters (the constants Core turned into parameters included)."""
+
+    __slots__ = ("sql", "names", "constants")
+
+    def __init__(self, statement: Any, dialect: Any) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.constants = {k: v for k, v in compiled.params.items() if v is not None}
+        self.names = list(compiled.positiontup) if dialect.positional else None
+
+    def run(self, dbapi_connection: Any, params: Mapping[str, Any]) -> list[tuple]:
+        values = {**self.constants, **params}
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(self.sql, [values[n] for n in self.names] if self.names is not None
+                           else values)
+            return cursor.fetchall() if cursor.description is not None else []
+        finally:
+            cursor.close()
