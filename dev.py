@@ -3,7 +3,11 @@
 
     python3 dev.py demo     # set up, then run the walk-through on the embedded local stack
                             # (extra arguments go to `nitronb walkthrough`, e.g. -p backend auto)
-    python3 dev.py test     # set up, then run the whole test suite
+    python3 dev.py test     # set up, then run the whole test suite (the manager on SQLite),
+                            # then the manager's tests (tests/ccm) on PostgreSQL: a private
+                            # server from its installed binaries, or $NITRONB_TEST_DATABASE_URL
+                            # (skipped, with the reason, when there is neither); extra
+                            # arguments go to pytest instead (one run, as given)
     python3 dev.py setup    # set up only
 """
 
@@ -62,7 +66,12 @@ def main() -> int:
         return 0
     if command == "demo":
         return run([str(BIN / "nitronb"), "walkthrough", *rest])
-    return run([str(BIN / "python"), "-m", "pytest", *rest])
+    pytest = [str(BIN / "python"), "-m", "pytest"]
+    if rest:
+        return run([*pytest, *rest])
+    suite = run(pytest)
+    on_postgresql = run([*pytest, "tests/ccm", "--database", "postgresql"])
+    return suite or on_postgresql
 
 
 if __name__ == "__main__":

@@ -130,6 +130,11 @@ class IntegrityError(StorageError):
     """A transfer completed but the bytes do not match (size or checksum)."""
 
 
+class ManagerDatabaseError(StorageError):
+    """The manager's database cannot be opened, upgraded or used by this manager; ``url`` is
+    the database's URL with its password hidden."""
+
+
 # --- local stack ----------------------------------------------------------------------------
 
 

@@ -32,6 +32,46 @@ def _fuzz_profiles() -> None:
 _fuzz_profiles()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--database", choices=("sqlite", "postgresql"), default="sqlite",
+                     help="the manager's database in tests/ccm (default sqlite); postgresql uses "
+                          "$NITRONB_TEST_DATABASE_URL or a private cluster (tests/pg_cluster.py)")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The admin URL of a PostgreSQL server for the tests (``tests/pg_cluster.py``); skips with
+    the reason when there is none (fails instead when ``$NITRONB_TEST_REQUIRE_POSTGRESQL`` is
+    set, as in CI)."""
+    import os
+
+    import pg_cluster
+
+    try:
+        url, cluster = pg_cluster.admin_url()
+    except pg_cluster.Unavailable as exc:
+        if os.environ.get("NITRONB_TEST_REQUIRE_POSTGRESQL"):
+            pytest.fail(f"PostgreSQL is required here: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    import pg_cluster
+
+    url = pg_cluster.create_database(postgres_server)
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(postgres_server, url)
+
+
 @dataclass
 class LocalStack:
     """The running local stack: its workspace and each service's status."""

@@ -59,6 +59,8 @@ def _disk_full(exc: BaseException | None) -> bool:
         if isinstance(exc, sqlite3.Error) and (
                 getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc)):
             return True
+        if getattr(exc, "sqlstate", None) == "53100":  # PostgreSQL: disk_full
+            return True
         exc = exc.__cause__ or exc.__context__
     return False
 
@@ -403,7 +405,9 @@ def create_app(service: Service, folder: str | Path | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json",
                   default_response_class=JSON)
     app.state.service = service
-    app.state.folder = str(folder or Path(service.store.path).parent)
+    store = service.store
+    app.state.folder = str(folder or (store.path.parent if store.path else
+                                      f"the database server's disk ({store.location})"))
     app.include_router(router)
 
     @app.exception_handler(RequestValidationError)

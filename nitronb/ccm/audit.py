@@ -10,10 +10,15 @@ import hashlib
 import json
 from typing import Any, Iterable
 
+from sqlalchemy import Text, any_, bindparam, func, or_, select
+
+from nitronb.ccm.schema import audit as _AUDIT
 from nitronb.ccm.store import Store
 
 GENESIS = "0" * 64
 _HEAD = "audit_head"
+_COLUMNS = tuple(_AUDIT.c[name] for name in ("id", "at", "actor", "action", "object_type",
+                                             "object_id", "details", "prev_hash", "hash"))
 
 
 def _row_hash(prev_hash: str, row: dict[str, Any]) -> str:
@@ -31,36 +36,45 @@ def append(store: Store, *, at: str, actor: str, action: str, object_type: str,
            object_id: str, details: dict[str, Any] | None = None) -> int:
     """Append one row inside the caller's transaction; return its id."""
     details = details or {}
-    with store.transaction() as db:
-        last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-        row_id, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    with store.transaction():
+        last = store.run(("audit_last",), lambda: select(_AUDIT.c.id, _AUDIT.c.hash).order_by(
+            _AUDIT.c.id.desc()).limit(1))
+        row_id, prev = (last[0][0] + 1, last[0][1]) if last else (1, GENESIS)
         digest = _row_hash(prev, _canonical(row_id, at, actor, action, object_type, object_id,
                                             details))
-        db.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (row_id, at, actor, action, object_type, object_id,
-                    json.dumps(details, ensure_ascii=False), prev, digest))
-        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_HEAD, f"{row_id}:{digest}"))
+        store.run(("audit_append",), lambda: _AUDIT.insert().values(
+            {c.name: bindparam(c.name) for c in _COLUMNS}), {
+            "id": row_id, "at": at, "actor": actor, "action": action,
+            "object_type": object_type, "object_id": object_id,
+            "details": json.dumps(details, ensure_ascii=False), "prev_hash": prev,
+            "hash": digest})
+        store.set_meta(_HEAD, f"{row_id}:{digest}")
     return row_id
+
+
+def _among(store: Store, ids: list[str]) -> Any:
+    """The condition "object_id is one of ``ids``", one parameter whatever their number."""
+    if store.dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return _AUDIT.c.object_id == any_(bindparam("visible_ids", ids, type_=ARRAY(Text)))
+    listed = func.json_each(bindparam("visible_ids", json.dumps(ids))).table_valued("value")
+    return _AUDIT.c.object_id.in_(select(listed.c.value))
 
 
 def entries(store: Store, *, limit: int | None = None, object_id: str | None = None,
             visible: tuple[Iterable[str], str] | None = None) -> list[dict[str, Any]]:
     """Rows, oldest first (the last ``limit`` when given); with ``visible = (object ids,
     actor)`` only the rows about one of those objects or acted by that actor."""
-    sql = "SELECT id, at, actor, action, object_type, object_id, details, prev_hash, hash FROM audit"
-    where, params = [], []
+    query = select(*_COLUMNS)
     if object_id is not None:
-        where.append("object_id = ?")
-        params.append(object_id)
+        query = query.where(_AUDIT.c.object_id == object_id)
     if visible is not None:
-        where.append("(object_id IN (SELECT value FROM json_each(?)) OR actor = ?)")
-        params += [json.dumps(sorted(visible[0])), visible[1]]
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC"
+        query = query.where(or_(_among(store, sorted(visible[0])), _AUDIT.c.actor == visible[1]))
+    query = query.order_by(_AUDIT.c.id.desc())
     if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    rows = store.execute(sql, tuple(params))
+        query = query.limit(int(limit))
+    rows = store.execute(query)
     out = []
     for r in reversed(rows):
         out.append({"id": r[0], "at": r[1], "actor": r[2], "action": r[3], "object_type": r[4],
@@ -71,8 +85,7 @@ def entries(store: Store, *, limit: int | None = None, object_id: str | None = N
 
 def verify(store: Store) -> dict[str, Any]:
     """``{"ok": True, "rows": n}`` or ``{"ok": False, "bad_row": id, "reason": …}``."""
-    rows = store.execute("SELECT id, at, actor, action, object_type, object_id, details, "
-                         "prev_hash, hash FROM audit ORDER BY id")
+    rows = store.execute(select(*_COLUMNS).order_by(_AUDIT.c.id))
     prev, expected_id = GENESIS, 1
     for r in rows:
         row_id = r[0]

@@ -18,6 +18,7 @@ from nitronb._files import write_atomic
 from nitronb.ccm import _checks as check
 from nitronb.ccm import audit
 from nitronb.ccm.consent import ConsentVerbs
+from nitronb.ccm.folder import folder_lock, manager_key
 from nitronb.ccm.models import (APPROVED, DENIED, PARTIES, PENDING, ROLE_ADMIN, ROLE_USER,
                                 TASK_BUILD, TASK_DOMAIN, App, AppConfig, Build, Dataset, Record,
                                 Task, User, utc_now)
@@ -52,28 +53,37 @@ class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
     # --- opening a workspace ------------------------------------------------------------------
 
     @classmethod
-    def open(cls, workspace: str | Path, verifier: AttestationVerifier | None = None
-             ) -> "Service":
-        """The manager of ``workspace``: creates ``ccm/`` (db, manager key, the four parties and
-        ``tokens.json``) on first use; later opens keep all of it."""
-        from nitronb.keys import read_key_file, write_key_file
+    def open(cls, workspace: str | Path, verifier: AttestationVerifier | None = None, *,
+             database_url: str | None = None) -> "Service":
+        """The manager of ``workspace``: creates ``ccm/`` (manager key, the four parties and
+        ``tokens.json``) on first use; later opens keep all of it. Its database is
+        ``database_url``, else ``$NITRONB_DATABASE_URL``, else ``ccm/ccm.sqlite3``
+        (:func:`nitronb.ccm.database.database_url`). Safe when several managers open one
+        workspace and database at once. Raises :class:`ManagerDatabaseError` when the database
+        cannot be opened, or holds secrets sealed with another manager key."""
+        from nitronb.ccm.database import database_url as resolve
         from nitronb.workspace import private_dir
 
         folder = private_dir(Path(workspace) / "ccm")
-        key_path = folder / "manager.key"
-        key = read_key_file(key_path) if key_path.exists() else write_key_file(key_path)
-        service = cls(Store(folder / "ccm.sqlite3"), key, verifier)
-        service.ensure_parties(folder / "tokens.json")
+        store = Store(resolve(database_url, folder=folder))
+        try:
+            with folder_lock(folder):  # one manager of this folder at a time sets it up
+                service = cls(store, manager_key(folder, store), verifier)
+                service.ensure_parties(folder / "tokens.json")
+        except BaseException:
+            store.close()
+            raise
         return service
 
     def ensure_parties(self, tokens_path: Path) -> dict[str, str]:
         """Create the four parties if missing; keep (or reissue) their tokens in ``tokens_path``."""
-        try:
-            tokens = json.loads(tokens_path.read_text("utf-8")) if tokens_path.exists() else {}
-        except ValueError:
-            tokens = {}
         changed = False
         with self.store.transaction():
+            try:
+                tokens = json.loads(tokens_path.read_text("utf-8")) if tokens_path.exists() \
+                    else {}
+            except ValueError:
+                tokens = {}
             for party in PARTIES:
                 user = self._user_by_name(party)
                 if user is None:
@@ -88,8 +98,9 @@ class Service(WorkflowVerbs, ProvisioningVerbs, ConsentVerbs):
                     self.store.set_token(_hash_token(token), user.id)
                     tokens[party] = token
                     changed = True
-        if changed or not tokens_path.exists():
-            write_atomic(tokens_path, (json.dumps(tokens, indent=2) + "\n").encode())
+            if changed or not tokens_path.exists():  # before the commit: the file and the
+                # database name the same tokens whichever manager commits last
+                write_atomic(tokens_path, (json.dumps(tokens, indent=2) + "\n").encode())
         os.chmod(tokens_path, 0o600)
         return tokens
 

@@ -114,6 +114,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = verb("audit", "the audit log (latest rows)", _audit)
     v.add_argument("--limit", type=int, default=20, help="rows to show (default 20)")
     verb("verify-audit", "verify the audit log's hash chain", _verify_audit)
+    v = verbs.add_parser("serve", help="run the manager itself (for this machine or a team)",
+                         description="Run the manager (CCM-shaped HTTP API) on SQLite in the "
+                                     "workspace or on a PostgreSQL database.")
+    from nitronb.ccm.server import add_server_arguments
+
+    add_server_arguments(v, workspace_dest="serve_workspace")  # before or after "serve"
+    v.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from nitronb.ccm.server import serve
+
+    args.workspace = args.serve_workspace or args.workspace
+    return serve(args)
 
 
 # --- plumbing -------------------------------------------------------------------------------

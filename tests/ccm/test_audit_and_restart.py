@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 
 from ccm_flow import approve_all, build_world
 
@@ -51,8 +50,7 @@ def test_the_audit_chain_verifies_and_detects_an_edited_row(manager):
             "approval_request.approve", "workflow.approved"} <= {r["action"] for r in log}
     assert admin.verify_audit() == {"ok": True, "rows": len(log), "head": log[-1]["hash"]}
     target = next(r for r in log if r["action"] == "task.approved")
-    with sqlite3.connect(manager.workspace / "ccm" / "ccm.sqlite3") as db:
-        db.execute("UPDATE audit SET actor = 'data-owner' WHERE id = ?", (target["id"],))
+    manager.sql("UPDATE audit SET actor = 'data-owner' WHERE id = :id", {"id": target["id"]})
     result = admin.verify_audit()
     assert result["ok"] is False and result["bad_row"] == target["id"]
     assert "edited" in result["reason"]
@@ -62,13 +60,10 @@ def test_the_audit_chain_detects_deleted_rows(manager):
     admin = manager.client("admin")
     build_world(manager)
     rows = admin.audit_log(limit=1000)
-    db_path = manager.workspace / "ccm" / "ccm.sqlite3"
-    with sqlite3.connect(db_path) as db:
-        db.execute("DELETE FROM audit WHERE id = ?", (rows[-1]["id"],))
+    manager.sql("DELETE FROM audit WHERE id = :id", {"id": rows[-1]["id"]})
     result = admin.verify_audit()
     assert result["ok"] is False and "removed" in result["reason"]
-    with sqlite3.connect(db_path) as db:
-        db.execute("DELETE FROM audit WHERE id = 3")
+    manager.sql("DELETE FROM audit WHERE id = 3")
     result = admin.verify_audit()
     assert result["ok"] is False and result["bad_row"] == 3
 
@@ -92,7 +87,7 @@ def test_the_audit_limit_must_be_1_to_the_maximum(manager, tmp_path):
     with pytest.raises(ValidationError):
         admin.audit_log(limit=-5)
     assert len(admin.audit_log(limit=1)) == 1
-    service = ServiceManager(tmp_path / "direct").client("admin")
+    service = ServiceManager(manager.workspace).client("admin")
     for limit in (-5, 0, MAX_AUDIT_LIMIT + 1, 10 ** 23):
         with pytest.raises(ValidationError, match="from 1 to"):
             service.audit_log(limit)

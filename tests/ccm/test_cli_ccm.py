@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 
@@ -81,8 +80,7 @@ def test_verify_audit_exit_code_follows_the_chain(manager, cli):
     build_world(manager)
     code, out, _ = cli("--as", "data-owner", "verify-audit")
     assert code == 0 and "OK" in out
-    with sqlite3.connect(manager.workspace / "ccm" / "ccm.sqlite3") as db:
-        db.execute("UPDATE audit SET details = '{}' WHERE id = 2")
+    manager.sql("UPDATE audit SET details = '{}' WHERE id = 2")
     code, out, _ = cli("--as", "data-owner", "verify-audit", "--json")
     assert code == 1 and json.loads(out)["bad_row"] == 2
 
@@ -215,3 +213,13 @@ def test_workflow_shows_withdrawn_and_build_revoked_and_show_omits_none(manager,
     code, out, _ = cli("--as", "data-owner", "workflow", "conditions-describe-2")
     assert "  output-owner: withdrawn" in out
     assert "  data-owner: approved" in out and "  app-owner: approved" in out
+
+
+def test_serve_names_an_unreachable_database_without_its_password(tmp_path, capsys):
+    url = "postgresql://nitronb:s3cr3t-pw@127.0.0.1:1/nitronb"
+    code = main(["ccm", "--workspace", str(tmp_path), "serve", "--database-url", url])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "cannot open the manager's database postgresql://nitronb:***@127.0.0.1:1/nitronb" in err
+    assert "s3cr3t-pw" not in out + err
+    assert not (tmp_path / "ccm" / "ccm.sqlite3").exists()

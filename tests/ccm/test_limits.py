@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import sqlite3
 
 import requests
 
@@ -15,9 +14,9 @@ from nitronb.errors import TooManyRequestsError
 SMALL = NonceLimits(outstanding=3, per_window=5, window=60, total=7)
 
 
-def _rows(db, sql: str) -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchone()[0]
+def _rows(store_or_manager, sql: str) -> int:
+    return store_or_manager.execute(sql)[0][0] if isinstance(store_or_manager, Store) \
+        else store_or_manager.sql(sql)[0][0]
 
 
 def _refused(call) -> str:
@@ -29,8 +28,8 @@ def _refused(call) -> str:
     raise AssertionError("not refused")
 
 
-def test_a_client_holds_a_bounded_number_of_unused_nonces(tmp_path):
-    store = Store(tmp_path / "ccm.sqlite3")
+def test_a_client_holds_a_bounded_number_of_unused_nonces(store_url):
+    store = Store(store_url)
     for i in range(3):
         take_nonce(store, f"a{i}", client="10.0.0.1", ttl=300, limits=SMALL, now=1000)
     assert "holds 3 unused nonces" in _refused(
@@ -40,8 +39,8 @@ def test_a_client_holds_a_bounded_number_of_unused_nonces(tmp_path):
     take_nonce(store, "a3", client="10.0.0.1", ttl=300, limits=SMALL, now=1001)
 
 
-def test_a_client_takes_a_bounded_number_of_nonces_per_window(tmp_path):
-    store = Store(tmp_path / "ccm.sqlite3")
+def test_a_client_takes_a_bounded_number_of_nonces_per_window(store_url):
+    store = Store(store_url)
     for i in range(5):
         take_nonce(store, f"a{i}", client="c", ttl=300, limits=SMALL, now=1000 + i)
         assert store.consume_nonce(f"a{i}", 1000 + i) == "ok"
@@ -50,26 +49,26 @@ def test_a_client_takes_a_bounded_number_of_nonces_per_window(tmp_path):
     take_nonce(store, "a5", client="c", ttl=300, limits=SMALL, now=1061)
 
 
-def test_all_clients_together_hold_a_bounded_number(tmp_path):
-    store = Store(tmp_path / "ccm.sqlite3")
+def test_all_clients_together_hold_a_bounded_number(store_url):
+    store = Store(store_url)
     for i in range(7):
         take_nonce(store, f"n{i}", client=f"10.0.0.{i}", ttl=300, limits=SMALL, now=1000)
     assert "7 nonces are waiting" in _refused(
         lambda: take_nonce(store, "n7", client="10.0.1.1", ttl=300, limits=SMALL, now=1000))
 
 
-def test_expired_nonces_are_dropped_when_one_is_issued(tmp_path):
-    store = Store(tmp_path / "ccm.sqlite3")
+def test_expired_nonces_are_dropped_when_one_is_issued(store_url):
+    store = Store(store_url)
     for i in range(3):
         take_nonce(store, f"old{i}", client="c", ttl=300, limits=SMALL, now=1000)
     assert store.consume_nonce("old0", 1001) == "ok"
     take_nonce(store, "new", client="c", ttl=300, limits=SMALL, now=1301)
-    assert _rows(store.path, "SELECT COUNT(*) FROM nonces") == 1
+    assert _rows(store, "SELECT COUNT(*) FROM nonces") == 1
     assert store.consume_nonce("old1", 1302) == "unknown"  # gone, and still refused
 
 
-def test_the_limits_are_shared_by_managers_on_one_database(tmp_path):
-    first, second = Store(tmp_path / "ccm.sqlite3"), Store(tmp_path / "ccm.sqlite3")
+def test_the_limits_are_shared_by_managers_on_one_database(store_url):
+    first, second = Store(store_url), Store(store_url)
     for i in range(3):
         take_nonce(first, f"a{i}", client="c", ttl=300, limits=SMALL, now=1000)
     _refused(lambda: take_nonce(second, "a3", client="c", ttl=300, limits=SMALL, now=1000))
@@ -82,10 +81,9 @@ def test_a_nonce_flood_over_http_is_answered_429_and_stores_a_bounded_number(man
     assert [a.status_code for a in answers] == [201] * limit + [429] * 5
     body = answers[-1].json()
     assert body["error"] == "TooManyRequestsError" and "unused nonces" in body["message"]
-    db = manager.workspace / "ccm" / "ccm.sqlite3"
-    assert _rows(db, "SELECT COUNT(*) FROM nonces") == limit
-    assert _rows(db, "SELECT COUNT(DISTINCT client) FROM nonces") == 1
-    assert _rows(db, "SELECT client FROM nonces LIMIT 1") == "127.0.0.1"
+    assert _rows(manager, "SELECT COUNT(*) FROM nonces") == limit
+    assert _rows(manager, "SELECT COUNT(DISTINCT client) FROM nonces") == 1
+    assert _rows(manager, "SELECT client FROM nonces LIMIT 1") == "127.0.0.1"
 
 
 def test_refused_provisions_are_counted_not_each_logged(manager):
@@ -100,8 +98,7 @@ def test_refused_provisions_are_counted_not_each_logged(manager):
         assert reply.status_code == 403 and set(reply.json()) >= {"error", "message"}
     logged = [r for r in admin.audit_log(object_id=config_id)
               if r["action"] == "provision.refused"]
-    db = manager.workspace / "ccm" / "ccm.sqlite3"
-    counted = _rows(db, "SELECT SUM(count) FROM provision_refusals")
+    counted = _rows(manager, "SELECT SUM(count) FROM provision_refusals")
     assert counted == refusals
     # one minute, or two if the loop crossed a minute's end
     assert AUDITED_REFUSALS_PER_MINUTE <= len(logged) <= 2 * AUDITED_REFUSALS_PER_MINUTE

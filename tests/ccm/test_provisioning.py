@@ -305,12 +305,12 @@ def test_an_expired_nonce_is_refused_and_audited(unchecked):
 def test_an_expired_nonce_is_refused_over_http_with_403(manager):
     import time
 
-    from nitronb.ccm.store import Store
-
     world = build_world(manager)
     config_id = approve_all(world)["app_config_ids"]["app"]
     expired = b"\x0a" * 32
-    Store(manager.workspace / "ccm" / "ccm.sqlite3").add_nonce(expired.hex(), time.time() - 1)
+    store = manager.store()
+    store.add_nonce(expired.hex(), time.time() - 1)
+    store.close()
     enclave, _, document, _ = _attest(manager, config_id, nonce=expired)
     with pytest.raises(ProvisioningRefusedError, match="expired") as caught:
         enclave.provision(config_id, document, expired)
@@ -335,8 +335,8 @@ def test_a_whitelisting_task_not_approved_or_gone_blocks_the_release(unchecked):
         task.status = "APPROVED"
         service.store.put(task)
     attempt()
-    with service.store.transaction() as db:
-        db.execute(f"DELETE FROM {_TABLES['task']} WHERE id = ?", (world.ids["tasks"][0],))
+    service.store.execute(f"DELETE FROM {_TABLES['task']} WHERE id = :id",
+                          {"id": world.ids["tasks"][0]})
     with pytest.raises(ProvisioningRefusedError, match=r"task .* is missing"):
         attempt()
 

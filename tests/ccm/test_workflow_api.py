@@ -20,14 +20,14 @@ from nitronb.errors import (AuthenticationError, ConflictError, NotFoundError,
 from nitronb.keys import fingerprint
 
 
-def test_first_start_creates_the_parties_with_private_tokens(manager):
+def test_first_start_creates_the_parties_with_private_tokens(manager, manager_database):
     ccm = manager.workspace / "ccm"
     tokens = manager.tokens
     assert sorted(tokens) == ["admin", "app-owner", "data-owner", "output-owner"]
     assert len(set(tokens.values())) == 4
     for name in ("tokens.json", "manager.key"):
         assert stat.S_IMODE(os.stat(ccm / name).st_mode) == 0o600
-    assert (ccm / "ccm.sqlite3").exists()
+    assert (ccm / "ccm.sqlite3").exists() == (manager_database is None)
     admin = manager.client("admin").whoami()["user"]
     assert admin["name"] == "admin" and "admin" in admin["roles"]
     assert "admin" not in manager.client("data-owner").whoami()["user"]["roles"]
