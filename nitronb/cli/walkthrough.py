@@ -140,6 +140,7 @@ def run_walkthrough(args: argparse.Namespace) -> int:
 
     from nitronb import local, notebooks, steps
     from nitronb.errors import NitronbError
+    from nitronb.kernels import KernelChain, in_worker
     from nitronb.workspace import workspace_dir
 
     parameters, texts = notebooks.cli_parameters(values=args.values, raw=args.raw,
@@ -156,15 +157,15 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     running = all(s["state"] == "running" for s in local.status(workspace).values())
     print("using the running local stack" if running else "starting the local stack …",
           file=sys.stderr, flush=True)
-    steps.start_local_stack(workspace)
-    try:
-        notebooks.run_notebooks(
-            out, parameters, chosen,
-            on_start=lambda nb: print(f"  {nb.stem:28} …", end="", file=sys.stderr, flush=True),
-            on_done=lambda run: print(f" ok ({run.seconds:.1f} s)", file=sys.stderr, flush=True))
-    except NitronbError:
-        print(" FAILED", file=sys.stderr)
-        raise
+    out.mkdir(parents=True, exist_ok=True)
+    notebooks.ensure_kernelspec()
+    with KernelChain(notebooks.KERNEL_NAME, log=out / "kernels.log") as kernels:
+        kernels.start_ahead()  # the first notebook's kernel boots while the stack starts
+        try:
+            in_worker(lambda: _run_all(out, parameters, chosen, kernels, workspace))
+        except NitronbError:
+            print(" FAILED", file=sys.stderr)
+            raise
     print(f"executed notebooks in {out}/ ({time.perf_counter() - started:.1f} s)\n",
           file=sys.stderr)
     result = steps.decrypt_output(workspace)
@@ -180,6 +181,16 @@ def run_walkthrough(args: argparse.Namespace) -> int:
         print(f"nitronb: error: {result.error_line()}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_all(out, parameters, chosen, kernels, workspace) -> None:
+    from nitronb import notebooks, steps
+
+    steps.start_local_stack(workspace)
+    notebooks.run_notebooks(
+        out, parameters, chosen, kernels=kernels,
+        on_start=lambda nb: print(f"  {nb.stem:28} …", end="", file=sys.stderr, flush=True),
+        on_done=lambda run: print(f" ok ({run.seconds:.1f} s)", file=sys.stderr, flush=True))
 
 
 def run_lab(args: argparse.Namespace) -> int:

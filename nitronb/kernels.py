@@ -1,0 +1,197 @@
+"""Kernels for the walk-through's notebooks: one fresh kernel per notebook, the next one started
+(and its imports warmed) while the current notebook runs, and every kernel this process started
+stopped again, also when the run is interrupted.
+
+A kernel is a ``jupyter_client`` kernel manager handed to papermill (``km=``), which passes it on
+to nbclient; nbclient does not shut down a kernel it was given, so :class:`KernelChain` does.
+Imports only ``errors`` from nitronb (jupyter_client lazily).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+T = TypeVar("T")
+
+#: run silently in a kernel before its notebook: imports only, no name bound, nothing stored or
+#: shown (``silent``), so the notebook still finds a fresh namespace and execution count 1
+WARM_UP = ("__import__('nitronb.steps'); __import__('nitronb.displays'); "
+           "__import__('nitronb.widgets'); __import__('boto3'); __import__('requests')")
+
+_live: dict[int, Any] = {}
+_live_lock = threading.Lock()
+
+
+class KernelChain:
+    """Kernels of one kernelspec, started ahead of need, all stopped on leaving.
+
+    ``cwd`` is the kernels' working folder, ``env`` extra environment variables, ``log`` the
+    file their stderr is appended to. Use as a context manager: every kernel still running when
+    the block ends (a notebook failed, the run was interrupted) is stopped.
+    """
+
+    def __init__(self, kernel_name: str, *, cwd: str | os.PathLike[str] | None = None,
+                 env: Mapping[str, str] | None = None, log: str | os.PathLike[str] | None = None,
+                 warm_up: str = WARM_UP) -> None:
+        self.kernel_name = kernel_name
+        self.cwd = str(cwd or os.getcwd())
+        self.env = dict(env or {})
+        self.log = Path(log) if log else None
+        self.warm_up = warm_up
+        self._mine: list[Any] = []
+        self._warmers: dict[int, Any] = {}
+        self._ahead: list[Any] = []
+        self._stopping: list[Any] = []
+
+    def start(self):
+        """Start a kernel now and send it the warm-up imports; returns its (asynchronous)
+        kernel manager, for papermill's ``km=``. Raises ``RuntimeError`` (jupyter_client's)
+        if the kernel cannot be launched."""
+        from jupyter_client import AsyncKernelManager, BlockingKernelClient
+        from jupyter_core.utils import run_sync
+
+        km = AsyncKernelManager(kernel_name=self.kernel_name)
+        kwargs: dict[str, Any] = {"cwd": self.cwd, "env": {**os.environ, **self.env}}
+        stderr = open(self.log, "ab") if self.log else None  # noqa: SIM115 - closed in stop()
+        if stderr is not None:
+            kwargs["stderr"] = stderr
+        try:
+            run_sync(km.start_kernel)(**kwargs)
+        finally:
+            if stderr is not None:
+                stderr.close()  # the kernel holds its own copy of the descriptor
+        self._mine.append(km)
+        with _live_lock:
+            _live[id(km)] = km
+        if self.warm_up:
+            warmer = BlockingKernelClient()
+            warmer.load_connection_info(km.get_connection_info())
+            warmer.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+            warmer.execute(self.warm_up, silent=True, store_history=False, allow_stdin=False)
+            self._warmers[id(km)] = warmer
+        return km
+
+    def take(self):
+        """The kernel started ahead (:meth:`start_ahead`), else one started now."""
+        return self._ahead.pop(0) if self._ahead else self.start()
+
+    def start_ahead(self) -> None:
+        """Start a kernel for :meth:`take` to hand out later."""
+        self._ahead.append(self.start())
+
+    def stop(self, km) -> None:
+        """Ask ``km``'s kernel to shut down and return at once; the chain waits for it (and
+        kills it if it lingers) when it reaps stopped kernels and on leaving."""
+        from jupyter_core.utils import run_sync
+
+        warmer = self._warmers.pop(id(km), None)
+        if warmer is not None:
+            warmer.stop_channels()
+        if km in self._ahead:
+            self._ahead.remove(km)
+        try:
+            run_sync(km.request_shutdown)()
+            self._stopping.append(km)
+        except Exception:  # noqa: BLE001 - the kernel may be gone already; kill what is left
+            self._forget(km)
+            _kill(km)
+        self.reap(wait=False)
+
+    def reap(self, *, wait: bool = True) -> None:
+        """Finish the shutdown of the stopped kernels that have exited (all of them if
+        ``wait``: up to a few seconds each, then killed)."""
+        from jupyter_core.utils import run_sync
+
+        for km in list(self._stopping):
+            process = getattr(km.provisioner, "process", None)
+            if not wait and process is not None and process.poll() is None:
+                continue
+            self._stopping.remove(km)
+            try:
+                run_sync(km.finish_shutdown)()
+                run_sync(km.cleanup_resources)()
+            except Exception:  # noqa: BLE001 - make sure it is gone whatever went wrong
+                _kill(km)
+            finally:
+                self._forget(km)
+
+    def _forget(self, km) -> None:
+        if km in self._mine:
+            self._mine.remove(km)
+        with _live_lock:
+            _live.pop(id(km), None)
+
+    def __enter__(self) -> "KernelChain":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for km in [k for k in self._mine if k not in self._stopping]:
+            self.stop(km)
+        self.reap(wait=True)
+
+
+def _kill(km) -> None:
+    """Kill a kernel's process group at once and remove its connection file."""
+    provisioner = getattr(km, "provisioner", None)
+    pgid, pid = getattr(provisioner, "pgid", None), getattr(provisioner, "pid", None)
+    try:
+        if pgid:
+            os.killpg(pgid, signal.SIGKILL)
+        elif pid:
+            os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process = getattr(provisioner, "process", None)
+    if process is not None:
+        try:
+            process.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - reaped elsewhere, or not a child
+            pass
+    try:
+        Path(km.connection_file).unlink()
+    except (OSError, TypeError, ValueError):
+        pass
+
+
+def kill_all() -> int:
+    """Kill every kernel this process started and has not stopped yet (from any thread): what
+    an interrupted run calls before it exits. Returns how many there were."""
+    with _live_lock:
+        kernels = list(_live.values())
+        _live.clear()
+    for km in kernels:
+        _kill(km)
+    return len(kernels)
+
+
+def in_worker(function: Callable[[], T]) -> T:
+    """``function()`` run in a worker thread while this thread waits, so that SIGINT and
+    SIGTERM reach this thread's handlers (nbclient installs its own handlers, and resets them
+    to the defaults afterwards, only when it runs in the main thread). Whatever interrupts the
+    wait (``KeyboardInterrupt``, the CLI's exception for SIGTERM) kills every kernel this
+    process started (:func:`kill_all`) before it propagates. Returns what ``function``
+    returns; raises what it raises."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="nitronb-notebooks", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.25)
+    except BaseException:
+        kill_all()
+        worker.join(10)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
