@@ -24,6 +24,8 @@ WARM_UP = ("__import__('nitronb.steps'); __import__('nitronb.displays'); "
 
 _live: dict[int, Any] = {}
 _live_lock = threading.Lock()
+#: set by kill_all: the process is stopping and starts no kernel any more
+_closed = threading.Event()
 
 
 class KernelChain:
@@ -54,6 +56,8 @@ class KernelChain:
         from jupyter_client import AsyncKernelManager, BlockingKernelClient
         from jupyter_core.utils import run_sync
 
+        if _closed.is_set():
+            raise RuntimeError("the run was interrupted; no kernel is started any more")
         km = AsyncKernelManager(kernel_name=self.kernel_name)
         kwargs: dict[str, Any] = {"cwd": self.cwd, "env": {**os.environ, **self.env}}
         stderr = open(self.log, "ab") if self.log else None  # noqa: SIM115 - closed in stop()
@@ -67,6 +71,9 @@ class KernelChain:
         self._mine.append(km)
         with _live_lock:
             _live[id(km)] = km
+        if _closed.is_set():  # interrupted while it started
+            _kill(km)
+            raise RuntimeError("the run was interrupted; no kernel is started any more")
         if self.warm_up:
             warmer = BlockingKernelClient()
             warmer.load_connection_info(km.get_connection_info())
@@ -158,8 +165,10 @@ def _kill(km) -> None:
 
 
 def kill_all() -> int:
-    """Kill every kernel this process started and has not stopped yet (from any thread): what
-    an interrupted run calls before it exits. Returns how many there were."""
+    """Kill every kernel this process started and has not stopped yet (from any thread), and
+    start none any more: what an interrupted run calls before it exits. Returns how many
+    there were."""
+    _closed.set()
     with _live_lock:
         kernels = list(_live.values())
         _live.clear()
@@ -168,13 +177,15 @@ def kill_all() -> int:
     return len(kernels)
 
 
-def in_worker(function: Callable[[], T]) -> T:
+def in_worker(function: Callable[[], T], *, idle: Callable[[], None] | None = None,
+              on_interrupt: Callable[[], None] | None = None) -> T:
     """``function()`` run in a worker thread while this thread waits, so that SIGINT and
     SIGTERM reach this thread's handlers (nbclient installs its own handlers, and resets them
-    to the defaults afterwards, only when it runs in the main thread). Whatever interrupts the
-    wait (``KeyboardInterrupt``, the CLI's exception for SIGTERM) kills every kernel this
-    process started (:func:`kill_all`) before it propagates. Returns what ``function``
-    returns; raises what it raises."""
+    to the defaults afterwards, only when it runs in the main thread). ``idle()`` is called
+    about every quarter second while waiting (e.g. to refresh a display). Whatever interrupts
+    the wait (``KeyboardInterrupt``, the CLI's exception for SIGTERM) calls ``on_interrupt()``
+    and kills every kernel this process started (:func:`kill_all`) before it propagates.
+    Returns what ``function`` returns; raises what it raises."""
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -188,9 +199,13 @@ def in_worker(function: Callable[[], T]) -> T:
     try:
         while worker.is_alive():
             worker.join(0.25)
+            if idle:
+                idle()
     except BaseException:
+        if on_interrupt:
+            on_interrupt()
         kill_all()
-        worker.join(10)
+        worker.join(15)
         raise
     if "error" in outcome:
         raise outcome["error"]

@@ -34,7 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-f", "--parameters_file", dest="files", action="append", default=[],
                    metavar="FILE", help="parameters from a YAML file (applied first; then -y, "
                                         "-p and -r, a later one winning, as papermill does)")
-    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<UTC time>)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<UTC time>); with "
+                                                "--batch, one folder per run in it")
+    p.add_argument("--batch", metavar="PARAMS.yaml",
+                   help="run the walk-through once per mapping of this YAML list (each run's "
+                        "parameters; relative paths read from the file's folder), several at a "
+                        "time over one local stack; -p/-r/-y/-f then apply to every run")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="with --batch: how many runs at a time (default: 4, at most the runs)")
     p.add_argument("--workspace", metavar="DIR",
                    help="workspace (default: $NITRONB_WORKSPACE, else ~/.nitronb)")
     p.set_defaults(handler=run_walkthrough)
@@ -145,6 +152,14 @@ def run_walkthrough(args: argparse.Namespace) -> int:
 
     parameters, texts = notebooks.cli_parameters(values=args.values, raw=args.raw,
                                                  yaml_texts=args.yaml, files=args.files)
+    out = Path(args.out or f"runs/{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    if args.jobs is not None and not args.batch:
+        raise NitronbError("--jobs says how many runs of a batch run at a time; it needs --batch.",
+                           hint="Give --batch PARAMS.yaml, or leave --jobs out.")
+    if args.batch:
+        from nitronb.cli.batch import run_batch_command
+
+        return run_batch_command(args, parameters, texts, out)
     if args.workspace:
         parameters["workspace"] = texts["workspace"] = args.workspace
     # names and types are checked, and relative paths made absolute, before the stack starts
@@ -152,7 +167,6 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     parameters = notebooks.prepare_parameters(
         parameters, {nb: notebooks.declared_parameters(nb) for nb in chosen}, texts=texts)
     workspace = workspace_dir(parameters.get("workspace") or None)
-    out = Path(args.out or f"runs/{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
     started = time.perf_counter()
     running = all(s["state"] == "running" for s in local.status(workspace).values())
     print("using the running local stack" if running else "starting the local stack …",
