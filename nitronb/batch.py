@@ -185,7 +185,7 @@ def run_batch(runs: list[BatchRun], *, workspace: str | os.PathLike[str] | None 
 
         def on_start(notebook: Path) -> None:
             if cancel.is_set():
-                raise BatchError("the batch was interrupted.")
+                raise _Cancelled()
             run.notebook = notebook.stem
             changed(run)
             if notebook.name.startswith(SHARED_STEPS):
@@ -208,15 +208,18 @@ def run_batch(runs: list[BatchRun], *, workspace: str | os.PathLike[str] | None 
             run.result = result_line(result)
             run.status = "ok" if result.ok else "failed"
             run.error = "" if result.ok else result.error_line()
+        except _Cancelled:
+            run.status, run.error = "cancelled", "the batch was interrupted"
         except NitronbError as exc:
             run.status, run.error = "failed", " ".join(exc.message.split())
         except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
-            run.status, run.error = "failed", f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            # a kernel killed because the batch was interrupted ends its run this way too
+            run.status = "cancelled" if cancel.is_set() else "failed"
+            run.error = ("the batch was interrupted" if cancel.is_set()
+                         else f"{type(exc).__name__}: {' '.join(str(exc).split())}")
         finally:
             if holding.is_set():
                 shared.release()
-            if cancel.is_set() and run.status == "failed":
-                run.status = "cancelled"
             run.seconds = time.perf_counter() - started
             changed(run)
 
@@ -224,6 +227,10 @@ def run_batch(runs: list[BatchRun], *, workspace: str | os.PathLike[str] | None 
         for future in [pool.submit(one, run) for run in runs]:
             future.result()
     return runs
+
+
+class _Cancelled(Exception):
+    """The batch was interrupted before this run's next notebook."""
 
 
 def result_line(result) -> str:

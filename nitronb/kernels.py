@@ -187,25 +187,26 @@ def in_worker(function: Callable[[], T], *, idle: Callable[[], None] | None = No
     and kills every kernel this process started (:func:`kill_all`) before it propagates.
     Returns what ``function`` returns; raises what it raises."""
     outcome: dict[str, Any] = {}
+    finished = threading.Event()  # not Thread.join: an interrupted join may return early
 
     def work() -> None:
         try:
             outcome["value"] = function()
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
             outcome["error"] = exc
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=work, name="nitronb-notebooks", daemon=True)
-    worker.start()
+    threading.Thread(target=work, name="nitronb-notebooks", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(0.25)
+        while not finished.wait(0.25):
             if idle:
                 idle()
     except BaseException:
         if on_interrupt:
             on_interrupt()
         kill_all()
-        worker.join(15)
+        finished.wait(15)
         raise
     if "error" in outcome:
         raise outcome["error"]

@@ -180,6 +180,9 @@ def run_walkthrough(args: argparse.Namespace) -> int:
         except NitronbError:
             print(" FAILED", file=sys.stderr)
             raise
+        except BaseException:
+            print(" stopped", file=sys.stderr)
+            raise
     print(f"executed notebooks in {out}/ ({time.perf_counter() - started:.1f} s)\n",
           file=sys.stderr)
     result = steps.decrypt_output(workspace)
