@@ -9,6 +9,7 @@ Imports only ``errors`` from nitronb (jupyter_client lazily).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -53,12 +54,12 @@ class KernelChain:
         """Start a kernel now and send it the warm-up imports; returns its (asynchronous)
         kernel manager, for papermill's ``km=``. Raises ``RuntimeError`` (jupyter_client's)
         if the kernel cannot be launched."""
-        from jupyter_client import AsyncKernelManager, BlockingKernelClient
+        from jupyter_client import BlockingKernelClient
         from jupyter_core.utils import run_sync
 
         if _closed.is_set():
             raise RuntimeError("the run was interrupted; no kernel is started any more")
-        km = AsyncKernelManager(kernel_name=self.kernel_name)
+        km = _manager_class()(kernel_name=self.kernel_name)
         kwargs: dict[str, Any] = {"cwd": self.cwd, "env": {**os.environ, **self.env}}
         stderr = open(self.log, "ab") if self.log else None  # noqa: SIM115 - closed in stop()
         if stderr is not None:
@@ -75,7 +76,9 @@ class KernelChain:
             _kill(km)
             raise RuntimeError("the run was interrupted; no kernel is started any more")
         if self.warm_up:
-            warmer = BlockingKernelClient()
+            import zmq
+
+            warmer = BlockingKernelClient(context=zmq.Context.instance())  # no context each
             warmer.load_connection_info(km.get_connection_info())
             warmer.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
             warmer.execute(self.warm_up, silent=True, store_history=False, allow_stdin=False)
@@ -98,6 +101,9 @@ class KernelChain:
         warmer = self._warmers.pop(id(km), None)
         if warmer is not None:
             warmer.stop_channels()
+        for client in km.clients:  # nbclient leaves open the client of a kernel it was given
+            client.stop_channels()
+        km.clients.clear()
         if km in self._ahead:
             self._ahead.remove(km)
         try:
@@ -139,6 +145,25 @@ class KernelChain:
         for km in [k for k in self._mine if k not in self._stopping]:
             self.stop(km)
         self.reap(wait=True)
+
+
+@functools.cache
+def _manager_class():
+    """jupyter_client's asynchronous kernel manager, keeping the clients made for it (nbclient
+    makes one and, for a kernel it was given, leaves its channels and heartbeat thread open)."""
+    from jupyter_client import AsyncKernelManager
+
+    class Manager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.clients: list[Any] = []
+
+        def client(self, **kwargs: Any):
+            made = super().client(**kwargs)
+            self.clients.append(made)
+            return made
+
+    return Manager
 
 
 def _kill(km) -> None:
