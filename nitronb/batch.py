@@ -203,7 +203,7 @@ def run_batch(runs: list[BatchRun], *, workspace: str | os.PathLike[str] | None 
         changed(run)
         try:
             nbs.run_notebooks(run.out, run.parameters, chosen, on_start, on_done,
-                              env={"NITRONB_WALKTHROUGH": run.name})
+                              env={"NITRONB_WALKTHROUGH": run.name}, ahead=1)
             result = steps.decrypt_output(steps.Walkthrough(workspace, run=run.name))
             run.result = result_line(result)
             run.status = "ok" if result.ok else "failed"

@@ -23,6 +23,9 @@ T = TypeVar("T")
 WARM_UP = ("__import__('nitronb.steps'); __import__('nitronb.displays'); "
            "__import__('nitronb.widgets'); __import__('boto3'); __import__('requests')")
 
+#: kernels started ahead of the notebook running: one boots while the next notebook starts
+AHEAD = 2
+
 _live: dict[int, Any] = {}
 _live_lock = threading.Lock()
 #: set by kill_all: the process is stopping and starts no kernel any more
@@ -46,7 +49,6 @@ class KernelChain:
         self.log = Path(log) if log else None
         self.warm_up = warm_up
         self._mine: list[Any] = []
-        self._warmers: dict[int, Any] = {}
         self._ahead: list[Any] = []
         self._stopping: list[Any] = []
 
@@ -54,7 +56,6 @@ class KernelChain:
         """Start a kernel now and send it the warm-up imports; returns its (asynchronous)
         kernel manager, for papermill's ``km=``. Raises ``RuntimeError`` (jupyter_client's)
         if the kernel cannot be launched."""
-        from jupyter_client import BlockingKernelClient
         from jupyter_core.utils import run_sync
 
         if _closed.is_set():
@@ -75,32 +76,30 @@ class KernelChain:
         if _closed.is_set():  # interrupted while it started
             _kill(km)
             raise RuntimeError("the run was interrupted; no kernel is started any more")
+        # nbclient's client, made now: its sockets connect and subscribe while the kernel
+        # boots, so that nbclient's readiness check passes at its first kernel_info
+        client = km.client()  # kept in km.clients, closed by stop()
+        client.shell_channel, client.iopub_channel  # noqa: B018 - creating them connects them
         if self.warm_up:
-            import zmq
-
-            warmer = BlockingKernelClient(context=zmq.Context.instance())  # no context each
-            warmer.load_connection_info(km.get_connection_info())
-            warmer.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
-            warmer.execute(self.warm_up, silent=True, store_history=False, allow_stdin=False)
-            self._warmers[id(km)] = warmer
+            client.execute(self.warm_up, silent=True, store_history=False, allow_stdin=False)
+        km._nitronb_client = client
         return km
 
     def take(self):
         """The kernel started ahead (:meth:`start_ahead`), else one started now."""
         return self._ahead.pop(0) if self._ahead else self.start()
 
-    def start_ahead(self) -> None:
-        """Start a kernel for :meth:`take` to hand out later."""
-        self._ahead.append(self.start())
+    def start_ahead(self, count: int = 1) -> None:
+        """Have ``count`` kernels started for :meth:`take` to hand out later (start the ones
+        missing)."""
+        while len(self._ahead) < count:
+            self._ahead.append(self.start())
 
     def stop(self, km) -> None:
         """Ask ``km``'s kernel to shut down and return at once; the chain waits for it (and
         kills it if it lingers) when it reaps stopped kernels and on leaving."""
         from jupyter_core.utils import run_sync
 
-        warmer = self._warmers.pop(id(km), None)
-        if warmer is not None:
-            warmer.stop_channels()
         for client in km.clients:  # nbclient leaves open the client of a kernel it was given
             client.stop_channels()
         km.clients.clear()
@@ -157,8 +156,12 @@ def _manager_class():
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.clients: list[Any] = []
+            self._nitronb_client: Any = None  # made by KernelChain.start, handed to the first caller
 
         def client(self, **kwargs: Any):
+            if self._nitronb_client is not None:
+                made, self._nitronb_client = self._nitronb_client, None
+                return made
             made = super().client(**kwargs)
             self.clients.append(made)
             return made

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from nitronb.errors import NitronbError, NotebookError
-from nitronb.kernels import KernelChain
+from nitronb.kernels import AHEAD, KernelChain
 
 #: the Jupyter kernel the notebooks run on: this interpreter, wherever ``nitronb`` is installed
 KERNEL_NAME = "nitronb"
@@ -398,7 +398,8 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
                   on_done: Callable[[NotebookRun], None] | None = None, *,
                   texts: Mapping[str, str] | None = None,
                   env: Mapping[str, str] | None = None,
-                  kernels: KernelChain | None = None) -> list[NotebookRun]:
+                  kernels: KernelChain | None = None,
+                  ahead: int = AHEAD) -> list[NotebookRun]:
     """Execute ``notebooks`` (default: the walk-through) in order with papermill.
 
     Each executed notebook is kept in ``out_dir``; a notebook receives only the parameters its
@@ -410,8 +411,10 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
     declare, or of the wrong type, raises it before anything runs. What the kernels write to
     stderr goes to ``out_dir/kernels.log``; ``env`` adds environment variables to the kernels'
     (or ``kernels`` is the chain to take them from, e.g. one whose first kernel started early).
+    ``ahead`` kernels (default :data:`~nitronb.kernels.AHEAD`) are kept started for the notebooks
+    that follow.
 
-    Each notebook runs alone in a fresh kernel; the next notebook's kernel starts (and imports
+    Each notebook runs alone in a fresh kernel; the next notebooks' kernels start (and import
     nitronb) while the current one runs (:class:`nitronb.kernels.KernelChain`), and no kernel
     outlives the call, whether it returns or raises.
     """
@@ -437,8 +440,8 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
             given = {k: v for k, v in parameters.items() if k in declared}
             target = out / notebook.name
             started = time.perf_counter()
-            if index + 1 < len(notebooks):
-                kernels.start_ahead()  # boots while this notebook runs; sees nothing of it
+            # the next notebooks' kernels boot while this one runs; they see nothing of it
+            kernels.start_ahead(min(ahead, len(notebooks) - index - 1))
             try:
                 papermill.execute_notebook(str(notebook), str(target), parameters=given,
                                            kernel_name=KERNEL_NAME, progress_bar=False,

@@ -174,7 +174,6 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     notebooks.ensure_kernelspec()
     with KernelChain(notebooks.KERNEL_NAME, log=out / "kernels.log") as kernels:
-        kernels.start_ahead()  # the first notebook's kernel boots while the stack starts
         try:
             in_worker(lambda: _run_all(out, parameters, chosen, kernels, workspace))
         except NitronbError:
@@ -202,7 +201,11 @@ def run_walkthrough(args: argparse.Namespace) -> int:
 
 def _run_all(out, parameters, chosen, kernels, workspace) -> None:
     from nitronb import notebooks, steps
+    from nitronb.kernels import AHEAD
 
+    # in the thread that runs the notebooks (a kernel's client belongs to its event loop): the
+    # first notebooks' kernels boot while the stack starts
+    kernels.start_ahead(AHEAD)
     steps.start_local_stack(workspace)
     notebooks.run_notebooks(
         out, parameters, chosen, kernels=kernels,
