@@ -10,6 +10,7 @@ Imports only ``errors`` from nitronb (jupyter_client lazily).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import threading
@@ -233,6 +234,9 @@ def in_worker(function: Callable[[], T], *, idle: Callable[[], None] | None = No
     except BaseException:
         if on_interrupt:
             on_interrupt()
+        # the kernels die on purpose: nbclient's "Kernel died …" lines (papermill's logger)
+        # would only garble the output
+        logging.getLogger("papermill").disabled = True
         kill_all()
         finished.wait(15)
         raise
