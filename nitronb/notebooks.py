@@ -79,16 +79,16 @@ def import_papermill():
     nbformat imports): with ``rfc3987_syntax`` installed they compile some forty grammars at
     import, seconds of start-up, and no notebook field is an IRI. Other importers of
     ``rfc3987_syntax`` afterwards get it as usual."""
+    import importlib
+
     if "papermill.execute" not in sys.modules and "jsonschema" not in sys.modules:
         sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]
         try:
-            import papermill
+            importlib.import_module("papermill")
         finally:
             if sys.modules.get("rfc3987_syntax", False) is None:
                 del sys.modules["rfc3987_syntax"]
-    import papermill
-
-    return papermill
+    return importlib.import_module("papermill")
 
 
 # --- parameters -----------------------------------------------------------------------------
