@@ -125,7 +125,7 @@ def plan_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
     entries = read_batch(path)
     chosen = list(notebooks or nbs.walkthrough_notebooks())
     declared_by = {nb: nbs.declared_parameters(nb) for nb in chosen}
-    ws = str(workspace_dir(workspace))
+    ws = str(workspace_dir(workspace, create=False))  # created when the batch starts
     declared = {name for names in declared_by.values() for name in names}
     runs, seen = [], {}
     for index, entry in enumerate(entries, 1):

@@ -1,10 +1,10 @@
-"""Kernels for the walk-through's notebooks: one fresh kernel per notebook, the next one started
-(and its imports warmed) while the current notebook runs, and every kernel this process started
-stopped again, also when the run is interrupted.
+"""Kernels for the walk-through's notebooks: one fresh kernel per notebook, the next ones started
+(and their imports warmed) while the current notebook runs, and every kernel this process
+started stopped again, also when the run is interrupted.
 
 A kernel is a ``jupyter_client`` kernel manager handed to papermill (``km=``), which passes it on
-to nbclient; nbclient does not shut down a kernel it was given, so :class:`KernelChain` does.
-Imports only ``errors`` from nitronb (jupyter_client lazily).
+to nbclient. nbclient neither shuts down a kernel it was given nor closes the client it made for
+it, so :class:`KernelChain` does both. Imports nothing from nitronb (jupyter_client lazily).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ T = TypeVar("T")
 WARM_UP = ("__import__('nitronb.steps'); __import__('nitronb.displays'); "
            "__import__('nitronb.widgets'); __import__('boto3'); __import__('requests')")
 
-#: kernels started ahead of the notebook running: one boots while the next notebook starts
+#: kernels kept started ahead of the notebook running (a kernel boots in about a second, longer
+#: than the shortest notebooks run)
 AHEAD = 2
 
 _live: dict[int, Any] = {}
@@ -63,7 +64,7 @@ class KernelChain:
             raise RuntimeError("the run was interrupted; no kernel is started any more")
         km = _manager_class()(kernel_name=self.kernel_name)
         kwargs: dict[str, Any] = {"cwd": self.cwd, "env": {**os.environ, **self.env}}
-        stderr = open(self.log, "ab") if self.log else None  # noqa: SIM115 - closed in stop()
+        stderr = open(self.log, "ab") if self.log else None  # noqa: SIM115 - closed below
         if stderr is not None:
             kwargs["stderr"] = stderr
         try:
@@ -157,7 +158,7 @@ def _manager_class():
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.clients: list[Any] = []
-            self._nitronb_client: Any = None  # made by KernelChain.start, handed to the first caller
+            self._nitronb_client: Any = None  # made by KernelChain.start for nbclient
 
         def client(self, **kwargs: Any):
             if self._nitronb_client is not None:
@@ -175,7 +176,7 @@ def _kill(km) -> None:
     provisioner = getattr(km, "provisioner", None)
     pgid, pid = getattr(provisioner, "pgid", None), getattr(provisioner, "pid", None)
     try:
-        if pgid:
+        if pgid and pgid != os.getpgrp():  # a kernel has a session of its own
             os.killpg(pgid, signal.SIGKILL)
         elif pid:
             os.kill(pid, signal.SIGKILL)

@@ -104,7 +104,7 @@ def _plan(tmp_path: Path, text: str):
 def test_a_batch_file_is_refused_naming_the_run_and_parameter(tmp_path, text, message):
     with pytest.raises(BatchError, match=message):
         _plan(tmp_path, text)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ws").exists()
 
 
 def test_relative_paths_are_read_from_the_batch_files_folder(tmp_path):
