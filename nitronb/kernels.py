@@ -151,12 +151,14 @@ class KernelChain:
 @functools.cache
 def _manager_class():
     """jupyter_client's asynchronous kernel manager, keeping the clients made for it (nbclient
-    makes one and, for a kernel it was given, leaves its channels and heartbeat thread open)."""
+    makes one and, for a kernel it was given, leaves its channels and heartbeat thread open),
+    whose clients are :func:`_client_class`'s."""
     from jupyter_client import AsyncKernelManager
 
     class Manager(AsyncKernelManager):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
+            self.client_factory = _client_class()
             self.clients: list[Any] = []
             self._nitronb_client: Any = None  # made by KernelChain.start for nbclient
 
@@ -169,6 +171,42 @@ def _manager_class():
             return made
 
     return Manager
+
+
+@functools.cache
+def _client_class():
+    """jupyter_client's asynchronous kernel client, whose readiness check (the one nbclient
+    makes before the first cell) ends once the kernel answered ``kernel_info`` and IOPub is
+    connected, as jupyter_client's does, without then waiting for 0.2 s of silence on IOPub:
+    nbclient keeps only the messages its own requests caused, so none needs flushing."""
+    import time
+    from queue import Empty
+
+    from jupyter_client import AsyncKernelClient
+
+    class Client(AsyncKernelClient):
+        async def wait_for_ready(self, timeout: float | None = None) -> None:
+            deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+            while True:
+                self.kernel_info()
+                try:
+                    reply = await self.shell_channel.get_msg(timeout=1)
+                except Empty:
+                    reply = None
+                if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                    try:
+                        await self.iopub_channel.get_msg(timeout=0.2)
+                    except Empty:
+                        pass  # IOPub not connected yet: ask again
+                    else:
+                        self._handle_kernel_info_reply(reply)
+                        return
+                if not await self.is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+
+    return Client
 
 
 def _kill(km) -> None:

@@ -5,6 +5,7 @@ the ``nitronb`` Jupyter kernel they run on."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -410,7 +411,8 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
     :class:`NotebookError` naming the notebook and the cell; a parameter a notebook does not
     declare, or of the wrong type, raises it before anything runs. What the kernels write to
     stderr goes to ``out_dir/kernels.log``; ``env`` adds environment variables to the kernels'
-    (or ``kernels`` is the chain to take them from, e.g. one whose first kernel started early).
+    (or ``kernels`` is the chain to take them from, e.g. one whose first kernels started early;
+    the caller then stops what is left of it).
     ``ahead`` kernels (default :data:`~nitronb.kernels.AHEAD`) are kept started for the notebooks
     that follow.
 
@@ -430,8 +432,10 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
+    # a chain of the caller's is the caller's to close (its kernels then end while it goes on)
+    owned = kernels is None
     kernels = kernels or KernelChain(KERNEL_NAME, env=env, log=out / "kernels.log")
-    with kernels:
+    with kernels if owned else contextlib.nullcontext():
         kernel = kernels.take()
         for index, notebook in enumerate(notebooks):
             if on_start:

@@ -145,7 +145,7 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from nitronb import local, notebooks, steps
+    from nitronb import local, notebooks
     from nitronb.errors import NitronbError
     from nitronb.kernels import KernelChain, in_worker
     from nitronb.workspace import workspace_dir
@@ -175,7 +175,7 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     notebooks.ensure_kernelspec()
     with KernelChain(notebooks.KERNEL_NAME, log=out / "kernels.log") as kernels:
         try:
-            in_worker(lambda: _run_all(out, parameters, chosen, kernels, workspace))
+            result = in_worker(lambda: _run_all(out, parameters, chosen, kernels, workspace))
         except NitronbError:
             print(" FAILED", file=sys.stderr)
             raise
@@ -184,7 +184,6 @@ def run_walkthrough(args: argparse.Namespace) -> int:
             raise
     print(f"executed notebooks in {out}/ ({time.perf_counter() - started:.1f} s)\n",
           file=sys.stderr)
-    result = steps.decrypt_output(workspace)
     if result.text:
         shown = result.labelled_text
         print(shown, end="" if shown.endswith("\n") else "\n")
@@ -199,7 +198,7 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_all(out, parameters, chosen, kernels, workspace) -> None:
+def _run_all(out, parameters, chosen, kernels, workspace):
     from nitronb import notebooks, steps
     from nitronb.kernels import AHEAD
 
@@ -211,6 +210,9 @@ def _run_all(out, parameters, chosen, kernels, workspace) -> None:
         out, parameters, chosen, kernels=kernels,
         on_start=lambda nb: print(f"  {nb.stem:28} …", end="", file=sys.stderr, flush=True),
         on_done=lambda run: print(f" ok ({run.seconds:.1f} s)", file=sys.stderr, flush=True))
+    result = steps.decrypt_output(workspace)  # while the last kernel shuts down
+    kernels.reap()
+    return result
 
 
 def run_lab(args: argparse.Namespace) -> int:
