@@ -237,6 +237,11 @@ class NotebookError(NitronbError):
     """A notebook of the walk-through failed; names the notebook and the cell."""
 
 
+class BatchError(NotebookError):
+    """A batch of walk-through runs cannot start (its file, a run's parameters: the message
+    names the run), or was interrupted."""
+
+
 class InputDataError(NitronbError):
     """An input CSV the enclave's app cannot read: missing, empty, without a column the app
     reads, without rows, or not text in the declared encoding. ``path`` names the file."""

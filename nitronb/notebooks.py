@@ -10,9 +10,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from nitronb.errors import NitronbError, NotebookError
+from nitronb.kernels import AHEAD, KernelChain
 
 #: the Jupyter kernel the notebooks run on: this interpreter, wherever ``nitronb`` is installed
 KERNEL_NAME = "nitronb"
@@ -74,6 +75,23 @@ def working_copy(folder: str | os.PathLike[str], *, reset: bool = False
     return copied, kept
 
 
+def import_papermill():
+    """The ``papermill`` module, imported without the IRI format checks of jsonschema (which
+    nbformat imports): with ``rfc3987_syntax`` installed they compile some forty grammars at
+    import, seconds of start-up, and no notebook field is an IRI. Other importers of
+    ``rfc3987_syntax`` afterwards get it as usual."""
+    import importlib
+
+    if "papermill.execute" not in sys.modules and "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]
+        try:
+            importlib.import_module("papermill")
+        finally:
+            if sys.modules.get("rfc3987_syntax", False) is None:
+                del sys.modules["rfc3987_syntax"]
+    return importlib.import_module("papermill")
+
+
 # --- parameters -----------------------------------------------------------------------------
 
 
@@ -84,8 +102,7 @@ class _Source(str):
 def declared_parameters(notebook: Path) -> dict[str, Any]:
     """The names and literal defaults of a notebook's ``parameters`` cell: ``{name: value}``
     (a default that is not a Python literal is left as its source text)."""
-    import papermill
-
+    papermill = import_papermill()
     declared = {}
     for name, spec in papermill.inspect_notebook(str(notebook)).items():
         source = spec.get("default")
@@ -139,6 +156,7 @@ def cli_parameters(*, values: Iterable[tuple[str, str]] = (), raw: Iterable[tupl
 
 def _merge_yaml(parameters: dict[str, Any], texts: dict[str, str], text: str, where: str) -> None:
     import yaml
+    import_papermill()
     from papermill.iorw import NoDatesSafeLoader
 
     try:
@@ -247,6 +265,7 @@ def _typed(name: str, value: Any, text: str | None, default: Any, notebook: str)
 def _structured(name: str, text: str, kind: type) -> Any:
     """A dict or list from YAML/JSON text, or labels from ``key=value;…`` text."""
     import yaml
+    import_papermill()
     from papermill.iorw import NoDatesSafeLoader
 
     try:
@@ -378,7 +397,10 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
                   notebooks: list[Path] | None = None,
                   on_start: Callable[[Path], None] | None = None,
                   on_done: Callable[[NotebookRun], None] | None = None, *,
-                  texts: Mapping[str, str] | None = None) -> list[NotebookRun]:
+                  texts: Mapping[str, str] | None = None,
+                  env: Mapping[str, str] | None = None,
+                  kernels: KernelChain | None = None,
+                  ahead: int = AHEAD) -> list[NotebookRun]:
     """Execute ``notebooks`` (default: the walk-through) in order with papermill.
 
     Each executed notebook is kept in ``out_dir``; a notebook receives only the parameters its
@@ -388,11 +410,19 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
     ``nitronb`` kernelspec (installed if missing). The first failing cell raises
     :class:`NotebookError` naming the notebook and the cell; a parameter a notebook does not
     declare, or of the wrong type, raises it before anything runs. What the kernels write to
-    stderr goes to ``out_dir/kernels.log``.
+    stderr goes to ``out_dir/kernels.log``; ``env`` adds environment variables to the kernels'
+    (or ``kernels`` is the chain to take them from, e.g. one whose first kernels started early;
+    the caller then stops what is left of it).
+    ``ahead`` kernels (default :data:`~nitronb.kernels.AHEAD`) are kept started for the notebooks
+    that follow.
+
+    Each notebook runs alone in a fresh kernel; the next notebooks' kernels start (and import
+    nitronb) while the current one runs (:class:`nitronb.kernels.KernelChain`), and no kernel
+    outlives the call, whether it returns or raises.
     """
     import time
 
-    import papermill
+    papermill = import_papermill()
     from papermill.exceptions import PapermillExecutionError
 
     notebooks = list(notebooks or walkthrough_notebooks())
@@ -402,38 +432,35 @@ def run_notebooks(out_dir: str | os.PathLike[str], parameters: Mapping[str, Any]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = []
-    for notebook in notebooks:
-        if on_start:
-            on_start(notebook)
-        declared = declared_by[notebook]
-        given = {k: v for k, v in parameters.items() if k in declared}
-        target = out / notebook.name
-        started = time.perf_counter()
-        try:
-            with _stderr_to(out / "kernels.log"):
+    # a chain of the caller's is the caller's to close (its kernels then end while it goes on)
+    owned = kernels is None
+    kernels = kernels or KernelChain(KERNEL_NAME, env=env, log=out / "kernels.log")
+    with kernels if owned else contextlib.nullcontext():
+        kernel = kernels.take()
+        for index, notebook in enumerate(notebooks):
+            if on_start:
+                on_start(notebook)
+            declared = declared_by[notebook]
+            given = {k: v for k, v in parameters.items() if k in declared}
+            target = out / notebook.name
+            started = time.perf_counter()
+            # the next notebooks' kernels boot while this one runs; they see nothing of it
+            kernels.start_ahead(min(ahead, len(notebooks) - index - 1))
+            try:
                 papermill.execute_notebook(str(notebook), str(target), parameters=given,
-                                           kernel_name=KERNEL_NAME, progress_bar=False)
-        except PapermillExecutionError as exc:
-            raise NotebookError(
-                f"{notebook.name} failed in cell {exc.exec_count or exc.cell_index}: "
-                f"{exc.ename}: {exc.evalue}",
-                hint=f"The executed notebook with the traceback is {target}.") from None
-        runs.append(NotebookRun(notebook.name, target, time.perf_counter() - started))
-        if on_done:
-            on_done(runs[-1])
+                                           kernel_name=KERNEL_NAME, progress_bar=False,
+                                           km=kernel)
+            except PapermillExecutionError as exc:
+                raise NotebookError(
+                    f"{notebook.name} failed in cell {exc.exec_count or exc.cell_index}: "
+                    f"{exc.ename}: {exc.evalue}",
+                    hint=f"The executed notebook with the traceback is {target}.") from None
+            finally:
+                kernels.stop(kernel)
+            runs.append(NotebookRun(notebook.name, target, time.perf_counter() - started))
+            if on_done:
+                on_done(runs[-1])
+            if index + 1 < len(notebooks):
+                kernel = kernels.take()
     return runs
 
-
-@contextlib.contextmanager
-def _stderr_to(path: Path) -> Iterator[None]:
-    """Send file descriptor 2 (which kernels inherit) to ``path`` for the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)

@@ -65,11 +65,11 @@ def _cell(value: Any) -> str:
 class Walkthrough:
     """The walk-through's folder in a workspace and the state its steps hand on."""
 
-    def __init__(self, workspace: str | os.PathLike[str] | None = None) -> None:
-        from nitronb.workspace import private_dir, workspace_dir
+    def __init__(self, workspace: str | os.PathLike[str] | None = None, run: str | None = None):
+        from nitronb.workspace import private_dir, walkthrough_dir, workspace_dir
 
-        self.workspace = workspace_dir(workspace)
-        self.folder = private_dir(self.workspace / "walkthrough")
+        self.workspace = workspace_dir(workspace)  # run: one of a batch's (walkthrough_dir)
+        self.folder = private_dir(walkthrough_dir(self.workspace, run))
         self._state_path = self.folder / "state.json"
         self._stack_checked = False
 

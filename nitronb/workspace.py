@@ -23,3 +23,24 @@ def private_dir(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     return folder
+
+
+#: names the walk-through's state folder for the notebooks of one batch run (see walkthrough_dir)
+RUN_ENV_VAR = "NITRONB_WALKTHROUGH"
+
+
+def walkthrough_dir(workspace: Path, run: str | None = None) -> Path:
+    """The folder where the walk-through's steps keep the state they hand on (keys, the
+    encrypted input, the datasets, the result): ``<workspace>/walkthrough``, or for the run
+    named ``run`` (default ``$NITRONB_WALKTHROUGH``, set by ``nitronb walkthrough --batch``)
+    ``<workspace>/walkthroughs/<run>``. Raises ``ValueError`` for a run name that is not
+    letters, digits, ``.``, ``_`` and ``-`` (or is ``.``/``..``)."""
+    import re
+
+    run = run if run is not None else os.environ.get(RUN_ENV_VAR, "")
+    if not run:
+        return workspace / "walkthrough"
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", run) or run in (".", ".."):
+        raise ValueError(f"{run!r} is not a walk-through run name (letters, digits, '.', '_' "
+                         "and '-').")
+    return workspace / "walkthroughs" / run

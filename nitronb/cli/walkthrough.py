@@ -34,7 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-f", "--parameters_file", dest="files", action="append", default=[],
                    metavar="FILE", help="parameters from a YAML file (applied first; then -y, "
                                         "-p and -r, a later one winning, as papermill does)")
-    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<UTC time>)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<UTC time>); with "
+                                                "--batch, one folder per run in it")
+    p.add_argument("--batch", metavar="PARAMS.yaml",
+                   help="run the walk-through once per mapping of this YAML list (each run's "
+                        "parameters; relative paths read from the file's folder), several at a "
+                        "time over one local stack; -p/-r/-y/-f then apply to every run")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="with --batch: how many runs at a time (default: 4, at most the runs)")
     p.add_argument("--workspace", metavar="DIR",
                    help="workspace (default: $NITRONB_WORKSPACE, else ~/.nitronb)")
     p.set_defaults(handler=run_walkthrough)
@@ -138,12 +145,21 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from nitronb import local, notebooks, steps
+    from nitronb import local, notebooks
     from nitronb.errors import NitronbError
+    from nitronb.kernels import KernelChain, in_worker
     from nitronb.workspace import workspace_dir
 
     parameters, texts = notebooks.cli_parameters(values=args.values, raw=args.raw,
                                                  yaml_texts=args.yaml, files=args.files)
+    out = Path(args.out or f"runs/{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    if args.jobs is not None and not args.batch:
+        raise NitronbError("--jobs says how many runs of a batch run at a time; it needs --batch.",
+                           hint="Give --batch PARAMS.yaml, or leave --jobs out.")
+    if args.batch:
+        from nitronb.cli.batch import run_batch_command
+
+        return run_batch_command(args, parameters, texts, out)
     if args.workspace:
         parameters["workspace"] = texts["workspace"] = args.workspace
     # names and types are checked, and relative paths made absolute, before the stack starts
@@ -151,23 +167,23 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     parameters = notebooks.prepare_parameters(
         parameters, {nb: notebooks.declared_parameters(nb) for nb in chosen}, texts=texts)
     workspace = workspace_dir(parameters.get("workspace") or None)
-    out = Path(args.out or f"runs/{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
     started = time.perf_counter()
     running = all(s["state"] == "running" for s in local.status(workspace).values())
     print("using the running local stack" if running else "starting the local stack …",
           file=sys.stderr, flush=True)
-    steps.start_local_stack(workspace)
-    try:
-        notebooks.run_notebooks(
-            out, parameters, chosen,
-            on_start=lambda nb: print(f"  {nb.stem:28} …", end="", file=sys.stderr, flush=True),
-            on_done=lambda run: print(f" ok ({run.seconds:.1f} s)", file=sys.stderr, flush=True))
-    except NitronbError:
-        print(" FAILED", file=sys.stderr)
-        raise
+    out.mkdir(parents=True, exist_ok=True)
+    notebooks.ensure_kernelspec()
+    with KernelChain(notebooks.KERNEL_NAME, log=out / "kernels.log") as kernels:
+        try:
+            result = in_worker(lambda: _run_all(out, parameters, chosen, kernels, workspace))
+        except NitronbError:
+            print(" FAILED", file=sys.stderr)
+            raise
+        except BaseException:
+            print(" stopped", file=sys.stderr)
+            raise
     print(f"executed notebooks in {out}/ ({time.perf_counter() - started:.1f} s)\n",
           file=sys.stderr)
-    result = steps.decrypt_output(workspace)
     if result.text:
         shown = result.labelled_text
         print(shown, end="" if shown.endswith("\n") else "\n")
@@ -180,6 +196,23 @@ def run_walkthrough(args: argparse.Namespace) -> int:
         print(f"nitronb: error: {result.error_line()}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_all(out, parameters, chosen, kernels, workspace):
+    from nitronb import notebooks, steps
+    from nitronb.kernels import AHEAD
+
+    # in the thread that runs the notebooks (a kernel's client belongs to its event loop): the
+    # first notebooks' kernels boot while the stack starts
+    kernels.start_ahead(AHEAD)
+    steps.start_local_stack(workspace)
+    notebooks.run_notebooks(
+        out, parameters, chosen, kernels=kernels,
+        on_start=lambda nb: print(f"  {nb.stem:28} …", end="", file=sys.stderr, flush=True),
+        on_done=lambda run: print(f" ok ({run.seconds:.1f} s)", file=sys.stderr, flush=True))
+    result = steps.decrypt_output(workspace)  # while the last kernel shuts down
+    kernels.reap()
+    return result
 
 
 def run_lab(args: argparse.Namespace) -> int:
