@@ -11,13 +11,14 @@ are shared, built by one run at a time. Imports ``notebooks``, ``steps`` and bel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from nitronb.errors import BatchError, NitronbError
 
@@ -165,12 +166,46 @@ def run_batch(runs: list[BatchRun], *, workspace: str | os.PathLike[str] | None 
     ``error`` says why. ``on_change(run)`` is called (from the runs' threads) whenever a run
     starts, finishes a notebook or ends; ``cancel``, once set, keeps runs not yet started from
     starting and stops the others before their next notebook. Returns ``runs``, updated."""
-    from nitronb import local, steps
+    from nitronb import local
     from nitronb import notebooks as nbs
 
     chosen = list(notebooks or nbs.walkthrough_notebooks())
-    nbs.ensure_kernelspec()
-    local.ensure_up(workspace)
+    with _one_batch_at_a_time(workspace):
+        nbs.ensure_kernelspec()
+        local.ensure_up(workspace)
+        return _run_all(runs, workspace, jobs, chosen, on_change, cancel)
+
+
+@contextlib.contextmanager
+def _one_batch_at_a_time(workspace: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Hold the workspace's batch lock (runs of two batches would share names and folders);
+    :class:`BatchError` if another batch holds it."""
+    import fcntl
+
+    from nitronb.workspace import walkthrough_dir, workspace_dir
+
+    folder = walkthrough_dir(workspace_dir(workspace), "lock").parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".batch.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BatchError(f"another batch is running over the workspace "
+                             f"{workspace_dir(workspace)}.",
+                             hint="Wait for it to end, or give this batch another --workspace."
+                             ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_all(runs: list[BatchRun], workspace: str | os.PathLike[str] | None, jobs: int,
+             chosen: list[Path], on_change: Callable[[BatchRun], None] | None,
+             cancel: threading.Event | None) -> list[BatchRun]:
+    from nitronb import steps
+    from nitronb import notebooks as nbs
+
     shared = threading.Lock()
     cancel = cancel or threading.Event()
     changed = on_change or (lambda run: None)

@@ -127,3 +127,17 @@ def test_the_command_refuses_a_bad_batch_file_before_anything_starts(tmp_path):
     assert stderr.startswith("nitronb: error: run 2 of batch.yaml: parameter top of "
                              "09_decrypt_output takes a number of at least 1, not 0.")
     assert not (tmp_path / "out").exists() and not (tmp_path / "ws" / "local").exists()
+
+
+def test_a_second_batch_over_one_workspace_is_refused_while_the_first_runs(tmp_path):
+    import fcntl
+
+    from nitronb.batch import run_batch
+
+    workspace = tmp_path / "ws"
+    (workspace / "walkthroughs").mkdir(parents=True)
+    with open(workspace / "walkthroughs" / ".batch.lock", "w", encoding="utf-8") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the first batch
+        with pytest.raises(BatchError, match="another batch is running over the workspace"):
+            run_batch([], workspace=workspace)
+    assert not (workspace / "local").exists()  # refused before the stack was touched
