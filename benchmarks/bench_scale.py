@@ -27,6 +27,7 @@ app's). Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -53,7 +54,7 @@ ROLES = {
 }
 
 FLOOR = r"""
-import os, sys, time  # bench_scale_floor
+import json, os, sys, time  # bench_scale_floor
 import pandas as pd, requests
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from nitronb.storage import client_for
@@ -62,6 +63,7 @@ csv, work, ws = sys.argv[1:4]
 client = client_for("local", workspace=ws)  # a plain boto3 client for the local endpoint
 key, nonce, chunk = os.urandom(32), os.urandom(12), 1 << 20
 start = time.perf_counter()
+marks = {}
 enc = os.path.join(work, "floor.enc")
 encryptor = Cipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
 with open(csv, "rb") as src, open(enc, "wb") as dst:
@@ -69,16 +71,19 @@ with open(csv, "rb") as src, open(enc, "wb") as dst:
     while block := src.read(chunk):
         dst.write(encryptor.update(block))
     dst.write(encryptor.finalize() + encryptor.tag)
+marks["encrypt"] = time.perf_counter()
 client.upload_file(enc, "nitronb", "floor/input.enc")
 url = client.generate_presigned_url("get_object", Params={"Bucket": "nitronb",
                                                           "Key": "floor/input.enc"},
                                     ExpiresIn=3600)
+marks["upload"] = time.perf_counter()
 got = os.path.join(work, "floor.got")
 with requests.get(url, stream=True, timeout=60) as reply, open(got, "wb") as dst:
     reply.raise_for_status()
     for block in reply.iter_content(chunk):
         dst.write(block)
 size = os.path.getsize(got)
+marks["download"] = time.perf_counter()
 plain = os.path.join(work, "floor.csv")
 with open(got, "rb") as src, open(plain, "wb") as dst:
     decryptor = Cipher(algorithms.AES(key), modes.GCM(src.read(12))).decryptor()
@@ -88,9 +93,14 @@ with open(got, "rb") as src, open(plain, "wb") as dst:
         left -= len(block)
         dst.write(decryptor.update(block))
     decryptor.finalize_with_tag(src.read(16))
+marks["decrypt"] = time.perf_counter()
 column = pd.read_csv(plain, usecols=["DESCRIPTION"])["DESCRIPTION"]
 print(column.describe().to_dict()["top"], file=sys.stderr)
-print(time.perf_counter() - start)
+marks["pandas"] = time.perf_counter()
+last, phases = start, {}
+for name, at in marks.items():
+    phases[name], last = at - last, at
+print(json.dumps({"total": time.perf_counter() - start, "phases": phases}))
 """
 
 
@@ -184,7 +194,7 @@ def one_size(megabytes: float, base: Path) -> dict:
                                env=env, capture_output=True, text=True)
         if floor.returncode:
             sys.exit(f"the floor failed:\n{floor.stderr}")
-        floor_s = float(floor.stdout.strip().splitlines()[-1])
+        floor_out = json.loads(floor.stdout.strip().splitlines()[-1])
         start = time.perf_counter()
         run = _nitronb("walkthrough", "--workspace", str(ws), "--out", str(folder / "run"),
                        "-p", "input_csv", str(csv), env=env)
@@ -196,34 +206,60 @@ def one_size(megabytes: float, base: Path) -> dict:
         _nitronb("local", "down", "--workspace", str(ws), env=env)
     for leftover in ("floor.enc", "floor.got", "floor.csv"):
         (folder / leftover).unlink(missing_ok=True)
-    return {"mb": megabytes, "bytes": size, "floor": floor_s, "walkthrough": walk_s,
-            "peaks": peaks}
+    notebooks = {}
+    for executed in sorted((folder / "run").glob("*.ipynb")):
+        meta = json.loads(executed.read_text(encoding="utf-8"))["metadata"].get("papermill", {})
+        notebooks[executed.stem[:2]] = meta.get("duration") or 0.0
+    return {"mb": megabytes, "bytes": size, "floor": floor_out["total"],
+            "floor_phases": floor_out["phases"], "walkthrough": walk_s,
+            "notebooks": notebooks, "peaks": peaks}
+
+
+def _best(measured: list[dict]) -> dict:
+    """One size's rounds folded: the fastest of each side, the largest of each peak."""
+    row = dict(min(measured, key=lambda r: r["walkthrough"]))
+    floor = min(measured, key=lambda r: r["floor"])
+    row["floor"], row["floor_phases"] = floor["floor"], floor["floor_phases"]
+    row["peaks"] = {role: max(r["peaks"].get(role, 0) for r in measured) for role in ROLES}
+    return row
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,100,1000",
                         help="input sizes in MB, comma-separated (default 1,100,1000)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds over every size; the fastest time of each is kept")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     sizes = sorted(float(s) for s in args.sizes.split(","))
     base = Path(tempfile.mkdtemp(prefix="nitronb-scale-"))
+    measured: dict[float, list[dict]] = {size: [] for size in sizes}
     try:
-        rows = []
-        for megabytes in sizes:
-            print(f"{megabytes:g} MB …", file=sys.stderr, flush=True)
-            rows.append(one_size(megabytes, base))
+        for round_no in range(1, args.rounds + 1):
+            for megabytes in sizes:
+                print(f"round {round_no}: {megabytes:g} MB …", file=sys.stderr, flush=True)
+                folder = base / f"round{round_no}"
+                folder.mkdir(exist_ok=True)
+                measured[megabytes].append(one_size(megabytes, folder))
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
         else:
             print(f"kept {base}", file=sys.stderr)
+    rows = [_best(measured[size]) for size in sizes]
 
     print(f"\n{'input':>8} {'floor s':>9} {'walk s':>9}   peak RSS MiB: "
           + " ".join(f"{r:>12}" for r in ROLES))
     for row in rows:
         print(f"{row['mb']:>6g}MB {row['floor']:>9.2f} {row['walkthrough']:>9.2f}   "
               f"{'':13}" + " ".join(f"{row['peaks'].get(r, 0) / MiB:>12.1f}" for r in ROLES))
+    print("\nwhere the time goes (s): floor "
+          + ", ".join(rows[0]["floor_phases"]) + "; walk-through by notebook")
+    for row in rows:
+        print(f"  {row['mb']:>6g}MB floor "
+              + " ".join(f"{v:6.2f}" for v in row["floor_phases"].values())
+              + "   notebooks " + " ".join(f"{k}:{v:.1f}" for k, v in row["notebooks"].items()))
     smallest = rows[0]
     print(f"\nmarginal time per GB against {smallest['mb']:g} MB:")
     for row in rows[1:]:
