@@ -31,6 +31,9 @@ SQLITE_FENCE = 3
 _LEGACY_REVISIONS = {1: "0001", 2: "0002"}
 #: PostgreSQL connections one manager process (one worker) opens at most
 CONNECTIONS_PER_PROCESS = 16
+#: SQLite connections one manager process keeps open: more than the threads that serve requests
+#: at once (the HTTP server's 40), so that no request pays for opening one (file, WAL, pragmas)
+SQLITE_CONNECTIONS = 48
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
@@ -100,6 +103,7 @@ def create_engine(url: str) -> Any:
         if path is not None:
             _private_file(path)
         options["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        options.update(pool_size=SQLITE_CONNECTIONS, max_overflow=16)
     else:
         raise ManagerDatabaseError(
             f"the manager's database must be SQLite or PostgreSQL, not {backend!r} "

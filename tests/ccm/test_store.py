@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sqlite3
+import threading
 
 import pytest
 
@@ -134,6 +135,24 @@ def test_a_failed_transaction_leaves_nothing(store_url):
             raise RuntimeError("stop")
     assert store.get_meta("k") is None and audit.entries(store) == []
     store.close()
+
+
+def test_reads_see_the_last_commit_and_never_an_open_transaction(store_url):
+    store, other = Store(store_url), Store(store_url)
+    assert store.get_meta("k") is None
+    other.set_meta("k", "1")
+    assert store.get_meta("k") == "1"
+    with store.transaction():
+        store.set_meta("k", "2")
+        assert store.get_meta("k") == "2"  # the transaction's own thread joins it
+        seen: list[str | None] = []
+        reader = threading.Thread(target=lambda: seen.append(store.get_meta("k")))
+        reader.start()
+        reader.join(30)
+        assert seen == ["1"]  # another thread reads the last commit, without waiting
+    assert store.get_meta("k") == "2" and other.get_meta("k") == "2"
+    store.close()
+    other.close()
 
 
 def _append_rows(url: str, count: int, actor: str) -> None:
