@@ -229,6 +229,10 @@ def _write_body(environ: dict[str, Any], headers: dict[str, str], path: Path
         remaining: int | None = None if chunked else int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         remaining = None
+    if not chunked and not environ.get("CONTENT_LENGTH") and "chunked" in environ.get(
+            "HTTP_TRANSFER_ENCODING", "").lower():  # as S3: never stored as an empty object
+        raise BodyMismatch(411, "MissingContentLength",
+                           "You must provide the Content-Length HTTP header.")
     if remaining is None and not chunked and not environ.get("wsgi.input_terminated"):
         remaining = 0
     algorithm = headers.get("x-amz-sdk-checksum-algorithm", "").upper()

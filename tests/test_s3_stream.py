@@ -248,3 +248,17 @@ def test_a_workspace_in_the_first_format_still_loads(tmp_path, monkeypatch):
         assert tags == [{"Key": "owner", "Value": "data"}]
     finally:
         local.down(ws)
+
+
+def test_a_chunked_body_without_content_length_is_refused_not_stored_empty(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    url = client.generate_presigned_url(
+        "put_object", Params={"Bucket": "nitronb", "Key": "chunked.bin"}, ExpiresIn=600)
+    answer = requests.put(url, data=iter([b"abc", b"def"]))  # Transfer-Encoding: chunked
+    assert answer.status_code == 411
+    assert b"MissingContentLength" in answer.content
+    with pytest.raises(ClientError) as missing:
+        client.head_object(Bucket="nitronb", Key="chunked.bin")
+    assert missing.value.response["Error"]["Code"] in ("404", "NoSuchKey")
+    assert not [p for p in (workspace / "local" / "s3-uploads").rglob("*") if p.is_file()]
