@@ -23,7 +23,7 @@ import secrets
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from nitronb.s3digest import BodyMismatch, Rejection
 from nitronb.s3files import FileValue, new_checksum, new_file, receiving, serving, write_all
@@ -125,6 +125,9 @@ class StreamedObjects:
         """A GetObject answered as moto answers it, the bytes streamed from the files."""
         wanted = environ.get("HTTP_RANGE", "")
         moto_environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
+        environ["nitronb.part_number"] = next(
+            (v for n, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+             if n == "partNumber" and v.isdigit()), None)
         for attempt in (1, 2):
             answer: dict[str, Any] = {}
 
@@ -141,7 +144,14 @@ class StreamedObjects:
                         body.close()
             status, headers = answer["status"], answer["headers"]
             source: Any = handover.value if handover.value is not None else content
-            if status[:3] == "200" and wanted:
+            part = environ.get("nitronb.part_number")
+            if status[:3] == "200" and part and isinstance(source, FileValue):
+                try:
+                    status, headers, span = _part_of(int(part), headers, source)
+                except Rejection as rejection:
+                    raise BodyMismatch(rejection.status, rejection.code, rejection.message,
+                                       rejection.extra) from None
+            elif status[:3] == "200" and wanted:
                 try:
                     status, headers, span = _ranged(wanted, headers, _size(source))
                 except Rejection as rejection:
@@ -163,6 +173,28 @@ class StreamedObjects:
             start_response(status, headers)
             return pieces
         raise AssertionError("unreachable")
+
+
+def _part_of(number: int, headers: list[tuple[str, str]], value: FileValue
+             ) -> tuple[str, list[tuple[str, str]], tuple[int, int]]:
+    """The answer to a GET with ``partNumber`` of a multipart object (its ETag ends in ``-N``,
+    one file a part), which moto answers with the whole object; others unchanged."""
+    etag = next((v for k, v in headers if k.lower() == "etag"), "").strip('"')
+    count = etag.rpartition("-")[2]
+    whole = ("200 OK", headers, (0, value.size))
+    if "-" not in etag or not count.isdigit() or int(count) != len(value.segments):
+        return whole
+    if not 1 <= number <= int(count):
+        raise Rejection(416, "InvalidPartNumber", "The requested partnumber is not "
+                        "satisfiable", {"PartNumberRequested": str(number),
+                                        "ActualPartCount": count})
+    begin = sum(n for _, n in value.segments[:number - 1])
+    end = begin + value.segments[number - 1][1]
+    headers = [(k, v) for k, v in headers if not k.lower().startswith("x-amz-checksum-")]
+    headers += [("x-amz-mp-parts-count", count)]
+    if end > begin:
+        headers += [("Content-Range", f"bytes {begin}-{end - 1}/{value.size}")]
+    return "206 Partial Content", headers, (begin, end)
 
 
 def _size(source: Any) -> int:

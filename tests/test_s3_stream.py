@@ -262,3 +262,23 @@ def test_a_chunked_body_without_content_length_is_refused_not_stored_empty(works
         client.head_object(Bucket="nitronb", Key="chunked.bin")
     assert missing.value.response["Error"]["Code"] in ("404", "NoSuchKey")
     assert not [p for p in (workspace / "local" / "s3-uploads").rglob("*") if p.is_file()]
+
+
+def test_a_get_with_part_number_answers_that_part_of_a_multipart_object(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    first, second = os.urandom(5 * MiB), b"tail"
+    upload = client.create_multipart_upload(Bucket="nitronb", Key="parts.bin")["UploadId"]
+    done = [{"PartNumber": n, "ETag": client.upload_part(
+        Bucket="nitronb", Key="parts.bin", UploadId=upload, PartNumber=n, Body=body)["ETag"]}
+        for n, body in ((1, first), (2, second))]
+    client.complete_multipart_upload(Bucket="nitronb", Key="parts.bin", UploadId=upload,
+                                     MultipartUpload={"Parts": done})
+    for number, body, begin in ((1, first, 0), (2, second, len(first))):
+        got = client.get_object(Bucket="nitronb", Key="parts.bin", PartNumber=number)
+        assert got["Body"].read() == body
+        assert got["PartsCount"] == 2
+        assert got["ContentRange"] == f"bytes {begin}-{begin + len(body) - 1}/{len(first) + 4}"
+    with pytest.raises(ClientError) as beyond:
+        client.get_object(Bucket="nitronb", Key="parts.bin", PartNumber=3)
+    assert beyond.value.response["Error"]["Code"] == "InvalidPartNumber"
