@@ -80,6 +80,10 @@ class StreamedObjects:
         """Stream the request body into a scratch file, then let moto build the object (or
         part) from it; the file is removed unless moto took it."""
         upload = next((v for n, v in query if n == "uploadId"), "")
+        if kind == "part" and upload not in self._live_uploads():  # moto would fail (500)
+            raise BodyMismatch(404, "NoSuchUpload", "The specified upload does not exist. The "
+                               "upload ID may be invalid, or the upload may have been aborted "
+                               "or completed.", {"UploadId": upload})
         folder = self.upload_dir(upload) if kind == "part" else self.scratch / "put"
         self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
         folder.mkdir(exist_ok=True, mode=0o700)

@@ -282,3 +282,24 @@ def test_a_get_with_part_number_answers_that_part_of_a_multipart_object(workspac
     with pytest.raises(ClientError) as beyond:
         client.get_object(Bucket="nitronb", Key="parts.bin", PartNumber=3)
     assert beyond.value.response["Error"]["Code"] == "InvalidPartNumber"
+
+
+def test_a_part_sent_to_a_finished_upload_is_no_such_upload_and_leaves_nothing(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    for finish in ("complete", "abort"):
+        upload = client.create_multipart_upload(Bucket="nitronb", Key="m.bin")["UploadId"]
+        etag = client.upload_part(Bucket="nitronb", Key="m.bin", UploadId=upload,
+                                  PartNumber=1, Body=b"first")["ETag"]
+        if finish == "complete":
+            client.complete_multipart_upload(
+                Bucket="nitronb", Key="m.bin", UploadId=upload,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+        else:
+            client.abort_multipart_upload(Bucket="nitronb", Key="m.bin", UploadId=upload)
+        with pytest.raises(ClientError) as late:
+            client.upload_part(Bucket="nitronb", Key="m.bin", UploadId=upload, PartNumber=2,
+                               Body=b"late")
+        assert late.value.response["Error"]["Code"] == "NoSuchUpload"
+    assert client.get_object(Bucket="nitronb", Key="m.bin")["Body"].read() == b"first"
+    assert not [p for p in (workspace / "local" / "s3-uploads").rglob("*") if p.is_file()]
