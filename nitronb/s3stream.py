@@ -21,6 +21,7 @@ import hashlib
 import io
 import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlsplit
@@ -72,6 +73,7 @@ class StreamedObjects:
         self._app = app
         self.scratch = Path(scratch)
         self._live_uploads = live_uploads
+        self._completing = threading.Lock()
 
     # --- uploads ------------------------------------------------------------------------------
 
@@ -115,6 +117,18 @@ class StreamedObjects:
         upload = next((v for n, v in query if n == "uploadId"), None)
         if upload is not None and upload not in self._live_uploads():
             shutil.rmtree(self.upload_dir(upload), ignore_errors=True)
+
+    def complete(self, environ: dict[str, Any], start_response: Callable,
+                 query: list[tuple[str, str]]) -> Iterable[bytes]:
+        """A CompleteMultipartUpload, one at a time (two completes of one upload would both
+        build the object); NoSuchUpload (404) when the upload is gone (moto fails with 500)."""
+        upload = next((v for n, v in query if n == "uploadId"), "")
+        with self._completing:
+            if upload not in self._live_uploads():
+                raise BodyMismatch(404, "NoSuchUpload", "The specified upload does not exist. "
+                                   "The upload ID may be invalid, or the upload may have been "
+                                   "aborted or completed.", {"UploadId": upload})
+            return self._app(environ, start_response)
 
     # --- copies ---------------------------------------------------------------------------
 

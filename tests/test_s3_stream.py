@@ -303,3 +303,19 @@ def test_a_part_sent_to_a_finished_upload_is_no_such_upload_and_leaves_nothing(w
         assert late.value.response["Error"]["Code"] == "NoSuchUpload"
     assert client.get_object(Bucket="nitronb", Key="m.bin")["Body"].read() == b"first"
     assert not [p for p in (workspace / "local" / "s3-uploads").rglob("*") if p.is_file()]
+
+
+def test_completing_an_upload_again_is_no_such_upload(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    upload = client.create_multipart_upload(Bucket="nitronb", Key="twice.bin")["UploadId"]
+    etag = client.upload_part(Bucket="nitronb", Key="twice.bin", UploadId=upload,
+                              PartNumber=1, Body=b"once")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    client.complete_multipart_upload(Bucket="nitronb", Key="twice.bin", UploadId=upload,
+                                     MultipartUpload=parts)
+    with pytest.raises(ClientError) as again:
+        client.complete_multipart_upload(Bucket="nitronb", Key="twice.bin", UploadId=upload,
+                                         MultipartUpload=parts)
+    assert again.value.response["Error"]["Code"] == "NoSuchUpload"
+    assert client.get_object(Bucket="nitronb", Key="twice.bin")["Body"].read() == b"once"
