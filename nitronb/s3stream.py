@@ -83,9 +83,7 @@ class StreamedObjects:
         part) from it; the file is removed unless moto took it."""
         upload = next((v for n, v in query if n == "uploadId"), "")
         if kind == "part" and upload not in self._live_uploads():  # moto would fail (500)
-            raise BodyMismatch(404, "NoSuchUpload", "The specified upload does not exist. The "
-                               "upload ID may be invalid, or the upload may have been aborted "
-                               "or completed.", {"UploadId": upload})
+            raise _no_such_upload(upload)
         folder = self.upload_dir(upload) if kind == "part" else self.scratch / "put"
         self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
         folder.mkdir(exist_ok=True, mode=0o700)
@@ -99,6 +97,11 @@ class StreamedObjects:
             if handover.key is None:
                 path.unlink(missing_ok=True)
             return body
+        except KeyError:  # the upload finished while this part's body was received
+            path.unlink(missing_ok=True)
+            if kind == "part" and upload not in self._live_uploads():
+                raise _no_such_upload(upload) from None
+            raise
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -125,9 +128,7 @@ class StreamedObjects:
         upload = next((v for n, v in query if n == "uploadId"), "")
         with self._completing:
             if upload not in self._live_uploads():
-                raise BodyMismatch(404, "NoSuchUpload", "The specified upload does not exist. "
-                                   "The upload ID may be invalid, or the upload may have been "
-                                   "aborted or completed.", {"UploadId": upload})
+                raise _no_such_upload(upload)
             return self._app(environ, start_response)
 
     # --- copies ---------------------------------------------------------------------------
@@ -213,6 +214,12 @@ def _part_of(number: int, headers: list[tuple[str, str]], value: FileValue
     if end > begin:
         headers += [("Content-Range", f"bytes {begin}-{end - 1}/{value.size}")]
     return "206 Partial Content", headers, (begin, end)
+
+
+def _no_such_upload(upload: str) -> BodyMismatch:
+    return BodyMismatch(404, "NoSuchUpload", "The specified upload does not exist. The upload ID "
+                        "may be invalid, or the upload may have been aborted or completed.",
+                        {"UploadId": upload})
 
 
 def _size(source: Any) -> int:
