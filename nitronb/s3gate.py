@@ -101,6 +101,8 @@ class S3Gate:
                                     headers=incoming.headers)
         elif kind == "copy":
             app = self.streams.copy
+        elif incoming.method == "POST" and any(n == "uploadId" for n, _ in incoming.query):
+            app = functools.partial(self.streams.complete, query=incoming.query)
         try:
             return self._change(environ, start_response, incoming, reader, changes, app)
         finally:

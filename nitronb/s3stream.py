@@ -21,9 +21,10 @@ import hashlib
 import io
 import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from nitronb.s3digest import BodyMismatch, Rejection
 from nitronb.s3files import FileValue, new_checksum, new_file, receiving, serving, write_all
@@ -72,6 +73,7 @@ class StreamedObjects:
         self._app = app
         self.scratch = Path(scratch)
         self._live_uploads = live_uploads
+        self._completing = threading.Lock()
 
     # --- uploads ------------------------------------------------------------------------------
 
@@ -80,6 +82,8 @@ class StreamedObjects:
         """Stream the request body into a scratch file, then let moto build the object (or
         part) from it; the file is removed unless moto took it."""
         upload = next((v for n, v in query if n == "uploadId"), "")
+        if kind == "part" and upload not in self._live_uploads():  # moto would fail (500)
+            raise _no_such_upload(upload)
         folder = self.upload_dir(upload) if kind == "part" else self.scratch / "put"
         self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
         folder.mkdir(exist_ok=True, mode=0o700)
@@ -93,6 +97,11 @@ class StreamedObjects:
             if handover.key is None:
                 path.unlink(missing_ok=True)
             return body
+        except KeyError:  # the upload finished while this part's body was received
+            path.unlink(missing_ok=True)
+            if kind == "part" and upload not in self._live_uploads():
+                raise _no_such_upload(upload) from None
+            raise
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -112,6 +121,16 @@ class StreamedObjects:
         if upload is not None and upload not in self._live_uploads():
             shutil.rmtree(self.upload_dir(upload), ignore_errors=True)
 
+    def complete(self, environ: dict[str, Any], start_response: Callable,
+                 query: list[tuple[str, str]]) -> Iterable[bytes]:
+        """A CompleteMultipartUpload, one at a time (two completes of one upload would both
+        build the object); NoSuchUpload (404) when the upload is gone (moto fails with 500)."""
+        upload = next((v for n, v in query if n == "uploadId"), "")
+        with self._completing:
+            if upload not in self._live_uploads():
+                raise _no_such_upload(upload)
+            return self._app(environ, start_response)
+
     # --- copies ---------------------------------------------------------------------------
 
     def copy(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
@@ -125,6 +144,9 @@ class StreamedObjects:
         """A GetObject answered as moto answers it, the bytes streamed from the files."""
         wanted = environ.get("HTTP_RANGE", "")
         moto_environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
+        environ["nitronb.part_number"] = next(
+            (v for n, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+             if n == "partNumber" and v.isdigit()), None)
         for attempt in (1, 2):
             answer: dict[str, Any] = {}
 
@@ -141,7 +163,14 @@ class StreamedObjects:
                         body.close()
             status, headers = answer["status"], answer["headers"]
             source: Any = handover.value if handover.value is not None else content
-            if status[:3] == "200" and wanted:
+            part = environ.get("nitronb.part_number")
+            if status[:3] == "200" and part and isinstance(source, FileValue):
+                try:
+                    status, headers, span = _part_of(int(part), headers, source)
+                except Rejection as rejection:
+                    raise BodyMismatch(rejection.status, rejection.code, rejection.message,
+                                       rejection.extra) from None
+            elif status[:3] == "200" and wanted:
                 try:
                     status, headers, span = _ranged(wanted, headers, _size(source))
                 except Rejection as rejection:
@@ -163,6 +192,34 @@ class StreamedObjects:
             start_response(status, headers)
             return pieces
         raise AssertionError("unreachable")
+
+
+def _part_of(number: int, headers: list[tuple[str, str]], value: FileValue
+             ) -> tuple[str, list[tuple[str, str]], tuple[int, int]]:
+    """The answer to a GET with ``partNumber`` of a multipart object (its ETag ends in ``-N``,
+    one file a part), which moto answers with the whole object; others unchanged."""
+    etag = next((v for k, v in headers if k.lower() == "etag"), "").strip('"')
+    count = etag.rpartition("-")[2]
+    whole = ("200 OK", headers, (0, value.size))
+    if "-" not in etag or not count.isdigit() or int(count) != len(value.segments):
+        return whole
+    if not 1 <= number <= int(count):
+        raise Rejection(416, "InvalidPartNumber", "The requested partnumber is not "
+                        "satisfiable", {"PartNumberRequested": str(number),
+                                        "ActualPartCount": count})
+    begin = sum(n for _, n in value.segments[:number - 1])
+    end = begin + value.segments[number - 1][1]
+    headers = [(k, v) for k, v in headers if not k.lower().startswith("x-amz-checksum-")]
+    headers += [("x-amz-mp-parts-count", count)]
+    if end > begin:
+        headers += [("Content-Range", f"bytes {begin}-{end - 1}/{value.size}")]
+    return "206 Partial Content", headers, (begin, end)
+
+
+def _no_such_upload(upload: str) -> BodyMismatch:
+    return BodyMismatch(404, "NoSuchUpload", "The specified upload does not exist. The upload ID "
+                        "may be invalid, or the upload may have been aborted or completed.",
+                        {"UploadId": upload})
 
 
 def _size(source: Any) -> int:
@@ -229,6 +286,10 @@ def _write_body(environ: dict[str, Any], headers: dict[str, str], path: Path
         remaining: int | None = None if chunked else int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         remaining = None
+    if not chunked and not environ.get("CONTENT_LENGTH") and "chunked" in environ.get(
+            "HTTP_TRANSFER_ENCODING", "").lower():  # as S3: never stored as an empty object
+        raise BodyMismatch(411, "MissingContentLength",
+                           "You must provide the Content-Length HTTP header.")
     if remaining is None and not chunked and not environ.get("wsgi.input_terminated"):
         remaining = 0
     algorithm = headers.get("x-amz-sdk-checksum-algorithm", "").upper()

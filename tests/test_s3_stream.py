@@ -248,3 +248,74 @@ def test_a_workspace_in_the_first_format_still_loads(tmp_path, monkeypatch):
         assert tags == [{"Key": "owner", "Value": "data"}]
     finally:
         local.down(ws)
+
+
+def test_a_chunked_body_without_content_length_is_refused_not_stored_empty(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    url = client.generate_presigned_url(
+        "put_object", Params={"Bucket": "nitronb", "Key": "chunked.bin"}, ExpiresIn=600)
+    answer = requests.put(url, data=iter([b"abc", b"def"]))  # Transfer-Encoding: chunked
+    assert answer.status_code == 411
+    assert b"MissingContentLength" in answer.content
+    with pytest.raises(ClientError) as missing:
+        client.head_object(Bucket="nitronb", Key="chunked.bin")
+    assert missing.value.response["Error"]["Code"] in ("404", "NoSuchKey")
+    assert not [p for p in (workspace / "local" / "s3-uploads").rglob("*") if p.is_file()]
+
+
+def test_a_get_with_part_number_answers_that_part_of_a_multipart_object(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    first, second = os.urandom(5 * MiB), b"tail"
+    upload = client.create_multipart_upload(Bucket="nitronb", Key="parts.bin")["UploadId"]
+    done = [{"PartNumber": n, "ETag": client.upload_part(
+        Bucket="nitronb", Key="parts.bin", UploadId=upload, PartNumber=n, Body=body)["ETag"]}
+        for n, body in ((1, first), (2, second))]
+    client.complete_multipart_upload(Bucket="nitronb", Key="parts.bin", UploadId=upload,
+                                     MultipartUpload={"Parts": done})
+    for number, body, begin in ((1, first, 0), (2, second, len(first))):
+        got = client.get_object(Bucket="nitronb", Key="parts.bin", PartNumber=number)
+        assert got["Body"].read() == body
+        assert got["PartsCount"] == 2
+        assert got["ContentRange"] == f"bytes {begin}-{begin + len(body) - 1}/{len(first) + 4}"
+    with pytest.raises(ClientError) as beyond:
+        client.get_object(Bucket="nitronb", Key="parts.bin", PartNumber=3)
+    assert beyond.value.response["Error"]["Code"] == "InvalidPartNumber"
+
+
+def test_a_part_sent_to_a_finished_upload_is_no_such_upload_and_leaves_nothing(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    for finish in ("complete", "abort"):
+        upload = client.create_multipart_upload(Bucket="nitronb", Key="m.bin")["UploadId"]
+        etag = client.upload_part(Bucket="nitronb", Key="m.bin", UploadId=upload,
+                                  PartNumber=1, Body=b"first")["ETag"]
+        if finish == "complete":
+            client.complete_multipart_upload(
+                Bucket="nitronb", Key="m.bin", UploadId=upload,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+        else:
+            client.abort_multipart_upload(Bucket="nitronb", Key="m.bin", UploadId=upload)
+        with pytest.raises(ClientError) as late:
+            client.upload_part(Bucket="nitronb", Key="m.bin", UploadId=upload, PartNumber=2,
+                               Body=b"late")
+        assert late.value.response["Error"]["Code"] == "NoSuchUpload"
+    assert client.get_object(Bucket="nitronb", Key="m.bin")["Body"].read() == b"first"
+    assert not [p for p in (workspace / "local" / "s3-uploads").rglob("*") if p.is_file()]
+
+
+def test_completing_an_upload_again_is_no_such_upload(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    upload = client.create_multipart_upload(Bucket="nitronb", Key="twice.bin")["UploadId"]
+    etag = client.upload_part(Bucket="nitronb", Key="twice.bin", UploadId=upload,
+                              PartNumber=1, Body=b"once")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    client.complete_multipart_upload(Bucket="nitronb", Key="twice.bin", UploadId=upload,
+                                     MultipartUpload=parts)
+    with pytest.raises(ClientError) as again:
+        client.complete_multipart_upload(Bucket="nitronb", Key="twice.bin", UploadId=upload,
+                                         MultipartUpload=parts)
+    assert again.value.response["Error"]["Code"] == "NoSuchUpload"
+    assert client.get_object(Bucket="nitronb", Key="twice.bin")["Body"].read() == b"once"
