@@ -140,7 +140,7 @@ def upload_file(path: str | os.PathLike[str], s3dir_or_uri: str | S3Dir, *,
     client, profile = _resolve(client, profile, endpoint_url, workspace)
     size = source.stat().st_size
     uri = f"s3://{bucket}/{key}"
-    with open(source, "rb") as fh, progress_bar(size, f"upload {source.name}",
+    with open(source, "rb") as fh, progress_bar(size, f"upload {key.rsplit('/', 1)[-1]}",
                                                 enabled=progress) as bar:
         if size < multipart_threshold:
             data = fh.read()

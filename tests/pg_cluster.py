@@ -67,6 +67,14 @@ class Cluster:
     def start(self) -> "Cluster":
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--no-sync", "--locale=C")
+        return self.serve()
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (:meth:`serve` starts it again)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def serve(self) -> "Cluster":
+        """Start the server on the cluster's data."""
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w",
                   "-t", "60", "-o",
                   f"-k {self.socket} -c listen_addresses='' -c fsync=off "

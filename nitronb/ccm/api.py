@@ -65,9 +65,37 @@ def _disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+def _database_down(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) says the database server cannot be reached: a
+    connection lost or refused, the server shutting down (PostgreSQL's classes 08 and 57P)."""
+    while exc is not None:
+        if getattr(exc, "connection_invalidated", False):
+            return True
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str) and (state.startswith("08") or state.startswith("57P")):
+            return True
+        if type(exc).__module__.startswith("psycopg") and \
+                type(exc).__name__ == "OperationalError":
+            return True
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "orig", None)
+    return False
+
+
+def _unavailable(request: Request, exc: BaseException) -> JSON:
+    log.error("%s %s: the database cannot be reached (%s)", printable(request.method),
+              printable(request.url.path), " ".join(str(exc).split())[:300])
+    return JSON({"error": "DatabaseUnavailable",
+                 "message": "the manager's database cannot be reached; nothing was changed.",
+                 "hint": "Retry in a moment; if it persists, check that the database server "
+                         "is running (see the manager's log)."},
+                status_code=503, headers={"Retry-After": "5"})
+
+
 def _route_error(request: Request, exc: Exception) -> JSON:
     """The error body for what a route raised: the service's errors by their status, a full
-    disk as 507, anything else as a logged 500."""
+    disk as 507, a database that cannot be reached as 503, anything else as a logged 500."""
+    if _database_down(exc):
+        return _unavailable(request, exc)
     if _disk_full(exc):
         if not isinstance(exc, NitronbError):
             log.error("%s %s: the disk is full (%s)", printable(request.method),
@@ -153,12 +181,15 @@ def ok(result: Any, status: int = 200) -> JSON:
 
 
 @get("/v1/sys/health", summary="health")
-def health() -> JSON:
+def health(request: Request) -> JSON:
+    """200 ``{"status": "ok"}`` once the database answers, else 503 ``DatabaseUnavailable``."""
+    request.app.state.service.store.execute("SELECT 1")
     return ok({"status": "ok"})
 
 
 @router.head("/v1/sys/health", include_in_schema=False)
-def health_head() -> JSON:
+def health_head(request: Request) -> JSON:
+    request.app.state.service.store.execute("SELECT 1")
     return ok({"status": "ok"})
 
 

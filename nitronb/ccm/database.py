@@ -44,36 +44,60 @@ def database_url(url: str | None = None, *, folder: str | os.PathLike[str]) -> s
     return url.strip() or f"sqlite:///{Path(folder).resolve() / SQLITE_NAME}"
 
 
-def redact(url: str) -> str:
-    """``url`` with its password (if any) shown as ``***``; something printable whatever
-    ``url`` is."""
+#: query parameters of a database URL that hold a secret (libpq takes ``?password=``)
+_SECRET_PARAMETERS = ("password", "sslpassword")
+
+
+def _parsed(url: str) -> Any:
+    """``url`` parsed by SQLAlchemy, ``postgres://`` read as ``postgresql://`` (the form many
+    hosting providers hand out); raises ``ArgumentError``/``ValueError`` if it is no URL."""
     from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername == "postgres" or parsed.drivername.startswith("postgres+"):
+        parsed = parsed.set(drivername="postgresql" + parsed.drivername[len("postgres"):])
+    return parsed
+
+
+def _secrets(parsed: Any) -> list[str]:
+    found = [str(parsed.password)] if parsed.password else []
+    for name in _SECRET_PARAMETERS:
+        value = parsed.query.get(name)
+        found += [value] if isinstance(value, str) else list(value or ())
+    return [secret for secret in found if secret]
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (if any, also a ``?password=`` parameter) shown as ``***``;
+    something printable whatever ``url`` is."""
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = _parsed(url)
+        hidden = {name: "***" for name in _SECRET_PARAMETERS if name in parsed.query}
+        return parsed.update_query_dict(hidden).render_as_string(
+            hide_password=True).replace("%2A%2A%2A", "***")
     except (ArgumentError, ValueError):
         return "<an unparsable database URL>"
 
 
 def hide_password(text: str, url: str) -> str:
-    """``text`` (an error message) with ``url``'s password replaced by ``***``."""
-    from sqlalchemy.engine import make_url
+    """``text`` (an error message) with ``url``'s passwords replaced by ``***``."""
     from sqlalchemy.exc import ArgumentError
 
     try:
-        password = make_url(url).password
+        secrets = _secrets(_parsed(url))
     except (ArgumentError, ValueError):
         return text.replace(url, "<the database URL>")
     text = text.replace(url, redact(url))
-    return text.replace(str(password), "***") if password else text
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a ``sqlite:///…`` URL (None for other databases or in-memory SQLite)."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
+    parsed = _parsed(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database or \
             parsed.database == ":memory:":
         return None
@@ -86,14 +110,13 @@ def create_engine(url: str) -> Any:
     unless the store began a transaction (:func:`begin_write`)."""
     import sqlalchemy
     from sqlalchemy import event
-    from sqlalchemy.engine import make_url
 
-    parsed = make_url(url)
+    parsed = _parsed(url)
     backend = parsed.get_backend_name()
     options: dict[str, Any] = {"hide_parameters": True, "pool_size": 10, "max_overflow": 30,
                                "pool_timeout": 60}
     if backend == "postgresql":
-        if parsed.drivername in ("postgresql", "postgres"):
+        if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         # at most CONNECTIONS_PER_PROCESS server connections per manager process
         options.update(pool_size=CONNECTIONS_PER_PROCESS // 2,
@@ -186,6 +209,9 @@ def upgrade(connection: Any, location: str) -> None:
     (begun by :func:`begin_write`); a SQLite database numbered by ``PRAGMA user_version`` is
     stamped with its revision first. ``location`` (redacted) names the database in errors.
     Raises :class:`ManagerDatabaseError` when the database is newer than this nitronb."""
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its set-up chatter
     from alembic import command
     from alembic.script import ScriptDirectory
 
@@ -203,9 +229,6 @@ def upgrade(connection: Any, location: str) -> None:
             url=location, hint="Upgrade nitronb.")
     if current == head:
         return
-    import logging
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its set-up chatter
     logging.getLogger("nitronb.ccm").info(
         "upgrading the manager's database %s from %s to %s", location,
         current or (f"version {legacy}" if legacy else "nothing"), head)

@@ -53,8 +53,9 @@ class Store:
                 f"cannot open the manager's database {self.location}: "
                 f"{database.hide_password(str(getattr(exc, 'orig', None) or exc), self.url)}"
                 .rstrip(".") + ".", url=self.location,
-                hint="Check that the database is reachable and writable (for SQLite, the "
-                     "workspace folder).") from None
+                hint="Check that the database is reachable and writable." if
+                "sqlite" not in self.url.split(":", 1)[0] else
+                "Check that the workspace folder is writable.") from None
 
     def close(self) -> None:
         with self._reader_lock:

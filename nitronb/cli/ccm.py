@@ -383,7 +383,8 @@ def _create_dataset(args: argparse.Namespace) -> int:
     except ConflictError:
         payload = dataset.payload()
         created = client.update_dataset(args.name, {
-            k: payload[k] for k in ("description", "labels", "long_description", "credentials")})
+            k: payload[k] for k in ("description", "labels", "long_description", "location",
+                                    "credentials")})
         verb = "updated"
     return _out(args, created, f"dataset {created['name']} {verb} ({created['id']}): "
                                f"{dataset.location}, key fingerprint {fingerprint(key)}")

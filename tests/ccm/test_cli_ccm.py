@@ -223,3 +223,24 @@ def test_serve_names_an_unreachable_database_without_its_password(tmp_path, caps
     assert "cannot open the manager's database postgresql://nitronb:***@127.0.0.1:1/nitronb" in err
     assert "s3cr3t-pw" not in out + err
     assert not (tmp_path / "ccm" / "ccm.sqlite3").exists()
+
+
+def test_registering_a_dataset_again_moves_its_location_with_its_credentials(manager, cli,
+                                                                             tmp_path):
+    """A second ``create-dataset`` of one name updates it: the new URL's location and query
+    go together, else the enclave would sign for one object and fetch the other."""
+    from nitronb.keys import write_key_file
+
+    write_key_file(tmp_path / "key.hex")
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("http://127.0.0.1:9/nitronb/upd-a/in.csv.enc?X-Amz-Signature=aa",
+                     encoding="utf-8")
+    second.write_text("http://127.0.0.1:9/nitronb/upd-b/in.csv.enc?X-Amz-Signature=bb",
+                      encoding="utf-8")
+    for presigned in (first, second):
+        code, out, err = cli("--as", "data-owner", "create-dataset", "moving", "--presigned",
+                             str(presigned), "-K", str(tmp_path / "key.hex"))
+        assert code == 0, err
+    assert "updated" in out and "/nitronb/upd-b/in.csv.enc" in out
+    code, out, _ = cli("--as", "data-owner", "show", "dataset", "moving", "--json")
+    assert code == 0 and json.loads(out)["location"].endswith("/nitronb/upd-b/in.csv.enc")

@@ -136,3 +136,48 @@ def test_workers_serve_one_port_together_and_stop_together(tmp_path):
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     finally:
         manager.stop()
+
+
+def test_a_manager_whose_database_stops_answers_503_then_recovers(tmp_path):
+    """PostgreSQL stopped under a running manager: its health check and every request answer
+    503 ``DatabaseUnavailable`` (no 500, no traceback in its log); once the server is back the
+    manager serves again."""
+    import os
+    import time
+
+    import pg_cluster
+    import requests
+
+    try:
+        cluster = pg_cluster.Cluster().start()
+    except pg_cluster.Unavailable as exc:
+        if os.environ.get("NITRONB_TEST_REQUIRE_POSTGRESQL"):
+            pytest.fail(f"PostgreSQL is required here: {exc}")
+        pytest.skip(str(exc))
+    manager = None
+    try:
+        url = pg_cluster.create_database(cluster.url)
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        manager = ManagerProcess(workspace, args=("--database-url", url))
+        manager.start()
+        admin = {"Authorization": f"Bearer {manager.tokens['admin']}"}
+        assert requests.get(manager.url + "/v1/datasets", headers=admin,
+                            timeout=10).status_code == 200
+        cluster.halt()
+        for path, headers in (("/v1/sys/health", {}), ("/v1/datasets", admin)):
+            reply = requests.get(manager.url + path, headers=headers, timeout=30)
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["error"] == "DatabaseUnavailable"
+        assert "Traceback" not in manager.log.read_text(encoding="utf-8")
+        cluster.serve()
+        deadline = time.monotonic() + 60  # a pooled connection from before is dropped first
+        while requests.get(manager.url + "/v1/datasets", headers=admin,
+                           timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the manager did not recover"
+            time.sleep(0.2)
+        assert requests.get(manager.url + "/v1/sys/health", timeout=30).status_code == 200
+    finally:
+        if manager is not None:
+            manager.stop()
+        cluster.stop()

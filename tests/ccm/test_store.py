@@ -181,12 +181,22 @@ def test_processes_writing_at_once_keep_one_audit_chain(store_url):
     store.close()
 
 
-def test_the_password_of_a_database_url_is_never_shown():
-    url = "postgresql://nitronb:s3cr3t-pw@127.0.0.1:1/nitronb"
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://nitronb:s3cr3t-pw@127.0.0.1:1/nitronb",
+     "postgresql://nitronb:***@127.0.0.1:1/nitronb"),
+    # libpq also takes the password as a query parameter
+    ("postgresql://nitronb@127.0.0.1:1/nitronb?password=s3cr3t-pw",
+     "postgresql://nitronb@127.0.0.1:1/nitronb?password=***"),
+    # the form many hosting providers hand out
+    ("postgres://nitronb:s3cr3t-pw@127.0.0.1:1/nitronb",
+     "postgresql://nitronb:***@127.0.0.1:1/nitronb"),
+])
+def test_the_password_of_a_database_url_is_never_shown(url, shown):
     with pytest.raises(ManagerDatabaseError) as caught:
         Store(url)
     assert "s3cr3t-pw" not in str(caught.value) and "***" in str(caught.value)
-    assert caught.value.url == "postgresql://nitronb:***@127.0.0.1:1/nitronb"
+    assert caught.value.url == shown
+    assert "must be SQLite or PostgreSQL" not in str(caught.value)  # postgres:// is PostgreSQL
 
 
 def test_the_sqlite_file_is_private_and_journals_in_wal(tmp_path):
