@@ -309,9 +309,13 @@ def test_a_decryption_stopped_by_a_signal_leaves_no_part_file(tmp_path, signame)
     # read-write: the FIFO stays open (no end of input) and opening it does not block
     writer = os.open(fifo, os.O_RDWR)
     try:
+        # the signal at its default in the command, even when these tests run under nohup
+        # (a signal the command inherits ignored stays ignored, as nohup wants)
+        sig = getattr(signal, signame)
         proc = subprocess.Popen([sys.executable, "-m", "nitronb", "aes", "dec", "-K", str(key),
                                  "-in", str(fifo), "-out", str(out)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
         os.write(writer, enc.read_bytes()[:1 << 20])  # part of the input: the .part file opens
         deadline = time.monotonic() + 60
         while not list(tmp_path.glob(".out.bin.*.part")) and time.monotonic() < deadline:
