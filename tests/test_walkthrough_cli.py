@@ -80,3 +80,22 @@ def test_the_result_is_labelled_with_the_data_owners_csv(tmp_path):
     # the object in the store is named after the CSV
     uploaded = _outputs(run / "03_upload_and_presign.ipynb")
     assert "s3://nitronb/walkthrough/visits.csv.enc" in uploaded
+
+
+def test_on_a_terminal_the_running_notebooks_seconds_count_up(tmp_path):
+    """On a terminal the line of the running notebook shows its seconds while it runs (``08``
+    lasts several), then ends as in a pipe: ``… ok (N s)``."""
+    from nitronb import local
+    from test_progress import _on_a_terminal
+
+    workspace = tmp_path / "ws"
+    code = (f"import os, sys; os.environ['NITRONB_WORKSPACE'] = {str(workspace)!r}; "
+            f"os.chdir({str(tmp_path)!r}); sys.argv = ['nitronb', 'walkthrough', '--out', "
+            "'run']; from nitronb.cli import main; sys.exit(main())")
+    try:
+        shown = _on_a_terminal(code)
+    finally:
+        local.down(workspace)
+    assert re.search(r"\r  08_run_workflow              … \d+ s\x1b\[K", shown), shown[-3000:]
+    assert re.search(r"\r  08_run_workflow              …\x1b\[K ok \(\d+\.\d s\)", shown)
+    assert "Viral sinusitis (disorder)" in shown

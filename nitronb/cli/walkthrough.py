@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 ORDER = 2
 
@@ -173,14 +176,16 @@ def run_walkthrough(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
     notebooks.ensure_kernelspec()
+    line = _NotebookLine()
     with KernelChain(notebooks.KERNEL_NAME, log=out / "kernels.log") as kernels:
         try:
-            result = in_worker(lambda: _run_all(out, parameters, chosen, kernels, workspace))
+            result = in_worker(lambda: _run_all(out, parameters, chosen, kernels, workspace,
+                                                line))
         except NitronbError:
-            print(" FAILED", file=sys.stderr)
+            line.end(" FAILED")
             raise
         except BaseException:
-            print(" stopped", file=sys.stderr)
+            line.end(" stopped")
             raise
     print(f"executed notebooks in {out}/ ({time.perf_counter() - started:.1f} s)\n",
           file=sys.stderr)
@@ -198,7 +203,46 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_all(out, parameters, chosen, kernels, workspace):
+class _NotebookLine:
+    """The line of the running notebook on stderr; on a terminal its seconds count up while
+    it runs, so a long step shows it is alive."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: Any = None
+        self._label = ""
+        self._started = 0.0
+
+    def start(self, notebook: Path) -> None:
+        import threading
+
+        self._label, self._started = f"  {notebook.stem:28} …", time.monotonic()
+        print(self._label, end="", file=sys.stderr, flush=True)
+        if sys.stderr.isatty():
+            self._stop.clear()
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                print(f"\r{self._label} {time.monotonic() - self._started:.0f} s\x1b[K", end="",
+                      file=sys.stderr, flush=True)
+
+    def end(self, text: str) -> None:
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
+            self._ticker = None
+            with self._lock:
+                print(f"\r{self._label}\x1b[K", end="", file=sys.stderr)
+        print(text, file=sys.stderr, flush=True)
+
+
+def _run_all(out, parameters, chosen, kernels, workspace, line: _NotebookLine):
     from nitronb import notebooks, steps
     from nitronb.kernels import AHEAD
 
@@ -208,8 +252,7 @@ def _run_all(out, parameters, chosen, kernels, workspace):
     steps.start_local_stack(workspace)
     notebooks.run_notebooks(
         out, parameters, chosen, kernels=kernels,
-        on_start=lambda nb: print(f"  {nb.stem:28} …", end="", file=sys.stderr, flush=True),
-        on_done=lambda run: print(f" ok ({run.seconds:.1f} s)", file=sys.stderr, flush=True))
+        on_start=line.start, on_done=lambda run: line.end(f" ok ({run.seconds:.1f} s)"))
     result = steps.decrypt_output(workspace)  # while the last kernel shuts down
     kernels.reap()
     return result
