@@ -143,7 +143,10 @@ def plan_batch(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
             prepared = nbs.prepare_parameters(given, declared_by, texts={
                 k: v for k, v in (texts or {}).items() if k not in own})
         except NitronbError as exc:
-            raise BatchError(f"run {index} of {path}: {exc.message}", hint=exc.hint) from None
+            hint = (exc.hint or "").replace(
+                "the folder the command or kernel runs in",
+                f"the batch file's folder, {path.resolve().parent}, for a path in the file")
+            raise BatchError(f"run {index} of {path}: {exc.message}", hint=hint) from None
         for key in PER_RUN:
             value = prepared.get(key)
             if key in declared and (key, value) in seen:

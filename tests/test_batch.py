@@ -141,3 +141,11 @@ def test_a_second_batch_over_one_workspace_is_refused_while_the_first_runs(tmp_p
         with pytest.raises(BatchError, match="another batch is running over the workspace"):
             run_batch([], workspace=workspace)
     assert not (workspace / "local").exists()  # refused before the stack was touched
+
+
+def test_a_missing_csv_in_the_batch_file_points_at_the_files_folder(tmp_path):
+    with pytest.raises(BatchError) as caught:
+        _plan(tmp_path, "- input_csv: nowhere.csv\n")
+    assert "run 1 of" in caught.value.message and "does not exist" in caught.value.message
+    assert f"the batch file's folder, {tmp_path}" in caught.value.hint
+    assert "kernel runs in" not in caught.value.hint
