@@ -102,3 +102,16 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 def test_data() -> Path:
     """The folder of test fixtures (``tests/data``): real Nitro documents and the AWS root."""
     return TEST_DATA
+
+
+@pytest.fixture
+def s3_only_workspace(monkeypatch, tmp_path):
+    """A workspace whose stack runs the S3 endpoint only; stopped at the end whatever happens."""
+    from nitronb import local
+
+    monkeypatch.setattr(local, "SERVICES", {"s3": local.SERVICES["s3"]})
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("NITRONB_WORKSPACE", str(ws))
+    local.up(ws)
+    yield ws
+    local.down(ws)

@@ -29,14 +29,8 @@ BOUND = 150 * MiB
 
 
 @pytest.fixture
-def workspace(monkeypatch, tmp_path):
-    """A workspace whose stack runs the S3 endpoint only; stopped at the end whatever happens."""
-    monkeypatch.setattr(local, "SERVICES", {"s3": local.SERVICES["s3"]})
-    ws = tmp_path / "ws"
-    monkeypatch.setenv("NITRONB_WORKSPACE", str(ws))
-    local.up(ws)
-    yield ws
-    local.down(ws)
+def workspace(s3_only_workspace):
+    return s3_only_workspace
 
 
 def _pid(ws: Path) -> int:
