@@ -18,7 +18,7 @@ def pytest_configure(config) -> None:
     global _WORKSPACE
     _WORKSPACE = tempfile.mkdtemp(prefix="nitronb-tests-")
     os.environ["NITRONB_WORKSPACE"] = _WORKSPACE
-    from nitronb.notebooks import ensure_kernelspec
+    from nitronb.notebook.runner import ensure_kernelspec
 
     ensure_kernelspec()
 
@@ -27,7 +27,7 @@ def pytest_unconfigure(config) -> None:
     if _WORKSPACE is None:
         return
     try:
-        from nitronb import local
+        from nitronb.local import stack as local
 
         local.down(_WORKSPACE)
     finally:

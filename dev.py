@@ -47,7 +47,7 @@ def setup() -> None:
 def ensure_kernel() -> None:
     """The notebooks' Jupyter kernel, 'nitronb': the venv's Python (installed if missing)."""
     subprocess.run([str(BIN / "python"), "-c",
-                    "from nitronb.notebooks import ensure_kernelspec; ensure_kernelspec()"],
+                    "from nitronb.notebook.runner import ensure_kernelspec; ensure_kernelspec()"],
                    check=True)
 
 

@@ -39,7 +39,8 @@ def main() -> None:
                         help="rows of the sample in each run's CSV (default 3000)")
     args = parser.parse_args()
 
-    from nitronb import local, sample_path
+    from nitronb import sample_path
+    from nitronb.local import stack as local
 
     sample = sample_path().read_text(encoding="utf-8").splitlines(keepends=True)
     header, rows = sample[0], sample[1:]

@@ -3,7 +3,7 @@
 
     python benchmarks/bench_load.py [--clients 50] [--duration 10] [--idle 8]
 
-In a temporary workspace, with the local stack started by ``nitronb.local.up``, each scenario
+In a temporary workspace, with the local stack started by ``nitronb.local.stack.up``, each scenario
 runs ``--clients`` threads (one HTTP session each) for ``--duration`` seconds:
   reads     GET /v1/datasets, /v1/apps, /v1/tasks, /v1/sys/auth in turn, with a token;
   writes    as app-owner create an app, then as admin approve its whitelisting task (two
@@ -213,9 +213,9 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     print("load average at the start: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
-    from nitronb import local
+    from nitronb.local import stack as local
     from nitronb.ccm import CCMClient
-    from nitronb.storage import client_for
+    from nitronb.s3.client import client_for
 
     with tempfile.TemporaryDirectory(prefix="nitronb-load-") as tmp:
         ws = Path(tmp) / "ws"

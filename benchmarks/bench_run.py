@@ -33,7 +33,8 @@ TARGETS = {"process": 1.0, "container": 3.0}
 
 
 def _setup(workspace: Path, backend: str):
-    from nitronb import local, steps
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
 
     local.up(workspace)
     return steps.through_approval(workspace, backend=backend)
@@ -42,7 +43,7 @@ def _setup(workspace: Path, backend: str):
 def _object_exists(uri: str, workspace: Path) -> bool:
     import botocore.exceptions
 
-    from nitronb import storage
+    from nitronb.s3 import client as storage
 
     bucket, key = storage.parse_s3_uri(uri)
     client = storage.client_for(workspace=workspace)
@@ -56,8 +57,8 @@ def _object_exists(uri: str, workspace: Path) -> bool:
 
 
 def _time_run(wt) -> float:
-    from nitronb import storage
-    from nitronb.runner import run_enclave
+    from nitronb.s3 import client as storage
+    from nitronb.enclave.runner import run_enclave
 
     state = wt.state()
     storage.delete_object(state["output_uri"], workspace=wt.workspace)
@@ -85,7 +86,7 @@ def _time_bare(plain: Path) -> float:
 
 
 def bench(backend: str, repeat: int) -> dict:
-    from nitronb import local
+    from nitronb.local import stack as local
     from nitronb.crypto import decrypt_file
     from nitronb.keys import read_key_file
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", "-n", type=int, default=5, metavar="N")
     parser.add_argument("--backend", choices=("process", "container", "all"), default="all")
     args = parser.parse_args(argv)
-    from nitronb.engine import find_engine
+    from nitronb.enclave.engine import find_engine
 
     backends = ["process", "container"] if args.backend == "all" else [args.backend]
     if "container" in backends and find_engine(timeout=30) is None:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         backends.remove("container")
     os.environ.setdefault("NITRONB_WORKSPACE", tempfile.mkdtemp(prefix="nitronb-bench-home-"))
-    from nitronb.sandbox import find_bwrap
+    from nitronb.enclave.sandbox import find_bwrap
 
     sandboxed = "process (bubblewrap)" if find_bwrap() else "process (unsandboxed)"
     print(f"{'backend':<22} {'run (s)':>8} {'bare (s)':>9} {'overhead':>9} {'ratio':>6} "

@@ -3,7 +3,7 @@
 
     python benchmarks/bench_s3_stream.py [SIZE_MB] [--keep]
 
-Starts the real endpoint (``python -m nitronb.s3gate`` in a temporary workspace, from the
+Starts the real endpoint (``python -m nitronb.local.s3gate`` in a temporary workspace, from the
 nitronb that ``PYTHONPATH`` names) and a bare streaming HTTP server (uvicorn, the same server the
 endpoint runs on: PUT streams the body to a file and fsyncs it, as the endpoint does before it
 answers; GET streams the file back), each in its own process. For a random file of SIZE_MB
@@ -162,12 +162,12 @@ def _endpoint(folder: Path, source: Path, size: int) -> dict[str, float]:
     from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
 
-    from nitronb.s3auth import load_credentials
+    from nitronb.local.s3auth import load_credentials
 
     workspace = folder / "ws"
     port = _free_port()
     log = open(folder / "s3gate.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "nitronb.s3gate", "--workspace",
+    process = subprocess.Popen([sys.executable, "-m", "nitronb.local.s3gate", "--workspace",
                                 str(workspace), "--port", str(port)], stdout=log, stderr=log)
     rows: list = []
     try:

@@ -43,10 +43,10 @@ PYTHON = sys.executable
 
 #: role -> a test on a process's command line (argv joined by spaces)
 ROLES = {
-    "s3 endpoint": lambda c: "nitronb.s3gate" in c,
+    "s3 endpoint": lambda c: "nitronb.local.s3gate" in c,
     "manager": lambda c: "nitronb.ccm.server" in c,
-    "node agent": lambda c: "nitronb.node_agent_api" in c,
-    "launcher": lambda c: "runpy.run_module('nitronb.enclave.launcher'" in c and "bwrap" not in c,
+    "node agent": lambda c: "nitronb.enclave.node_agent_api" in c,
+    "launcher": lambda c: "runpy.run_module('nitronb.enclave_os.launcher'" in c and "bwrap" not in c,
     "enclave app": lambda c: "start.py" in c and "bwrap" not in c,
     "app analysis": lambda c: "describe.py" in c and "bwrap" not in c,
     "kernels": lambda c: "ipykernel" in c,
@@ -57,7 +57,7 @@ FLOOR = r"""
 import json, os, sys, time  # bench_scale_floor
 import pandas as pd, requests
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from nitronb.storage import client_for
+from nitronb.s3.client import client_for
 
 csv, work, ws = sys.argv[1:4]
 client = client_for("local", workspace=ws)  # a plain boto3 client for the local endpoint

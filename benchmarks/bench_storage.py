@@ -26,7 +26,8 @@ MiB = 1024 * 1024
 _CHILD = r"""
 import json, sys, time
 kind, src, dst = sys.argv[1:4]
-from nitronb.storage import client_for, upload_file, download_file
+from nitronb.s3.client import client_for
+from nitronb.s3.transfers import upload_file, download_file
 client = client_for("local")
 start, cpu = time.perf_counter(), time.process_time()
 if kind == "nitronb-upload":
@@ -68,7 +69,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat each transfer (best kept)")
     args = parser.parse_args()
 
-    from nitronb import local
+    from nitronb.local import stack as local
 
     with tempfile.TemporaryDirectory(prefix="nitronb-bench-") as tmp:
         folder = Path(tmp)

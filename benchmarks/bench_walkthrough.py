@@ -6,7 +6,7 @@
 Each side starts from an empty workspace (so both include starting the local stack) on the
 process backend:
   notebooks   `nitronb walkthrough` (papermill, one kernel per notebook)
-  plain       the `nitronb.steps` verbs the notebooks call, in one Python process
+  plain       the `nitronb.notebook.steps` verbs the notebooks call, in one Python process
 The ratio is the notebooks' overhead. Target: the walk-through within 45 s on this machine.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 PLAIN = textwrap.dedent("""
     import sys
-    from nitronb import steps
+    from nitronb.notebook import steps
     ws = sys.argv[1]
     steps.start_local_stack(ws)
     steps.generate_keys(ws)
@@ -52,7 +52,7 @@ def _timed(argv: list[str], workspace: Path) -> float:
 
 
 def _down(workspace: Path) -> None:
-    from nitronb import local
+    from nitronb.local import stack as local
 
     local.down(workspace)
 

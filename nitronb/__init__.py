@@ -21,17 +21,18 @@ _LAZY = {
     "encrypt_file": "crypto", "decrypt_file": "crypto", "encrypt_bytes": "crypto",
     "decrypt_bytes": "crypto", "encrypt_stream": "crypto", "decrypt_stream": "crypto",
     # object store and datasets
-    "upload_file": "storage", "download_file": "storage", "presign_download": "presign",
-    "presign_upload": "presign", "credentials_json": "presign", "Dataset": "datasets",
+    "upload_file": "s3.transfers", "download_file": "s3.transfers",
+    "presign_download": "s3.presign", "presign_upload": "s3.presign",
+    "credentials_json": "s3.presign", "Dataset": "datasets",
     # the manager, attestation, images and runs
-    "CCMClient": "ccm", "verify_document": "attestation", "LocalNSM": "nsm",
-    "prepare_process_image": "image", "build_app_image": "image",
-    "convert_to_enclave_image": "image", "run_enclave": "runner",
+    "CCMClient": "ccm", "verify_document": "enclave.attestation", "LocalNSM": "enclave.nsm",
+    "prepare_process_image": "enclave.image", "build_app_image": "enclave.image",
+    "convert_to_enclave_image": "enclave.image", "run_enclave": "enclave.runner",
     "RunResult": "results", "decrypt_run_result": "results",
 }
 
 __all__ = ["__version__", "NitronbError", "DecryptionError", "KeyFileError", "sample_path",
-           *_LAZY]
+           "steps", *_LAZY]
 
 
 def sample_path() -> Path:
@@ -41,7 +42,15 @@ def sample_path() -> Path:
     return Path(str(resources.files("nitronb") / "data" / "conditions.csv"))
 
 
+#: modules named from ``nitronb`` itself: the notebooks' ``from nitronb import steps``
+_MODULES = {"steps": "notebook.steps"}
+
+
 def __getattr__(name: str):
+    if name in _MODULES:
+        value = import_module(f"nitronb.{_MODULES[name]}")
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nitronb' has no attribute {name!r}")

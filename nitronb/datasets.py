@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from nitronb.presign import credentials_json, split_url, url_from_credentials
+from nitronb.s3.presign import credentials_json, split_url, url_from_credentials
 
 from nitronb._files import write_atomic
 from nitronb.errors import NitronbError, UnsafeNameError, ValidationError

@@ -12,7 +12,7 @@
 # The socket path is the only line on stdout; progress goes to stderr.
 # Environment: NITRONB_WORKSPACE (default ~/.nitronb), NITRONB_BASE_IMAGE_NAME,
 # NITRONB_CACHE_DIR (default /var/cache/nitronb), NITRONB_DEBIAN_MIRROR.
-# nitronb.engine (start_podman_service, ensure_base_image) does the same from Python.
+# nitronb.enclave.engine (start_podman_service, ensure_base_image) does the same from Python.
 set -euo pipefail
 
 WS="${NITRONB_WORKSPACE:-$HOME/.nitronb}"

@@ -86,7 +86,7 @@ class LocalStack:
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The local stack started in a temporary workspace (``NITRONB_WORKSPACE`` points at it)."""
-    from nitronb import local
+    from nitronb.local import stack as local
 
     workspace = tmp_path_factory.mktemp("workspace")
     patch = pytest.MonkeyPatch()
@@ -107,7 +107,7 @@ def test_data() -> Path:
 @pytest.fixture
 def s3_only_workspace(monkeypatch, tmp_path):
     """A workspace whose stack runs the S3 endpoint only; stopped at the end whatever happens."""
-    from nitronb import local
+    from nitronb.local import stack as local
 
     monkeypatch.setattr(local, "SERVICES", {"s3": local.SERVICES["s3"]})
     ws = tmp_path / "ws"

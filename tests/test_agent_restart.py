@@ -50,7 +50,7 @@ class Gate:
 
 
 def _gated_app(tmp: Path, port: int) -> Path:
-    from nitronb.image import default_app_dir
+    from nitronb.enclave.image import default_app_dir
 
     app = tmp / "gated-app"
     shutil.copytree(default_app_dir(), app)
@@ -71,8 +71,9 @@ def _gated_app(tmp: Path, port: int) -> Path:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """The local stack, the walk-through approved with the gated app, and the gate."""
-    from nitronb import local, steps
-    from nitronb.sandbox import find_bwrap
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
+    from nitronb.enclave.sandbox import find_bwrap
 
     if find_bwrap() is None:
         pytest.skip("bubblewrap is not installed (apt-get install bubblewrap); CI installs it")
@@ -105,7 +106,8 @@ def _enclaves(wt) -> set[str]:
 
 def _fresh_output(wt) -> None:
     """The stack up (an earlier test may have left the node agent down), no result stored."""
-    from nitronb import local, storage
+    from nitronb.local import stack as local
+    from nitronb.s3 import client as storage
 
     local.up(wt.workspace)
     storage.delete_object(wt.state()["output_uri"], workspace=wt.workspace)
@@ -137,7 +139,7 @@ def _new_enclave(wt, before: set[str], run=None) -> str:
 
 
 def _kill_node_agent(wt) -> None:
-    from nitronb import local
+    from nitronb.local import stack as local
 
     pid = local.status(wt.workspace)["node-agent"]["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -147,7 +149,7 @@ def _kill_node_agent(wt) -> None:
 
 
 def _restart_node_agent(wt) -> None:
-    from nitronb import local
+    from nitronb.local import stack as local
 
     assert local.up(wt.workspace)["node-agent"]["state"] == "running"
 
@@ -176,8 +178,8 @@ def _record(wt, enclave_id: str) -> dict:
 def _ask_agent(wt, enclave_id: str) -> dict:
     import requests
 
-    from nitronb import local
-    from nitronb.node_agent import operator_token
+    from nitronb.local import stack as local
+    from nitronb.enclave.node_agent import operator_token
 
     reply = requests.get(f"{local.url('node-agent', wt.workspace)}/v1/enclaves/{enclave_id}",
                          headers={"Authorization": f"Bearer {operator_token(wt.workspace)}"},
@@ -188,12 +190,13 @@ def _ask_agent(wt, enclave_id: str) -> dict:
 
 def _check_result(wt, tmp: Path) -> None:
     """The result the enclave uploaded decrypts with the output key to the expected summary."""
-    from nitronb import storage
+    from nitronb.s3 import client as storage
+    from nitronb.s3 import transfers
     from nitronb.keys import read_key_file
     from nitronb.results import decrypt_run_result, describe_summary
 
     state = wt.state()
-    target = storage.download_file(state["output_uri"], tmp / "result.enc",
+    target = transfers.download_file(state["output_uri"], tmp / "result.enc",
                                    workspace=wt.workspace, progress=False)
     result = decrypt_run_result(read_key_file(state["output_key"]), target)
     assert result.ok
@@ -240,7 +243,7 @@ def test_an_enclave_that_succeeds_while_the_node_agent_is_down_is_reported_a_suc
 
 
 def test_an_enclave_still_running_when_the_node_agent_comes_back_is_adopted(stack, tmp_path):
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.runner import run_enclave
 
     wt, gate = stack
     _fresh_output(wt)
@@ -272,7 +275,7 @@ def test_an_enclave_still_running_when_the_node_agent_comes_back_is_adopted(stac
 
 
 def test_an_enclave_killed_while_the_node_agent_is_down_is_reported_killed(stack):
-    from nitronb import storage
+    from nitronb.s3 import client as storage
 
     wt, gate = stack
     _fresh_output(wt)
@@ -297,7 +300,7 @@ def test_an_enclave_killed_while_the_node_agent_is_down_is_reported_killed(stack
 
 def test_an_enclave_whose_end_nothing_recorded_is_reported_lost(stack):
     from nitronb.errors import RunError
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.runner import run_enclave
 
     wt, gate = stack
     _fresh_output(wt)
@@ -368,9 +371,9 @@ def test_an_enclave_left_behind_by_a_run_that_gave_up_is_followed_by_its_id(stac
 _FIRST_AGENT = r"""
 import sys, time
 from pathlib import Path
-from nitronb.backends import ContainerBackend, Prepared
-from nitronb.engine import find_engine
-from nitronb.node_agent import Enclave, NodeAgent
+from nitronb.enclave.backends import ContainerBackend, Prepared
+from nitronb.enclave.engine import find_engine
+from nitronb.enclave.node_agent import Enclave, NodeAgent
 
 agent = NodeAgent(Path(sys.argv[1]))
 engine = find_engine(timeout=60)
@@ -400,9 +403,9 @@ def test_container_enclaves_outlive_their_node_agent(tmp_path) -> None:
     each container's whole log once, and removes the containers and their token folders."""
     import docker.errors
 
-    from nitronb.engine import find_engine
-    from nitronb.image import default_base_image
-    from nitronb.node_agent import NodeAgent
+    from nitronb.enclave.engine import find_engine
+    from nitronb.enclave.image import default_base_image
+    from nitronb.enclave.node_agent import NodeAgent
 
     engine = find_engine(timeout=30)
     if engine is None:
@@ -457,8 +460,9 @@ def test_container_enclaves_outlive_their_node_agent(tmp_path) -> None:
 def container_stack(tmp_path_factory):
     """The local stack and the walk-through approved with the gated app on the container
     backend, and the gate."""
-    from nitronb import local, steps
-    from nitronb.engine import find_engine
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
+    from nitronb.enclave.engine import find_engine
 
     engine = find_engine(timeout=30)
     if engine is None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from nitronb.attestation import (
+from nitronb.enclave.attestation import (
     AWS_NITRO_ROOT_G1_SHA256, REASONS, AttestationDocument, aws_nitro_root, binding_user_data,
     config_id_from_user_data, load_roots, parse_document, verify_document,
 )
@@ -540,7 +540,7 @@ def test_cli_verify_trusts_the_shipped_aws_root_without_root(name, capsys):
 
 
 def test_cli_verify_without_root_refuses_a_local_document(tmp_path, capsys):
-    from nitronb.nsm import LocalNSM
+    from nitronb.enclave.nsm import LocalNSM
 
     document = tmp_path / "local.cbor"
     document.write_bytes(LocalNSM(tmp_path / "nsm").attest(pcrs={0: bytes([1]) * 48}))
@@ -691,7 +691,7 @@ SKEWED = [BLOCKY, "evervault_valid-attestation-doc-bytes.cbor"]
 @pytest.mark.parametrize("name", SKEWED)
 def test_live_verification_allows_the_default_clock_skew_at_both_edges(name, aws_roots,
                                                                        monkeypatch):
-    import nitronb.attestation as attestation
+    import nitronb.enclave.attestation as attestation
 
     start, end = _validity(name)
     for inside, outside in ((start - timedelta(seconds=60), start - timedelta(seconds=61)),

@@ -73,7 +73,7 @@ def lab(tmp_path_factory):
     import requests
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from nitronb import local
+    from nitronb.local import stack as local
 
     base = tmp_path_factory.mktemp("lab")
     workspace, root, settings = base / "workspace", base / "notebooks", base / "settings"

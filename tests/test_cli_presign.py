@@ -6,7 +6,7 @@ import json
 import stat
 
 from nitronb.cli import main
-from nitronb.presign import url_from_credentials
+from nitronb.s3.presign import url_from_credentials
 
 PRESIGN = ["presign", "local", "download", "s3://nitronb/presign-cli/", "input.enc", "600"]
 

@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from nitronb.datasets import Dataset, check_name, load_long_description
-from nitronb.presign import credentials_json as credentials_for, split_url, url_from_credentials
+from nitronb.s3.presign import credentials_json as credentials_for, split_url, url_from_credentials
 from nitronb.errors import UnsafeNameError, ValidationError, KeyFileError
 from nitronb.keys import fingerprint, generate_key
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nitronb.dockerfile import base_image, declared_args, instructions
+from nitronb.enclave.dockerfile import base_image, declared_args, instructions
 from nitronb.errors import ImageBuildError
-from nitronb.image import app_base_image
+from nitronb.enclave.image import app_base_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

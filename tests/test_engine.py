@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from nitronb import engine as engine_mod
+from nitronb.enclave import engine as engine_mod
 from nitronb.errors import EngineUnavailableError, ImageBuildError
-from nitronb.image import (build_app_image, convert_to_enclave_image, image_measurements,
+from nitronb.enclave.image import (build_app_image, convert_to_enclave_image, image_measurements,
                            prepare_process_image, verify_container_image)
-from nitronb.measure import measure_build_context
+from nitronb.enclave.measure import measure_build_context
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "enclave_image"
@@ -321,7 +321,7 @@ def test_a_new_command_on_top_of_an_enclave_image_is_not_what_runs(engine, app_i
                                                                    tmp_path):
     """Re-tagging or a new ENTRYPOINT/CMD cannot choose what runs: the launch uses the measured
     image's id, the launcher and the measured Dockerfile's command."""
-    from nitronb.image import inspect_container_image, launcher_command
+    from nitronb.enclave.image import inspect_container_image, launcher_command
 
     enclave_tag, other_tag = tags("enclave"), tags("other-cmd")
     image = convert_to_enclave_image(app_image, enclave_tag, app_dir=APP_DIR, engine=engine)
@@ -405,7 +405,7 @@ def test_an_app_brought_is_measured_with_the_base_its_dockerfile_names(engine, b
                                                                        tags, tmp_path):
     """Its Dockerfile says ``FROM python:3.11`` and declares no ``ARG BASE_IMAGE``: the image is
     labelled and measured with ``python:3.11``, whatever default base nitronb has."""
-    from nitronb.image import APP_LABEL_BASE, inspect_container_image
+    from nitronb.enclave.image import APP_LABEL_BASE, inspect_container_image
 
     tag, lines = byo_app_image
     assert not [line for line in lines if "BASE_IMAGE" in line]  # no unused build argument
@@ -438,7 +438,7 @@ def test_a_base_the_engine_lacks_is_named_with_the_command_that_provides_it(engi
 @pytest.mark.engine
 def test_a_new_command_on_top_of_an_app_brought_is_not_what_runs(engine, byo_app_image, tags,
                                                                    tmp_path):
-    from nitronb.image import inspect_container_image, launcher_command
+    from nitronb.enclave.image import inspect_container_image, launcher_command
 
     enclave_tag, other_tag = tags("byo-enclave"), tags("byo-other-cmd")
     image = convert_to_enclave_image(byo_app_image[0], enclave_tag, app_dir=BYO_APP_DIR,

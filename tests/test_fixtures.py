@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 import nitronb
-from nitronb.attestation import AWS_NITRO_ROOT_G1_SHA256, aws_nitro_root, load_roots
+from nitronb.enclave.attestation import AWS_NITRO_ROOT_G1_SHA256, aws_nitro_root, load_roots
 
 PACKAGE_DATA = Path(nitronb.__file__).resolve().parent / "data"
 ROW = re.compile(r"^\| `(?P<file>[^`]+)` \| `(?P<sha256>[0-9a-f]{64})` \| (?P<source>[^|]+) \|"

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from nitronb.attestation import load_roots, parse_document, verify_document
+from nitronb.enclave.attestation import load_roots, parse_document, verify_document
 from nitronb.errors import AttestationError, NitronbError
 
 HERE = Path(__file__).resolve().parent
@@ -194,7 +194,7 @@ def credentials_documents(draw):
 @example("not json")
 @example('{"query_string": "", "encryption": "key"}')
 def test_credentials_json_raises_only_nitronb_errors(text):
-    from nitronb.presign import url_from_credentials
+    from nitronb.s3.presign import url_from_credentials
 
     for given_as in (text, text.encode("utf-8")):
         try:

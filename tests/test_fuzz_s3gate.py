@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from nitronb.s3gate import S3Gate, SignatureChecker
+from nitronb.local.s3gate import S3Gate, SignatureChecker
 
 ACCESS = "AKIATESTTESTTESTTEST"
 SECRET = "local-secret-0123456789abcdefghijklmnop"
@@ -287,8 +287,8 @@ def test_an_expiry_that_is_not_1_to_604800_seconds_is_refused_saying_so(base, ne
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
     """A running local S3 endpoint alone in its own workspace: (host, port, credentials)."""
-    from nitronb import local
-    from nitronb.s3gate import load_credentials
+    from nitronb.local import stack as local
+    from nitronb.local.s3gate import load_credentials
 
     ws = tmp_path_factory.mktemp("fuzz-gate") / "ws"
     with pytest.MonkeyPatch.context() as patch:

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {
     # name: (module, health path, a POST path that takes a JSON body, its body limit)
     "manager": ("nitronb.ccm.server", "/v1/sys/health", "/v1/datasets", 8 << 20),
-    "node-agent": ("nitronb.node_agent_api", "/health", "/v1/enclaves", 1 << 20),
-    "s3": ("nitronb.s3gate", "/_nitronb/health", "/nitronb/x", None),
+    "node-agent": ("nitronb.enclave.node_agent_api", "/health", "/v1/enclaves", 1 << 20),
+    "s3": ("nitronb.local.s3gate", "/_nitronb/health", "/nitronb/x", None),
 }
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from nitronb.errors import ImageBuildError, UnsafeNameError
-from nitronb.image import (_context_tar, _dockerfile_cmd, launcher_command,
+from nitronb.enclave.image import (_context_tar, _dockerfile_cmd, launcher_command,
                            prepare_process_image, verify_process_image)
-from nitronb.measure import (Measurements, canonical_data, default_launcher_files,
+from nitronb.enclave.measure import (Measurements, canonical_data, default_launcher_files,
                              measure_build_context, pcr, tree_files)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,8 @@ def launcher(tmp_path) -> dict[str, Path]:
     folder.mkdir()
     (folder / "launcher.py").write_text("print('launch')\n")
     (folder / "nsm.py").write_text("NSM = 1\n")
-    return {"nitronb/enclave/launcher.py": folder / "launcher.py",
-            "nitronb/enclave/nsm.py": folder / "nsm.py"}
+    return {"nitronb/enclave_os/launcher.py": folder / "launcher.py",
+            "nitronb/enclave_os/nsm.py": folder / "nsm.py"}
 
 
 def copy_with_other_metadata(src: Path, dst: Path) -> Path:
@@ -76,7 +76,7 @@ def test_golden_measurements(tmp_path):
     (app / "start.py").write_text("print('hi')\n")
     lib = tmp_path / "l.py"
     lib.write_text("x = 1\n")
-    m = measure_build_context(app, {"nitronb/enclave/launcher.py": lib}, "base:1")
+    m = measure_build_context(app, {"nitronb/enclave_os/launcher.py": lib}, "base:1")
     assert m.as_dict() == {
         "hash_algorithm": "Sha384",
         "pcr0": GOLDEN["pcr0"], "pcr1": GOLDEN["pcr1"], "pcr2": GOLDEN["pcr2"],
@@ -117,7 +117,7 @@ def test_one_byte_of_the_app_changes_pcr2_and_pcr0_only(tmp_path, launcher):
 
 def test_launcher_change_changes_pcr1_and_pcr0_only(launcher):
     before = measure_build_context(APP_DIR, launcher, BASE)
-    launcher["nitronb/enclave/nsm.py"].write_text("NSM = 2\n")
+    launcher["nitronb/enclave_os/nsm.py"].write_text("NSM = 2\n")
     after = measure_build_context(APP_DIR, launcher, BASE)
     assert after.pcr2 == before.pcr2
     assert after.pcr1 != before.pcr1 and after.pcr0 != before.pcr0
@@ -142,7 +142,7 @@ def test_symlinks_and_unsafe_paths_are_refused(tmp_path, launcher):
     with pytest.raises(ImageBuildError, match="symbolic link"):
         measure_build_context(app, launcher, BASE)
     with pytest.raises(UnsafeNameError):
-        measure_build_context(APP_DIR, {"../escape.py": launcher["nitronb/enclave/nsm.py"]}, BASE)
+        measure_build_context(APP_DIR, {"../escape.py": launcher["nitronb/enclave_os/nsm.py"]}, BASE)
     with pytest.raises(ImageBuildError, match="base image"):
         measure_build_context(APP_DIR, launcher, "")
     with pytest.raises(ImageBuildError, match="not a folder"):
@@ -166,12 +166,12 @@ def test_default_launcher_files_are_the_enclave_package(tmp_path):
     with pytest.raises(ImageBuildError, match="no launcher"):
         default_launcher_files(package, fallback=())
     assert default_launcher_files(package) == {"nitronb/nsm.py": package / "nsm.py"}
-    (package / "enclave" / "__pycache__").mkdir(parents=True)
-    (package / "enclave" / "__init__.py").write_text("")
-    (package / "enclave" / "launcher.py").write_text("")
-    (package / "enclave" / "__pycache__" / "launcher.cpython-311.pyc").write_text("")
-    assert sorted(default_launcher_files(package)) == ["nitronb/enclave/__init__.py",
-                                                       "nitronb/enclave/launcher.py"]
+    (package / "enclave_os" / "__pycache__").mkdir(parents=True)
+    (package / "enclave_os" / "__init__.py").write_text("")
+    (package / "enclave_os" / "launcher.py").write_text("")
+    (package / "enclave_os" / "__pycache__" / "launcher.cpython-311.pyc").write_text("")
+    assert sorted(default_launcher_files(package)) == ["nitronb/enclave_os/__init__.py",
+                                                       "nitronb/enclave_os/launcher.py"]
 
 
 def test_build_context_tar_is_deterministic(tmp_path):

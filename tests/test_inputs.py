@@ -32,7 +32,7 @@ def _app_reads(tmp_path: Path, path: Path, **check) -> str:
     plain = tmp_path / "input" / "data"
     plain.parent.mkdir(exist_ok=True)
     decrypt_file(key, tmp_path / "input.enc", plain)
-    # the environment an enclave gives its app (see nitronb/backends.py), whatever the host's
+    # the environment an enclave gives its app (see nitronb/enclave/backends.py), whatever the host's
     done = subprocess.run([sys.executable, str(DESCRIBE), "input/data"], cwd=tmp_path,
                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
                           capture_output=True, text=True, encoding="utf-8")

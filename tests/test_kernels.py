@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from nitronb.errors import NotebookError
-from nitronb.notebooks import run_notebooks
+from nitronb.notebook.runner import run_notebooks
 
 
 def _notebook(path: Path, *cells: str) -> Path:

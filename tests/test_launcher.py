@@ -10,13 +10,13 @@ import stat
 
 import pytest
 
-from nitronb.enclave import launcher
+from nitronb.enclave_os import launcher
 
 
 def test_binding_is_em_apps_rule_with_the_raw_config_id() -> None:
     import hashlib
 
-    from nitronb.attestation import binding_user_data, config_id_from_user_data
+    from nitronb.enclave.attestation import binding_user_data, config_id_from_user_data
 
     _, public = launcher.new_key_pair()
     config_id = hashlib.sha256(b"a configuration").hexdigest()
@@ -225,7 +225,7 @@ class _Counterpart:
         import http.server
         import threading
 
-        from nitronb.attestation import binding_user_data
+        from nitronb.enclave.attestation import binding_user_data
         from nitronb.ccm.provisioning import seal_envelope
 
         self.release, self.refusal = release, refusal

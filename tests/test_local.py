@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from nitronb import local
+from nitronb.local import stack as local
 from nitronb.errors import LocalStackError
 
 ONLY_S3 = {"s3": local.SERVICES["s3"]}

@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from nitronb.enclave.launcher import binding
+from nitronb.enclave_os.launcher import binding
 from nitronb.errors import EndpointUnreachableError, RunError
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     """A node agent in a temporary workspace, served on a free loopback port."""
-    from nitronb.node_agent import NodeAgent
-    from nitronb.node_agent_api import make_server
+    from nitronb.enclave.node_agent import NodeAgent
+    from nitronb.enclave.node_agent_api import make_server
 
     workspace = tmp_path_factory.mktemp("agent-ws")
     node = NodeAgent(workspace)
@@ -40,7 +40,7 @@ def agent(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image(agent) -> str:
-    from nitronb.image import default_app_dir, prepare_process_image
+    from nitronb.enclave.image import default_app_dir, prepare_process_image
 
     return prepare_process_image(default_app_dir(), None, "python3 (host)",
                                  workspace=agent.workspace).reference
@@ -119,7 +119,7 @@ def test_launch_refuses_a_folder_that_is_not_an_image(agent, tmp_path) -> None:
 
 
 def test_documents_go_to_the_running_enclave_only(agent, image, silent_manager) -> None:
-    from nitronb.attestation import parse_document, verify_document
+    from nitronb.enclave.attestation import parse_document, verify_document
 
     reply = _launch(agent, image, silent_manager)
     assert reply.status_code == 200, reply.text
@@ -166,7 +166,7 @@ def test_attestation_fields_must_be_base64(agent, image, silent_manager) -> None
 
 
 def test_unreachable_manager_ends_the_enclave_refused(agent, image) -> None:
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.runner import run_enclave
 
     outcome = run_enclave(image, "ab" * 32, node_agent=agent.url, workspace=agent.workspace, ccm=_dead_url(),
                           backend="process", timeout=60)
@@ -179,7 +179,7 @@ def test_unreachable_manager_ends_the_enclave_refused(agent, image) -> None:
 
 
 def test_runner_reports_an_unreachable_agent_and_agent_refusals(agent, tmp_path) -> None:
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.runner import run_enclave
 
     with pytest.raises(EndpointUnreachableError, match="does not answer"):
         run_enclave("x", "ab" * 32, node_agent=_dead_url(), workspace=agent.workspace, ccm="http://127.0.0.1:1")
@@ -189,7 +189,7 @@ def test_runner_reports_an_unreachable_agent_and_agent_refusals(agent, tmp_path)
 
 
 def test_run_outcome_refused_reads_the_launcher_line() -> None:
-    from nitronb.runner import RunOutcome
+    from nitronb.enclave.runner import RunOutcome
 
     outcome = RunOutcome("enc-1", "process", 70, {}, "a\n[enclave-os] refused: PCR0 differs\n", 1.0)
     assert outcome.refused == "PCR0 differs" and not outcome.ok
@@ -219,14 +219,14 @@ ENDED = "[enclave-os] app exited with code 1; credentials wiped\n"
     ("", None),
 ])
 def test_run_outcome_reason_names_the_line_that_says_why(log, reason) -> None:
-    from nitronb.runner import RunOutcome
+    from nitronb.enclave.runner import RunOutcome
 
     assert RunOutcome("enc-3", "process", 1, {}, log, 1.0).reason == reason
     assert RunOutcome("enc-4", "process", 0, {}, log, 1.0).reason is None
 
 
 def test_log_endpoint_returns_the_enclave_log(agent, image) -> None:
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.runner import run_enclave
 
     outcome = run_enclave(image, "ab" * 32, node_agent=agent.url, workspace=agent.workspace, ccm=_dead_url(),
                           backend="process", timeout=60)
@@ -237,7 +237,7 @@ def test_log_endpoint_returns_the_enclave_log(agent, image) -> None:
 
 def test_an_enclave_still_starting_gets_its_document(agent) -> None:
     """An engine may run the enclave before its start call returns: it attests meanwhile."""
-    from nitronb.node_agent import Enclave
+    from nitronb.enclave.node_agent import Enclave
 
     pcrs = {f"pcr{i}": f"{i:02x}" * 48 for i in range(3)}
     enclave = Enclave(id="enc-starting", token="t0ken", backend="container", image="x",
@@ -252,7 +252,7 @@ def test_an_enclave_still_starting_gets_its_document(agent) -> None:
 
 
 def test_a_launch_that_fails_to_start_is_recorded_failed(agent, image, monkeypatch) -> None:
-    from nitronb.backends import ProcessBackend
+    from nitronb.enclave.backends import ProcessBackend
 
     def broken(self, *args, **kwargs):
         raise OSError("no such interpreter")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nitronb.errors import NotebookError
-from nitronb.notebooks import (KERNEL_NAME, declared_parameters, run_notebooks,
+from nitronb.notebook.runner import (KERNEL_NAME, declared_parameters, run_notebooks,
                                walkthrough_notebooks)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -46,7 +46,7 @@ def test_a_wrong_type_is_refused_before_anything_runs(tmp_path):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from nitronb import local
+    from nitronb.local import stack as local
 
     ws = tmp_path_factory.mktemp("nb-workspace")
     yield ws
@@ -99,6 +99,6 @@ def test_walkthrough_command_fails_with_the_notebook_and_cell_named(tmp_path):
         assert "failed in cell" in done.stderr and "has no column DESCRIPTION" in done.stderr
         assert "Traceback" not in done.stderr
     finally:
-        from nitronb import local
+        from nitronb.local import stack as local
 
         local.down(tmp_path / "ws")

@@ -14,11 +14,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from nitronb import nsm as nsm_module
-from nitronb.attestation import binding_user_data, load_roots, parse_document, verify_document
+from nitronb.enclave import nsm as nsm_module
+from nitronb.enclave.attestation import binding_user_data, load_roots, parse_document, verify_document
 from nitronb.cli import main
 from nitronb.errors import AttestationError, LocalStackError
-from nitronb.nsm import LEAF_LIFETIME, LocalNSM
+from nitronb.enclave.nsm import LEAF_LIFETIME, LocalNSM
 
 NITRO = Path(__file__).resolve().parent / "data" / "nitro"
 PCR0, PCR1, PCR2 = (bytes([n]) * 48 for n in (0xA0, 0xA1, 0xA2))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from nitronb import storage
+from nitronb.s3 import client as storage
+from nitronb.s3 import transfers
 from nitronb.cli import main
 from nitronb.errors import BadS3PathError
-from nitronb.presign import presign_download, presign_upload
+from nitronb.s3.presign import presign_download, presign_upload
 
 DOTTED = ["sub/../x.enc", "./x.enc", "dir/.", "..", "a/./b.enc"]
 
@@ -55,8 +56,8 @@ def test_the_api_refuses_dotted_names(local_stack, tmp_path, name):
     source = tmp_path / "x.enc"
     source.write_bytes(b"ciphertext")
     directory = storage.parse_s3_dir("s3://nitronb/names/")
-    for call in (lambda: storage.upload_file(source, directory, key_name=name),
-                 lambda: storage.upload_file(source, f"s3://nitronb/names/{name}"),
+    for call in (lambda: transfers.upload_file(source, directory, key_name=name),
+                 lambda: transfers.upload_file(source, f"s3://nitronb/names/{name}"),
                  lambda: presign_download("local", directory, name, 60),
                  lambda: presign_upload("local", "s3://nitronb/names/", name, 60),
                  lambda: storage.parse_s3_uri(f"s3://nitronb/{name}"),
@@ -72,7 +73,7 @@ def test_names_clients_send_unchanged_still_work(local_stack, tmp_path):
     source = tmp_path / "x.enc"
     source.write_bytes(b"ciphertext")
     for name in ("a//b.enc", "...", "x..enc", ".hidden.enc", "%2e%2e"):
-        storage.upload_file(source, "s3://nitronb/names-ok/", key_name=name)
+        transfers.upload_file(source, "s3://nitronb/names-ok/", key_name=name)
         url = presign_download("local", "s3://nitronb/names-ok/", name, 60).url
         assert requests.get(url, timeout=30).content == b"ciphertext"
 
@@ -105,15 +106,15 @@ def test_keys_longer_than_1024_bytes_of_utf8_are_refused(local_stack, tmp_path, 
     prefix = "long/"
     longest = prefix + "/".join(["é" * 100] * 5) + "/" + "a" * (1024 - len(prefix) - 1005)
     assert len(longest.encode("utf-8")) == 1024
-    uri = storage.upload_file(source, f"s3://nitronb/{longest}")
+    uri = transfers.upload_file(source, f"s3://nitronb/{longest}")
     assert _keys(prefix) == [longest] and uri == f"s3://nitronb/{longest}"
     too_long = longest + "b"
     directory = storage.parse_s3_dir("s3://nitronb/long/")
-    for call in (lambda: storage.upload_file(source, f"s3://nitronb/{too_long}"),
-                 lambda: storage.upload_file(source, directory, key_name=too_long[len(prefix):]),
+    for call in (lambda: transfers.upload_file(source, f"s3://nitronb/{too_long}"),
+                 lambda: transfers.upload_file(source, directory, key_name=too_long[len(prefix):]),
                  lambda: presign_download("local", directory, too_long[len(prefix):], 60),
                  lambda: presign_upload("local", directory, too_long[len(prefix):], 60),
-                 lambda: storage.download_file(f"s3://nitronb/{too_long}", tmp_path / "o")):
+                 lambda: transfers.download_file(f"s3://nitronb/{too_long}", tmp_path / "o")):
         with pytest.raises(BadS3PathError, match="1025 bytes .*at most 1024 bytes") as info:
             call()
         assert "\n" not in str(info.value) and len(str(info.value)) < 300
@@ -146,7 +147,7 @@ def test_an_object_uri_keeps_its_empty_segments_as_its_key(local_stack, tmp_path
     source = tmp_path / "x.enc"
     source.write_bytes(b"ciphertext")
     assert storage.parse_s3_dir("s3://nitronb/slashes") == storage.S3Dir("nitronb", "slashes/")
-    storage.upload_file(source, "s3://nitronb/slashes//a//b.enc")
+    transfers.upload_file(source, "s3://nitronb/slashes//a//b.enc")
     assert _keys("slashes/") == ["slashes//a//b.enc"]
-    storage.download_file("s3://nitronb/slashes//a//b.enc", tmp_path / "back.enc")
+    transfers.download_file("s3://nitronb/slashes//a//b.enc", tmp_path / "back.enc")
     assert (tmp_path / "back.enc").read_bytes() == b"ciphertext"

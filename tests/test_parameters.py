@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nitronb.errors import NotebookError
-from nitronb.notebooks import (absolute_paths, check_parameters, cli_parameters,
+from nitronb.notebook.runner import (absolute_paths, check_parameters, cli_parameters,
                                declared_parameters, prepare_parameters, resolve_type,
                                walkthrough_notebooks)
 
@@ -206,7 +206,7 @@ def test_walkthrough_refuses_a_wrong_type_before_starting_anything(tmp_path):
                                     "replace_key; did you mean replace_keys?"),
 ])
 def test_walkthrough_refuses_bad_values_before_starting_anything(tmp_path, args, said):
-    from nitronb import local
+    from nitronb.local import stack as local
 
     try:
         done = _nitronb("walkthrough", *args, "--out", "run", cwd=tmp_path,
@@ -222,7 +222,8 @@ def test_walkthrough_refuses_bad_values_before_starting_anything(tmp_path, args,
 def test_walkthrough_false_keeps_the_keys_and_reads_paths_from_the_callers_folder(tmp_path):
     """`-p replace_keys False` keeps the keys (the text "False" would replace them), and
     `-p input_csv mine.csv` reads ./mine.csv of the folder the command runs in."""
-    from nitronb import local, steps
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
 
     workspace = tmp_path / "ws"
     steps.generate_keys(workspace)

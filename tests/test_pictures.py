@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from nitronb import sample_path
-from nitronb.pictures import bar_chart_svg, describe_table_html, workflow_svg
+from nitronb.notebook.pictures import bar_chart_svg, describe_table_html, workflow_svg
 from nitronb.results import describe_summary
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -227,7 +227,7 @@ def test_describe_table():
 
 
 def test_importing_pictures_and_widgets_stays_light():
-    code = ("import sys, nitronb.pictures, nitronb.widgets; "
+    code = ("import sys, nitronb.notebook.pictures, nitronb.notebook.widgets; "
             "heavy = {'ipywidgets', 'IPython', 'requests', 'pandas', 'cryptography'} & "
             "set(sys.modules); print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

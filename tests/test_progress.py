@@ -14,7 +14,7 @@ import termios
 import nbformat
 from nbclient import NotebookClient
 
-from nitronb.notebooks import ensure_kernelspec, KERNEL_NAME
+from nitronb.notebook.runner import ensure_kernelspec, KERNEL_NAME
 
 BAR = """
 from nitronb import _progress

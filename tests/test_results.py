@@ -118,7 +118,7 @@ def test_a_result_that_does_not_decrypt_is_named_as_asked(tmp_path):
 
 
 def test_the_chart_and_the_table_name_the_column_and_the_input_dataset():
-    from nitronb.steps import result_chart, result_table
+    from nitronb.notebook.steps import result_chart, result_table
 
     text = ("input/abc\ncount 3\nunique 2\ntop x\nfreq 2\nName: DESCRIPTION, dtype: object\n\n"
             "most frequent values of DESCRIPTION in input/abc:\n       2  x\n       1  y\n")

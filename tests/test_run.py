@@ -16,7 +16,7 @@ BYO_APP_DIR = Path(__file__).resolve().parent / "data" / "byo_app"
 
 
 def _approved_walkthrough(workspace: Path, backend: str, app_dir: Path | None = None):
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     wt = steps.through_approval(workspace, backend=backend, app_dir=app_dir)
     assert wt.state()["backend"] == backend and wt.state()["appconfig_id"]
@@ -25,7 +25,7 @@ def _approved_walkthrough(workspace: Path, backend: str, app_dir: Path | None = 
 
 @pytest.fixture(scope="module")
 def process_wt(tmp_path_factory):
-    from nitronb import local
+    from nitronb.local import stack as local
 
     workspace = tmp_path_factory.mktemp("run-process-ws")
     try:
@@ -37,7 +37,7 @@ def process_wt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine():
-    from nitronb.engine import find_engine
+    from nitronb.enclave.engine import find_engine
 
     found = find_engine(timeout=30)
     if found is None:
@@ -48,7 +48,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def container_wt(engine, tmp_path_factory):
-    from nitronb import local
+    from nitronb.local import stack as local
 
     workspace = tmp_path_factory.mktemp("run-container-ws")
     try:
@@ -64,8 +64,8 @@ def byo_container_wt(engine, tmp_path_factory):
     tagging the provisioned base image (no registry is assumed reachable)."""
     import docker.errors
 
-    from nitronb import local
-    from nitronb.image import default_base_image
+    from nitronb.local import stack as local
+    from nitronb.enclave.image import default_base_image
 
     made = False
     try:
@@ -114,7 +114,7 @@ def _assert_nothing_left(wt, enclave_id: str) -> None:
 
 
 def _check_result(wt) -> None:
-    from nitronb import steps
+    from nitronb.notebook import steps
     from nitronb.results import describe_summary
 
     result = steps.decrypt_output(wt)
@@ -124,7 +124,7 @@ def _check_result(wt) -> None:
 
 
 def test_end_to_end_process_backend(process_wt) -> None:
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     outcome = steps.run_workflow(process_wt, timeout=300)
     assert outcome.ok, outcome.log
@@ -138,7 +138,7 @@ def test_end_to_end_process_backend(process_wt) -> None:
 
 
 def test_cli_run_puts_the_result_in_the_store(process_wt) -> None:
-    from nitronb import storage
+    from nitronb.s3 import client as storage
 
     wt = process_wt
     state = wt.state()
@@ -170,7 +170,7 @@ def test_cli_run_exits_with_the_refusal(process_wt) -> None:
 
 @pytest.mark.engine
 def test_end_to_end_container_backend(container_wt, engine) -> None:
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     outcome = steps.run_workflow(container_wt, timeout=600)
     assert outcome.ok, outcome.log
@@ -190,9 +190,9 @@ def test_an_app_written_for_the_enclave_os_runs_unmodified_in_a_container(byo_co
     """The app brought hard-codes /opt/fortanix/enclave-os/app-config/rw, writes the decrypted
     input beside it and prints plain describe(): it runs as built, its base is the one its
     Dockerfile names, and nothing it wrote survives the enclave."""
-    from nitronb import steps
+    from nitronb.notebook import steps
 
-    from nitronb.measure import measure_build_context
+    from nitronb.enclave.measure import measure_build_context
 
     wt = byo_container_wt
     measured = measure_build_context(BYO_APP_DIR, None, "python:3.11")  # FROM, not the default
@@ -218,7 +218,7 @@ def test_an_app_written_for_the_enclave_os_runs_unmodified_in_a_container(byo_co
 def test_a_declined_version_runs_nothing_and_says_why(process_wt) -> None:
     """After a decline the earlier approved version's id is forgotten: 08 fails, naming the
     decline, and no result of an earlier run passes for this one."""
-    from nitronb import steps
+    from nitronb.notebook import steps
     from nitronb.errors import RunError
 
     wt = process_wt
@@ -231,7 +231,7 @@ def test_a_declined_version_runs_nothing_and_says_why(process_wt) -> None:
 
 
 def test_a_failed_run_leaves_no_result_to_decrypt(process_wt) -> None:
-    from nitronb import steps
+    from nitronb.notebook import steps
     from nitronb.errors import RunError
 
     wt = process_wt
@@ -241,7 +241,7 @@ def test_a_failed_run_leaves_no_result_to_decrypt(process_wt) -> None:
 
 
 def test_declining_as_a_party_that_is_not_an_approver_is_refused(process_wt) -> None:
-    from nitronb import steps
+    from nitronb.notebook import steps
     from nitronb.errors import ValidationError
 
     steps.create_workflow(process_wt, name="describe-typo")
@@ -252,7 +252,8 @@ def test_declining_as_a_party_that_is_not_an_approver_is_refused(process_wt) -> 
 def test_an_app_that_fails_still_hands_its_error_to_the_output_owner(tmp_path) -> None:
     """The app exits 1 on a CSV without DESCRIPTION (the pre-check turned off): the run
     returns with the exit code, and the decrypted result holds pandas' own error."""
-    from nitronb import local, steps
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
 
     csv = tmp_path / "codes.csv"
     csv.write_text("START,CODE\n2020-01-01,1\n", encoding="utf-8")
@@ -280,8 +281,9 @@ def test_an_app_written_for_the_enclave_os_runs_unmodified_in_the_process_sandbo
     """The same app on the process backend: laid out at its Dockerfile's COPY destinations in a
     bubblewrap sandbox, its shebang's /usr/bin/python3 the stand-in interpreter, the app-config
     folder at its canonical path; what it wrote outside rw/ is gone on the host afterwards."""
-    from nitronb import local, steps
-    from nitronb.sandbox import find_bwrap
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
+    from nitronb.enclave.sandbox import find_bwrap
 
     if find_bwrap() is None:
         pytest.skip("bubblewrap is not installed (apt-get install bubblewrap); CI installs it")
@@ -306,8 +308,8 @@ def test_the_container_backend_hands_the_token_in_a_read_only_folder(engine, tmp
     the bind-mounted folder, and the file's removal on the host shows inside the container."""
     import docker.errors
 
-    from nitronb.backends import ContainerBackend, Prepared
-    from nitronb.image import default_base_image
+    from nitronb.enclave.backends import ContainerBackend, Prepared
+    from nitronb.enclave.image import default_base_image
 
     try:
         image_id = engine.images.get(default_base_image()).id
@@ -344,7 +346,7 @@ def test_the_node_agent_removes_the_token_file_once_the_token_is_used(tmp_path) 
     import base64
 
     from nitronb.errors import AuthenticationError
-    from nitronb.node_agent import Enclave, NodeAgent
+    from nitronb.enclave.node_agent import Enclave, NodeAgent
 
     agent = NodeAgent(tmp_path / "ws")
     folder = agent.folder / "enclaves" / "enc-file"
@@ -366,7 +368,8 @@ def test_the_node_agent_removes_the_token_file_once_the_token_is_used(tmp_path) 
 @pytest.mark.engine
 def test_a_container_run_leaves_no_token_behind(engine, tmp_path) -> None:
     """Its own workspace: the app brought above is converted under the same image name."""
-    from nitronb import local, steps
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
 
     workspace = tmp_path / "ws"
     try:

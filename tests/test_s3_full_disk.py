@@ -18,8 +18,9 @@ from typing import Iterator
 import pytest
 from botocore.exceptions import ClientError
 
-from nitronb import local, storage
-from nitronb.s3store import data_dir
+from nitronb.local import stack as local
+from nitronb.s3 import client as storage
+from nitronb.local.s3store import data_dir
 
 MiB = 1024 * 1024
 

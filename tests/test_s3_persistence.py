@@ -1,7 +1,7 @@
 """The local S3 endpoint keeps its buckets and objects across `down`/`up` and across a crash.
 
-Real processes over HTTP: the endpoint is started with ``nitronb.local.up`` in a temporary
-workspace and driven with boto3 and ``nitronb.storage``.
+Real processes over HTTP: the endpoint is started with ``nitronb.local.stack.up`` in a temporary
+workspace and driven with boto3 and ``nitronb.s3.client``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from nitronb import local, storage
-from nitronb.s3store import data_dir
+from nitronb.local import stack as local
+from nitronb.s3 import client as storage
+from nitronb.s3 import transfers
+from nitronb.local.s3store import data_dir
 
 MiB = 1024 * 1024
 ODD_KEYS = [
@@ -65,7 +67,7 @@ def test_objects_come_back_identical_after_down_and_up(workspace, tmp_path):
         contents[key] = body
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(20 * MiB + 12345))
-    big_uri = storage.upload_file(big, "s3://nitronb/results/big.bin", workspace=workspace,
+    big_uri = transfers.upload_file(big, "s3://nitronb/results/big.bin", workspace=workspace,
                                   part_size=8 * MiB, multipart_threshold=8 * MiB)
     client.create_bucket(Bucket="second-bucket")
     client.put_object(Bucket="second-bucket", Key="x", Body=b"in another bucket")
@@ -83,7 +85,7 @@ def test_objects_come_back_identical_after_down_and_up(workspace, tmp_path):
     assert again["ContentLength"] == part_one["ContentLength"] == 8 * MiB
     assert again["PartsCount"] == 3
     for parallel in (False, True):
-        copy = storage.download_file(big_uri, tmp_path / f"copy-{parallel}.bin",
+        copy = transfers.download_file(big_uri, tmp_path / f"copy-{parallel}.bin",
                                      workspace=workspace, parallel=parallel)
         assert copy.read_bytes() == big.read_bytes()
     assert _body(client, "x", bucket="second-bucket") == b"in another bucket"
@@ -171,7 +173,7 @@ def test_an_acknowledged_put_survives_kill_9(workspace, tmp_path):
 
     client = _client(workspace)
     assert client.head_object(Bucket="nitronb", Key="crash/after-ack")["ETag"] == etag
-    target = storage.download_file("s3://nitronb/crash/after-ack", tmp_path / "back.bin",
+    target = transfers.download_file("s3://nitronb/crash/after-ack", tmp_path / "back.bin",
                                    workspace=workspace)
     assert target.read_bytes() == body
 
@@ -220,14 +222,14 @@ def test_leftovers_of_an_interrupted_write_are_cleared_at_start(workspace):
 def test_the_access_log_never_holds_a_presigned_query(tmp_path) -> None:
     import requests
 
-    from nitronb import local
-    from nitronb.presign import presign_download
+    from nitronb.local import stack as local
+    from nitronb.s3.presign import presign_download
 
     ws = tmp_path / "ws"
     local.up(ws, only=["s3"])
     try:
         (tmp_path / "f").write_bytes(b"rows")
-        from nitronb.storage import upload_file
+        from nitronb.s3.transfers import upload_file
 
         upload_file(tmp_path / "f", "s3://nitronb/x/", workspace=ws)
         url = presign_download("local", "s3://nitronb/x/", "f", 60, workspace=ws).url

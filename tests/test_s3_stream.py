@@ -1,6 +1,6 @@
 """The local S3 endpoint streams object bodies between the socket and its files.
 
-Real processes over HTTP: the endpoint is started with ``nitronb.local.up`` in a temporary
+Real processes over HTTP: the endpoint is started with ``nitronb.local.stack.up`` in a temporary
 workspace; its peak memory is the kernel's VmHWM of the endpoint process.
 """
 
@@ -18,8 +18,9 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from nitronb import local, storage
-from nitronb.s3store import data_dir
+from nitronb.local import stack as local
+from nitronb.s3 import client as storage
+from nitronb.local.s3store import data_dir
 
 MiB = 1024 * 1024
 #: the object's size in the memory tests (far above the endpoint's bound below)
@@ -139,7 +140,7 @@ def _send_chunked(ws: Path, key: str, body: bytes, trailer: str) -> requests.Res
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from nitronb.s3auth import load_credentials
+    from nitronb.local.s3auth import load_credentials
 
     keys = load_credentials(ws)
     url = f"{local.status(ws)['s3']['url']}/nitronb/{key}"

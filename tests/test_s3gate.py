@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from nitronb.s3gate import HEALTH_PATH, S3Gate, SignatureChecker
-from nitronb.s3store import S3Store
+from nitronb.local.s3gate import HEALTH_PATH, S3Gate, SignatureChecker
+from nitronb.local.s3store import S3Store
 
 ACCESS = "AKIATESTTESTTESTTEST"
 SECRET = "local-secret-0123456789abcdefghijklmnop"
@@ -290,7 +290,7 @@ def test_a_request_signed_for_another_region_names_the_expected_one(form, code):
 def test_the_local_credentials_name_the_endpoints_region_whatever_is_stored(tmp_path):
     import json
 
-    from nitronb.s3gate import LOCAL_REGION, credentials_path, load_credentials
+    from nitronb.local.s3gate import LOCAL_REGION, credentials_path, load_credentials
 
     created = load_credentials(tmp_path, create=True)
     stored = json.loads(credentials_path(tmp_path).read_text(encoding="utf-8"))
@@ -548,7 +548,7 @@ def test_a_malformed_digest_is_refused_before_the_body_is_read(headers, code):
 def test_a_chunked_body_is_checked_at_its_end():
     import io
 
-    from nitronb.s3digest import BodyMismatch, Rejection, VerifyingInput, _Expectation
+    from nitronb.local.s3digest import BodyMismatch, Rejection, VerifyingInput, _Expectation
 
     def reader(crc: str) -> VerifyingInput:
         import base64
@@ -572,7 +572,8 @@ def test_a_chunked_body_is_checked_at_its_end():
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory):
     """A running local S3 endpoint in its own workspace: (workspace, boto3 client)."""
-    from nitronb import local, storage
+    from nitronb.local import stack as local
+    from nitronb.s3 import client as storage
 
     ws = tmp_path_factory.mktemp("gate") / "ws"
     with pytest.MonkeyPatch.context() as patch:
@@ -586,7 +587,7 @@ def endpoint(tmp_path_factory):
 
 
 def _on_disk(ws) -> set[str]:
-    from nitronb.s3store import data_dir
+    from nitronb.local.s3store import data_dir
 
     return {str(p.relative_to(data_dir(ws))) for p in data_dir(ws).rglob("*") if p.is_file()}
 
@@ -679,7 +680,7 @@ def test_a_body_other_than_its_signed_sha256_is_refused_by_the_endpoint(endpoint
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from nitronb.s3gate import load_credentials
+    from nitronb.local.s3gate import load_credentials
 
     ws, client = endpoint
     keys = load_credentials(ws)
@@ -698,8 +699,8 @@ def test_the_endpoint_refuses_another_region_and_nitronbs_own_urls_work(endpoint
     import requests
     from botocore.config import Config
 
-    from nitronb.presign import presign_download
-    from nitronb.s3gate import load_credentials
+    from nitronb.s3.presign import presign_download
+    from nitronb.local.s3gate import load_credentials
 
     ws, client = endpoint
     client.put_object(Bucket="nitronb", Key="gate/region.bin", Body=BODY)
@@ -759,7 +760,7 @@ def test_a_header_signed_request_with_an_unknown_key_names_it():
 def test_a_header_signed_request_is_valid_for_exactly_the_allowed_skew():
     import calendar
 
-    from nitronb.s3gate import MAX_CLOCK_SKEW
+    from nitronb.local.s3gate import MAX_CLOCK_SKEW
 
     request = _header_signed()
     amz_date = request.headers["X-Amz-Date"]

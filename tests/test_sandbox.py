@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from nitronb.errors import ImageBuildError
-from nitronb.measure import tree_files
-from nitronb.sandbox import find_bwrap, read_layout
+from nitronb.enclave.measure import tree_files
+from nitronb.enclave.sandbox import find_bwrap, read_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "data" / "probe_app"
@@ -65,7 +65,7 @@ def test_copy_of_a_folder_and_of_the_whole_context(tmp_path) -> None:
 def test_prepare_lists_the_run_lines_not_run_and_pcr2_measures_them(tmp_path) -> None:
     import json
 
-    from nitronb.image import HOST_PYTHON, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON, prepare_process_image
 
     image = prepare_process_image(PROBE, None, HOST_PYTHON, workspace=tmp_path / "ws")
     record = json.loads((Path(image.reference) / "image.json").read_text(encoding="utf-8"))
@@ -91,8 +91,8 @@ def test_prepare_lists_the_run_lines_not_run_and_pcr2_measures_them(tmp_path) ->
 ])
 def test_a_cmd_outside_the_image_is_refused_before_launch(tmp_path, monkeypatch, cmd, named
                                                           ) -> None:
-    from nitronb.backends import ProcessBackend
-    from nitronb.image import HOST_PYTHON, prepare_process_image
+    from nitronb.enclave.backends import ProcessBackend
+    from nitronb.enclave.image import HOST_PYTHON, prepare_process_image
 
     marker = tmp_path / "ran"
     evil = Path("/tmp/evil.py")
@@ -117,8 +117,8 @@ def test_a_cmd_outside_the_image_is_refused_before_launch(tmp_path, monkeypatch,
 @pytest.fixture()
 def agent(tmp_path):
     """A node agent served in-process on a free loopback port."""
-    from nitronb.node_agent import NodeAgent
-    from nitronb.node_agent_api import make_server
+    from nitronb.enclave.node_agent import NodeAgent
+    from nitronb.enclave.node_agent_api import make_server
 
     node = NodeAgent(tmp_path / "agent-ws")
     server = make_server(node)
@@ -142,8 +142,8 @@ def _launch(agent, image: str, ccm_url: str) -> requests.Response:
 
 def test_without_bubblewrap_nitronbs_app_runs_unsandboxed_with_a_warning(agent, monkeypatch
                                                                          ) -> None:
-    from nitronb.image import HOST_PYTHON, default_app_dir, prepare_process_image
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image
+    from nitronb.enclave.runner import run_enclave
 
     monkeypatch.setenv("NITRONB_BWRAP", "/nonexistent/bwrap")
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON,
@@ -157,7 +157,7 @@ def test_without_bubblewrap_nitronbs_app_runs_unsandboxed_with_a_warning(agent, 
 
 
 def test_without_bubblewrap_an_app_on_the_canonical_paths_is_refused(agent, monkeypatch) -> None:
-    from nitronb.image import HOST_PYTHON, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON, prepare_process_image
 
     monkeypatch.setenv("NITRONB_BWRAP", "/nonexistent/bwrap")
     image = prepare_process_image(PROBE, None, HOST_PYTHON, workspace=agent.workspace)
@@ -171,7 +171,7 @@ def test_without_bubblewrap_an_app_on_the_canonical_paths_is_refused(agent, monk
 def test_the_enclave_token_is_in_no_environment_on_the_host(agent, tmp_path) -> None:
     """While the launcher waits on the manager, no process's environment or command line holds
     the token."""
-    from nitronb.image import HOST_PYTHON, default_app_dir, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image
 
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON,
                                   workspace=agent.workspace).reference
@@ -206,8 +206,9 @@ def test_the_enclave_token_is_in_no_environment_on_the_host(agent, tmp_path) -> 
 @pytest.fixture(scope="module")
 def probe_run(tmp_path_factory):
     """The walk-through (process backend) run with the probe app; its outcome and workspace."""
-    from nitronb import local, steps
-    from nitronb.runner import run_enclave
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
+    from nitronb.enclave.runner import run_enclave
 
     if find_bwrap() is None:
         pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
@@ -278,7 +279,8 @@ def test_what_the_app_wrote_anywhere_is_gone(probe_run) -> None:
 
 def test_without_bubblewrap_the_walkthrough_still_gives_its_result(tmp_path) -> None:
     """The README's demo where bubblewrap is missing: nitronb's app runs unsandboxed."""
-    from nitronb import local, steps
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
     from nitronb.results import describe_summary
 
     workspace = tmp_path / "ws"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from nitronb.enclave.launcher import binding
+from nitronb.enclave_os.launcher import binding
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def approved(tmp_path_factory):
     """A workspace whose walk-through (process backend) is approved up to APPCONFIG_ID."""
-    from nitronb import local, steps
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
 
     workspace = tmp_path_factory.mktemp("security-ws")
     try:
@@ -33,13 +34,13 @@ def approved(tmp_path_factory):
 
 
 def _manager(wt) -> str:
-    from nitronb import local
+    from nitronb.local import stack as local
 
     return local.url("manager", wt.workspace)
 
 
 def _agent(wt) -> str:
-    from nitronb import local
+    from nitronb.local import stack as local
 
     return local.url("node-agent", wt.workspace)
 
@@ -58,8 +59,8 @@ def _provision(wt, config_id: str, document: bytes, nonce: bytes) -> requests.Re
 
 def _document(wt, nsm_folder: Path, *, bound_to: str, nonce: bytes, pcrs=None):
     """A document from the NSM in ``nsm_folder`` with the approved build's PCRs (or ``pcrs``)."""
-    from nitronb.enclave.launcher import new_key_pair
-    from nitronb.nsm import LocalNSM
+    from nitronb.enclave_os.launcher import new_key_pair
+    from nitronb.enclave.nsm import LocalNSM
 
     private, public = new_key_pair()
     measured = pcrs or {i: wt.state()["measurements"][f"pcr{i}"] for i in range(3)}
@@ -69,11 +70,12 @@ def _document(wt, nsm_folder: Path, *, bound_to: str, nonce: bytes, pcrs=None):
 
 
 def _output_missing(wt) -> bool:
-    from nitronb import storage
+    from nitronb.s3 import client as storage
+    from nitronb.s3 import transfers
     from nitronb.errors import NoSuchObjectError
 
     try:
-        storage.download_file(wt.state()["output_uri"], wt.workspace / "probe.enc",
+        transfers.download_file(wt.state()["output_uri"], wt.workspace / "probe.enc",
                               workspace=wt.workspace, progress=False)
     except NoSuchObjectError:
         return True
@@ -81,7 +83,7 @@ def _output_missing(wt) -> bool:
 
 
 def _delete_output(wt) -> None:
-    from nitronb import storage
+    from nitronb.s3 import client as storage
 
     storage.delete_object(wt.state()["output_uri"], workspace=wt.workspace)
     assert _output_missing(wt)
@@ -91,8 +93,8 @@ def _delete_output(wt) -> None:
 
 
 def test_one_changed_byte_in_the_app_is_refused_provisioning(approved, tmp_path) -> None:
-    from nitronb.image import prepare_process_image
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.image import prepare_process_image
+    from nitronb.enclave.runner import run_enclave
 
     wt = approved
     app = tmp_path / "enclave_image"
@@ -120,8 +122,8 @@ def test_one_changed_byte_in_the_app_is_refused_provisioning(approved, tmp_path)
 
 def test_an_altered_image_folder_is_refused_at_launch(approved, tmp_path) -> None:
     from nitronb.errors import RunError
-    from nitronb.image import default_app_dir, prepare_process_image
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.image import default_app_dir, prepare_process_image
+    from nitronb.enclave.runner import run_enclave
 
     wt = approved
     image = Path(prepare_process_image(default_app_dir(), None, "python3 (host)",
@@ -166,7 +168,7 @@ def _candidate_id(wt, final: dict) -> str:
 
 
 def _run_refused(wt, config_id: str) -> str:
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.runner import run_enclave
 
     outcome = run_enclave(wt.state()["image_reference"], config_id, backend="process",
                           workspace=wt.workspace, timeout=120)
@@ -321,7 +323,7 @@ def test_a_dataset_with_the_wrong_key_fails_the_run_naming_the_apps_error(approv
     whose key is wrong, and the run's reason is the app's error line, not the launcher's last."""
     from nitronb.ccm import workflow_graph
     from nitronb.keys import generate_key
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.runner import run_enclave
 
     wt = approved
     state = wt.state()
@@ -349,7 +351,7 @@ def test_a_dataset_with_the_wrong_key_fails_the_run_naming_the_apps_error(approv
 
 
 def test_the_node_agent_issues_documents_to_the_enclave_only(approved) -> None:
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.runner import run_enclave
 
     wt = approved
     outcome = run_enclave(wt.state()["image_reference"], hashlib.sha256(b"x").hexdigest(),
@@ -396,7 +398,7 @@ def _rename(config, extra, *, port=None, node=None) -> None:
 
 
 def _refused_launch(wt, config_id: str):
-    from nitronb.runner import run_enclave
+    from nitronb.enclave.runner import run_enclave
 
     outcome = run_enclave(wt.state()["image_reference"], config_id, backend="process",
                           workspace=wt.workspace, timeout=120)
@@ -446,7 +448,7 @@ def test_an_edited_image_record_cannot_change_the_command(tmp_path) -> None:
     import json
     import os
 
-    from nitronb.image import HOST_PYTHON, default_app_dir, prepare_process_image, verify_process_image
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image, verify_process_image
 
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON, workspace=tmp_path)
     record = Path(image.reference) / "image.json"
@@ -460,8 +462,8 @@ def test_an_edited_image_record_cannot_change_the_command(tmp_path) -> None:
 
 
 def test_the_process_backend_runs_a_private_copy_it_measured(tmp_path) -> None:
-    from nitronb.backends import ProcessBackend
-    from nitronb.image import HOST_PYTHON, default_app_dir, prepare_process_image
+    from nitronb.enclave.backends import ProcessBackend
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image
 
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON, workspace=tmp_path)
     folder = tmp_path / "enclave"

@@ -3,7 +3,7 @@ table (the executed notebooks are shared and exported as HTML)."""
 
 from __future__ import annotations
 
-from nitronb.steps import Record
+from nitronb.notebook.steps import Record
 
 
 def test_html_and_table_breaking_text_stays_text():

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from nitronb import errors
-from nitronb.storage import (S3Dir, client_for, credentials_json, download_file, parse_s3_dir,
-                             parse_s3_uri, presign_download, presign_upload, split_url,
-                             upload_file, url_from_credentials)
+from nitronb.s3.client import S3Dir, client_for, parse_s3_dir, parse_s3_uri
+from nitronb.s3.presign import (credentials_json, presign_download, presign_upload, split_url,
+                                url_from_credentials)
+from nitronb.s3.transfers import download_file, upload_file
 
 KEY = "63F0" + "AB" * 28 + "D24A"
 BUCKET = "s3://nitronb/"
@@ -198,7 +199,7 @@ def test_a_200_mb_object_is_streamed_in_bounded_memory(local_stack, tmp_path):
             fh.write(block)
     script = (
         "import sys\n"
-        "from nitronb.storage import upload_file, download_file\n"
+        "from nitronb.s3.transfers import upload_file, download_file\n"
         "uri = upload_file(sys.argv[1], 's3://nitronb/big/')\n"
         "download_file(uri, sys.argv[2])\n"
         "status = open('/proc/self/status').read()\n"
@@ -350,7 +351,7 @@ def test_a_presigned_put_with_requests_stores_the_object(local_stack, tmp_path, 
 def test_expired_urls_are_refused_in_both_forms(stored):
     import requests
 
-    from nitronb.presign import error_from_response
+    from nitronb.s3.presign import error_from_response
 
     urls = [presign_download("local", "s3://nitronb/presigned/", "input.enc", 1, legacy=legacy).url
             for legacy in (False, True)]
@@ -383,7 +384,7 @@ def _tampered(legacy: bool, how: str) -> tuple[str, str]:
 def test_tampered_urls_do_not_match_their_signature(stored, legacy, how):
     import requests
 
-    from nitronb.presign import error_from_response
+    from nitronb.s3.presign import error_from_response
 
     url, method = _tampered(legacy, how)
     response = requests.request(method, url, data=b"x" if method == "PUT" else None, timeout=30)
@@ -397,7 +398,7 @@ def test_a_url_signed_with_another_secret_is_refused(stored):
     import boto3
     import requests
 
-    from nitronb.s3gate import load_credentials
+    from nitronb.local.s3gate import load_credentials
 
     creds = load_credentials(local_stack_workspace())
     forged = boto3.client("s3", endpoint_url=client_for().meta.endpoint_url,

@@ -29,7 +29,7 @@ def test_an_app_that_fails_shows_its_own_error_after_the_run(tmp_path):
     """The pre-check is turned off (required_columns=[]), so the app meets a CSV without the
     DESCRIPTION column: 08 completes with the app's exit code, 09 and the command show pandas'
     error from the result the app uploaded, and the command exits 1."""
-    from nitronb import local
+    from nitronb.local import stack as local
 
     workspace = tmp_path / "ws"
     (tmp_path / "codes.csv").write_text("START,CODE\n2020-01-01,1\n", encoding="utf-8")
@@ -54,7 +54,7 @@ def test_an_app_that_fails_shows_its_own_error_after_the_run(tmp_path):
 
 
 def test_the_result_is_labelled_with_the_data_owners_csv(tmp_path):
-    from nitronb import local
+    from nitronb.local import stack as local
     from nitronb.results import describe_summary, value_counts
 
     workspace = tmp_path / "ws"
@@ -85,7 +85,7 @@ def test_the_result_is_labelled_with_the_data_owners_csv(tmp_path):
 def test_on_a_terminal_the_running_notebooks_seconds_count_up(tmp_path):
     """On a terminal the line of the running notebook shows its seconds while it runs (``08``
     lasts several), then ends as in a pipe: ``… ok (N s)``."""
-    from nitronb import local
+    from nitronb.local import stack as local
     from test_progress import _on_a_terminal
 
     workspace = tmp_path / "ws"

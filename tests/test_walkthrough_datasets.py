@@ -31,7 +31,7 @@ def test_input_defaults():
 def workspace(tmp_path_factory):
     """A workspace and local stack of this module's own: the steps here register datasets under
     the walk-through's default names, which the session's workspace keeps for the notebooks."""
-    from nitronb import local
+    from nitronb.local import stack as local
 
     ws = tmp_path_factory.mktemp("datasets") / "ws"
     local.up(ws)
@@ -42,7 +42,7 @@ def workspace(tmp_path_factory):
 
 
 def _through_datasets(workspace, csv=None, **dataset_options):
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     steps.generate_keys(workspace)
     steps.encrypt_input(workspace, csv)
@@ -76,7 +76,7 @@ def test_the_shipped_sample_and_an_explicit_name(workspace):
 def test_datasets_registered_again_follow_a_new_s3_directory(workspace):
     """03 run again with another S3 directory, then 04: the datasets move with their URLs (a
     location left behind would pair the new signature with the old object: 403 at the run)."""
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     _through_datasets(workspace)
     steps.upload_and_presign(workspace, s3_dir="s3://nitronb/datasets-moved/")

@@ -3,7 +3,7 @@ manager's are told apart."""
 
 from __future__ import annotations
 
-from nitronb.walkthrough_checks import run_failure_hint
+from nitronb.notebook.checks import run_failure_hint
 
 _MANAGER = ("[enclave-os] refused: provisioning by the manager refused (HTTP 403): workflow "
             "'describe' version 1 (fin-1) ")

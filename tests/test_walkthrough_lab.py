@@ -13,7 +13,7 @@ import pytest
 
 from nitronb.errors import NitronbError
 
-from nitronb.notebooks import KERNEL_NAME, ensure_kernelspec, notebooks_dir, working_copy
+from nitronb.notebook.runner import KERNEL_NAME, ensure_kernelspec, notebooks_dir, working_copy
 
 
 def _nitronb(*args: str, cwd: Path, workspace: Path, timeout: float = 300):
@@ -49,7 +49,7 @@ def test_lab_refuses_another_root_folder_before_starting_anything(tmp_path):
 
 
 def test_lab_serves_a_working_copy_and_passes_jupyter_options_on(tmp_path):
-    from nitronb import local
+    from nitronb.local import stack as local
 
     workspace = tmp_path / "ws"
     try:
@@ -93,7 +93,7 @@ def test_sample_writes_the_shipped_csv_once(tmp_path):
 def test_lab_options_go_anywhere_before_the_double_dash(tmp_path):
     """--reset and --workspace after DIR are nitronb's; an option that is not says in one line
     that jupyter's options go after `--`, before anything is copied or started."""
-    from nitronb import local
+    from nitronb.local import stack as local
 
     workspace = tmp_path / "ws"
     for args, stray in ((["--port", "8898"], "--port 8898"),
@@ -125,7 +125,7 @@ def test_stopping_lab_stops_jupyterlab(tmp_path):
 
     import psutil
 
-    from nitronb import local
+    from nitronb.local import stack as local
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -11,12 +11,12 @@ import time
 import pytest
 
 from nitronb.errors import PresignedURLExpiredError, RunError
-from nitronb.steps import StepOrderError
+from nitronb.notebook.steps import StepOrderError
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from nitronb import local
+    from nitronb.local import stack as local
 
     workspace = tmp_path_factory.mktemp("order-ws")
     try:
@@ -30,7 +30,7 @@ def stack(tmp_path_factory):
 def wt(stack):
     """The walk-through approved on the shipped sample (steps 01 to 07), whatever a test before
     left: keys kept, every later product made again."""
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     return steps.through_approval(stack, backend="process")
 
@@ -43,7 +43,7 @@ def _refused(step, *args, **kwargs) -> StepOrderError:
 
 
 def _described(wt) -> dict:
-    from nitronb import steps
+    from nitronb.notebook import steps
     from nitronb.results import describe_summary
 
     result = steps.decrypt_output(wt)
@@ -55,7 +55,7 @@ def _described(wt) -> dict:
 def test_an_input_encrypted_again_is_not_run_on_the_old_upload(wt, tmp_path):
     """02 with another CSV, then 08 and 09 skipping 03 and 04: both refuse, naming the steps;
     run as the hints say, the result describes the new CSV."""
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     steps.run_workflow(wt, timeout=300)
     other = tmp_path / "visits.csv"
@@ -84,7 +84,7 @@ def test_an_input_encrypted_again_is_not_run_on_the_old_upload(wt, tmp_path):
 def test_keys_replaced_after_the_datasets_are_registered(wt):
     """01 with replace_keys after 04: 08 and 09 refuse instead of running with the old keys
     and failing to decrypt; 02, 03 and 04 again make the run readable."""
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     steps.run_workflow(wt, timeout=300)
     steps.generate_keys(wt, replace=True)
@@ -102,7 +102,7 @@ def test_keys_replaced_after_the_datasets_are_registered(wt):
 
 
 def test_an_output_key_replaced_alone(wt):
-    from nitronb import steps
+    from nitronb.notebook import steps
     from nitronb.keys import write_key_file
 
     steps.run_workflow(wt, timeout=300)
@@ -125,7 +125,9 @@ def test_an_output_key_replaced_alone(wt):
 def test_a_result_that_does_not_decrypt_is_named_in_the_workspace(wt, tmp_path):
     """A result the output key does not open (here: one encrypted with another key, put in the
     output object): the error names it as $WORKSPACE/…, never by its absolute path."""
-    from nitronb import steps, storage
+    from nitronb.notebook import steps
+    from nitronb.s3 import client as storage
+    from nitronb.s3 import transfers
     from nitronb.crypto import encrypt_bytes
     from nitronb.errors import DecryptionError
     from nitronb.keys import generate_key
@@ -135,7 +137,7 @@ def test_a_result_that_does_not_decrypt_is_named_in_the_workspace(wt, tmp_path):
     forged = tmp_path / "describe-result.json.enc"
     forged.write_bytes(encrypt_bytes(generate_key(), RunResult(0, b"x", b"").to_json()))
     state = wt.state()
-    storage.upload_file(forged, state["s3_dir"], key_name="describe-result.json.enc",
+    transfers.upload_file(forged, state["s3_dir"], key_name="describe-result.json.enc",
                         workspace=wt.workspace, progress=False)
     with pytest.raises(DecryptionError) as info:
         steps.decrypt_output(wt)
@@ -148,8 +150,8 @@ def test_a_result_that_does_not_decrypt_is_named_in_the_workspace(wt, tmp_path):
 def test_an_image_built_again_after_the_configuration(wt, tmp_path):
     import shutil
 
-    from nitronb import steps
-    from nitronb.image import default_app_dir
+    from nitronb.notebook import steps
+    from nitronb.enclave.image import default_app_dir
 
     steps.run_workflow(wt, timeout=300)
     app = tmp_path / "app"
@@ -167,7 +169,7 @@ def test_an_image_built_again_after_the_configuration(wt, tmp_path):
 
 
 def test_expired_urls_are_refused_by_04_with_when(wt):
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     steps.upload_and_presign(wt, expiry=1)
     time.sleep(2)
@@ -184,8 +186,8 @@ def test_expired_urls_are_refused_by_04_with_when(wt):
 def test_urls_that_expire_before_the_run_say_so_in_08(wt):
     """04 takes URLs that live a minute more; the run comes after they expired: the run's error
     says when they expired and what to run again, and that works."""
-    from nitronb import steps
-    from nitronb.presign import url_expiry
+    from nitronb.notebook import steps
+    from nitronb.s3.presign import url_expiry
 
     steps.upload_and_presign(wt, expiry=62)
     steps.create_datasets(wt)
@@ -203,7 +205,7 @@ def test_urls_that_expire_before_the_run_say_so_in_08(wt):
 
 
 def test_a_run_that_times_out_says_what_to_do(wt):
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     with pytest.raises(RunError) as info:
         steps.run_workflow(wt, timeout=0.01)
@@ -214,9 +216,9 @@ def test_a_run_that_times_out_says_what_to_do(wt):
 def test_a_revoked_build_is_not_ok_in_05(wt, tmp_path):
     import shutil
 
-    from nitronb import steps
+    from nitronb.notebook import steps
     from nitronb.errors import ConflictError
-    from nitronb.image import default_app_dir
+    from nitronb.enclave.image import default_app_dir
 
     app = tmp_path / "app"
     shutil.copytree(default_app_dir(), app)
@@ -233,7 +235,7 @@ def test_a_revoked_build_is_not_ok_in_05(wt, tmp_path):
 
 
 def test_a_revoked_build_gets_the_managers_advice_in_08(wt):
-    from nitronb import steps
+    from nitronb.notebook import steps
 
     task_id = wt.client("admin").get_build(wt.state()["build_id"])["task_id"]
     wt.client("admin").revoke_task(task_id, "the input URL expired, 403")

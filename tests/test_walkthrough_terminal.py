@@ -18,7 +18,8 @@ def _terminal_sequence() -> str:
 
 
 def test_the_readme_terminal_sequence_runs_as_written(tmp_path):
-    from nitronb import local, steps
+    from nitronb.local import stack as local
+    from nitronb.notebook import steps
     from nitronb.results import describe_summary
 
     workspace = tmp_path / "ws"
@@ -44,11 +45,13 @@ def test_the_readme_terminal_sequence_runs_as_written(tmp_path):
 
 
 def _walkthrough_objects(wt, folder: Path) -> dict:
-    from nitronb import steps, storage
+    from nitronb.notebook import steps
+    from nitronb.s3 import client as storage
+    from nitronb.s3 import transfers
 
     folder.mkdir()
     state = wt.state()
-    storage.download_file(state["input_uri"], folder / "input.enc", workspace=wt.workspace,
+    transfers.download_file(state["input_uri"], folder / "input.enc", workspace=wt.workspace,
                           progress=False)
     datasets = {party: wt.client(party).get_dataset(state[f"{kind}_dataset"])
                 for party, kind in (("data-owner", "input"), ("output-owner", "output"))}

@@ -17,8 +17,8 @@ pytest.importorskip("ipywidgets")
 
 from nitronb.errors import NitronbError, RunError, ValidationError  # noqa: E402
 from nitronb.keys import fingerprint, generate_key  # noqa: E402
-from nitronb.pictures import annotate_workflow, workflow_svg  # noqa: E402
-from nitronb.widgets import (RUN_STEPS, ApprovalsPanel, DatasetForm, RunMonitor,  # noqa: E402
+from nitronb.notebook.pictures import annotate_workflow, workflow_svg  # noqa: E402
+from nitronb.notebook.widgets import (RUN_STEPS, ApprovalsPanel, DatasetForm, RunMonitor,  # noqa: E402
                              RunState, parse_labels)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -465,7 +465,7 @@ def test_run_state_across_chunks_and_failures():
 
 
 def test_run_monitor_follows_any_run_that_reports_its_log():
-    from nitronb import runner
+    from nitronb.enclave import runner
 
     def run(on_log):
         for chunk in (LOG[:50], LOG[50:140], LOG[140:]):
@@ -491,7 +491,7 @@ def test_run_monitor_follows_any_run_that_reports_its_log():
 def test_run_monitor_run_follows_a_real_enclave_run(local_stack, tmp_path):
     """The monitor over a real launch (process backend, the local stack): the manager refuses
     an APPCONFIG_ID it never issued, and the monitor shows what the launcher logged."""
-    from nitronb.image import HOST_PYTHON, default_app_dir, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image
 
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON,
                                   workspace=local_stack.workspace)
@@ -518,7 +518,7 @@ def test_run_monitor_run_follows_a_real_enclave_run(local_stack, tmp_path):
 
 
 def test_widgets_are_not_needed_to_import_nitronb():
-    code = ("import sys; sys.modules['ipywidgets'] = None; import nitronb.widgets as w; "
+    code = ("import sys; sys.modules['ipywidgets'] = None; import nitronb.notebook.widgets as w; "
             "from nitronb.errors import WidgetsUnavailableError\n"
             "try:\n    w.RunMonitor()\nexcept WidgetsUnavailableError as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from nitronb import steps  # noqa: E402
+from nitronb.notebook import steps  # noqa: E402
 from nitronb.errors import RunError  # noqa: E402
-from nitronb.steps import StepOrderError  # noqa: E402
+from nitronb.notebook.steps import StepOrderError  # noqa: E402
 
 APPROVERS = ["app-owner", "data-owner", "output-owner"]
 
@@ -18,7 +18,7 @@ APPROVERS = ["app-owner", "data-owner", "output-owner"]
 @pytest.fixture(scope="module")
 def wt(tmp_path_factory):
     """A walk-through through step 06 (process backend) in a workspace of its own."""
-    from nitronb import local
+    from nitronb.local import stack as local
 
     workspace = tmp_path_factory.mktemp("panel-ws")
     try:

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from nitronb.markdown import render_markdown, sanitize_html
+from nitronb.notebook.markdown import render_markdown, sanitize_html
 
 SCRIPT = "<script>window.__xss = 1; alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
@@ -108,7 +108,7 @@ def test_blank_text_renders_nothing_and_plain_html_is_kept():
 def test_the_dataset_form_previews_the_long_description_sanitized():
     pytest.importorskip("ipywidgets")
     from nitronb.keys import generate_key
-    from nitronb.widgets import DatasetForm
+    from nitronb.notebook.widgets import DatasetForm
 
     form = DatasetForm(None, url="http://127.0.0.1:9/b/o.enc?X-Amz-Signature=00",
                        key=generate_key(), long_description=f"# Start\n\n{SCRIPT}\n\n{IMG}\n")

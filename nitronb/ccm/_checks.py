@@ -9,7 +9,7 @@ import unicodedata
 from typing import Any
 from urllib.parse import urlsplit
 
-from nitronb.enclave.launcher import PORT_NAME as _PORT
+from nitronb.enclave_os.launcher import PORT_NAME as _PORT
 from nitronb.errors import ValidationError
 
 _PCR = re.compile(r"^[0-9a-f]{96}$")

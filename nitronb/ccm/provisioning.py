@@ -55,7 +55,7 @@ class AttestationVerifier(Protocol):
 
 
 class NitroVerifier:
-    """The default verifier: ``nitronb.attestation`` against trusted root certificates.
+    """The default verifier: ``nitronb.enclave.attestation`` against trusted root certificates.
 
     Roots are PEM files read at each verification, so a root created after the manager
     started (``<workspace>/nsm/root.pem``) is picked up.
@@ -71,7 +71,7 @@ class NitroVerifier:
         """Each trusted root certificate as PEM text: the runtime configuration's ``zone_ca``."""
         from cryptography.hazmat.primitives.serialization import Encoding
 
-        from nitronb.attestation import load_roots
+        from nitronb.enclave.attestation import load_roots
 
         pems = []
         for data in self.roots():
@@ -85,7 +85,7 @@ class NitroVerifier:
     def verify(self, document: bytes, *, expected_pcrs: dict[int, bytes],
                public_key: bytes | None, config_id: str, nonce: bytes | None
                ) -> VerifiedDocument:
-        from nitronb.attestation import verify_document
+        from nitronb.enclave.attestation import verify_document
 
         roots = self.roots()
         if not roots:
@@ -302,7 +302,7 @@ class ProvisioningVerbs:
     def _check_binding(verified, config_id: str) -> None:
         """The manager's own check that the document's ``user_data`` binds its ``public_key``
         to ``config_id`` (em-app's rule), whatever the verifier checked."""
-        from nitronb.attestation import binding_user_data
+        from nitronb.enclave.attestation import binding_user_data
 
         key = getattr(verified, "public_key", None)
         if not key:

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from nitronb.attestation import aws_nitro_root, load_roots, parse_document, verify_document
+    from nitronb.enclave.attestation import aws_nitro_root, load_roots, parse_document, verify_document
     from nitronb.errors import AttestationError
 
     if args.at == "document" and args.clock_skew is not None:
@@ -100,7 +100,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from nitronb.attestation import parse_document
+    from nitronb.enclave.attestation import parse_document
 
     document = parse_document(_read(args.document))
     if args.json:
@@ -119,7 +119,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def _print_summary(document) -> None:
-    from nitronb.attestation import _iso
+    from nitronb.enclave.attestation import _iso
 
     print(f"{'module_id':<12}{document.module_id}")
     print(f"{'time':<12}{_iso(document.timestamp)}")

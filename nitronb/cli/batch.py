@@ -1,5 +1,5 @@
 """``nitronb walkthrough --batch PARAMS.yaml``: many walk-through runs at once over one local
-stack (:mod:`nitronb.batch`), with their progress on stderr and a summary table on stdout."""
+stack (:mod:`nitronb.notebook.batch`), with their progress on stderr and a summary table on stdout."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ def run_batch_command(args: argparse.Namespace, parameters: dict[str, Any],
     import json
     import threading
 
-    from nitronb import batch, notebooks
+    from nitronb.notebook import batch
+    from nitronb.notebook import runner as notebooks
     from nitronb.errors import BatchError
-    from nitronb.kernels import in_worker
+    from nitronb.notebook.kernels import in_worker
     from nitronb.workspace import workspace_dir
 
     if args.jobs is not None and args.jobs < 1:

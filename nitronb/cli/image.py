@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "named 'python3 (host)'); it is part of PCR2")
         q.add_argument("--launcher-module", metavar="MODULE",
                        help="the launcher module the enclave image starts "
-                            "(default: nitronb.enclave.launcher)")
+                            "(default: nitronb.enclave_os.launcher)")
 
     q = verbs.add_parser("measure", help="print the PCRs of the enclave image built from a folder")
     common(q)
@@ -71,8 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _inputs(args: argparse.Namespace) -> dict:
-    from nitronb.image import default_app_dir, default_base_image
-    from nitronb.measure import DEFAULT_LAUNCHER_MODULE
+    from nitronb.enclave.image import default_app_dir, default_base_image
+    from nitronb.enclave.measure import DEFAULT_LAUNCHER_MODULE
 
     return {"app_dir": (getattr(args, "dir", None) or getattr(args, "app_dir", None)
                         or default_app_dir()),
@@ -89,8 +89,8 @@ def _print_record(record: dict) -> None:
 
 
 def measure(args: argparse.Namespace) -> int:
-    from nitronb.image import app_base_image
-    from nitronb.measure import measure_build_context
+    from nitronb.enclave.image import app_base_image
+    from nitronb.enclave.measure import measure_build_context
 
     given = _inputs(args)
     base = app_base_image(given["app_dir"], given["base_image"])  # what FROM really names
@@ -104,7 +104,7 @@ def build(args: argparse.Namespace) -> int:
     import re
     from pathlib import Path
 
-    from nitronb.image import app_base_image, build_app_image
+    from nitronb.enclave.image import app_base_image, build_app_image
 
     given = _inputs(args)
     folder = Path(given["app_dir"]).resolve()
@@ -119,7 +119,7 @@ def build(args: argparse.Namespace) -> int:
 
 
 def convert(args: argparse.Namespace) -> int:
-    from nitronb.image import convert_to_enclave_image
+    from nitronb.enclave.image import convert_to_enclave_image
 
     given = _inputs(args)
     image = convert_to_enclave_image(args.app_image, args.tag, app_dir=given["app_dir"],
@@ -131,17 +131,17 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def prepare(args: argparse.Namespace) -> int:
-    from nitronb.image import prepare_process_image
+    from nitronb.enclave.image import prepare_process_image
 
-    from nitronb.image import HOST_PYTHON
+    from nitronb.enclave.image import HOST_PYTHON
 
     given = _inputs(args)
     base = args.base_image or HOST_PYTHON
     image = prepare_process_image(given["app_dir"], None, base,
                                   launcher_module=given["launcher_module"],
                                   workspace=args.workspace)
-    from nitronb.measure import tree_files
-    from nitronb.sandbox import not_run_lines
+    from nitronb.enclave.measure import tree_files
+    from nitronb.enclave.sandbox import not_run_lines
 
     # RUN lines are measured (the Dockerfile is part of PCR2) but the process backend runs none
     record = dict(image.as_dict(),
@@ -151,7 +151,7 @@ def prepare(args: argparse.Namespace) -> int:
 
 
 def engine(args: argparse.Namespace) -> int:
-    from nitronb import engine as eng
+    from nitronb.enclave import engine as eng
 
     if args.start:
         eng.start_podman_service(args.workspace)

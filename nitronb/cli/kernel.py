@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from nitronb.notebooks import KERNEL_DISPLAY_NAME, KERNEL_NAME, install_kernelspec
+    from nitronb.notebook.runner import KERNEL_DISPLAY_NAME, KERNEL_NAME, install_kernelspec
 
     folder = install_kernelspec(user=args.user)
     print(f"installed the kernel {KERNEL_NAME!r} ({KERNEL_DISPLAY_NAME}) in {folder}: "
@@ -38,7 +38,7 @@ def run_install(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     import json
 
-    from nitronb.notebooks import KERNEL_NAME, find_kernelspec
+    from nitronb.notebook.runner import KERNEL_NAME, find_kernelspec
 
     folder = find_kernelspec()
     if folder is None:

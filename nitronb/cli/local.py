@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nitronb import local
+    from nitronb.local import stack as local
 
     verb = {"up": local.up, "status": local.status, "down": local.down}[args.action]
     report = verb(args.workspace)

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nitronb.errors import NitronbError
-    from nitronb.runner import follow_enclave, run_enclave
+    from nitronb.enclave.runner import follow_enclave, run_enclave
 
     def on_log(text: str) -> None:
         sys.stderr.write(text)

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    from nitronb.storage import upload_file
+    from nitronb.s3.transfers import upload_file
 
     s3dir = args.s3dir if args.s3dir.endswith("/") else args.s3dir + "/"
     uri = upload_file(args.file, s3dir, profile=args.profile, key_name=args.name,
@@ -68,7 +68,7 @@ def run_upload(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from nitronb.storage import download_file
+    from nitronb.s3.transfers import download_file
 
     target = download_file(args.s3uri, args.file, profile=args.profile,
                            endpoint_url=args.endpoint_url)
@@ -77,7 +77,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_presign(args: argparse.Namespace) -> int:
-    from nitronb.presign import presign_download, presign_upload
+    from nitronb.s3.presign import presign_download, presign_upload
 
     verb = presign_download if args.action == "download" else presign_upload
     signed = verb(args.profile, args.s3dir, args.object, args.expiry, legacy=args.legacy,

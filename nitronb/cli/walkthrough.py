@@ -126,7 +126,7 @@ def _parameters_help() -> str:
     """The notebooks' parameters (name = default  # what), read from their parameters cells."""
     import json
 
-    from nitronb.notebooks import walkthrough_notebooks
+    from nitronb.notebook.runner import walkthrough_notebooks
 
     seen: dict[str, str] = {}
     try:
@@ -148,9 +148,10 @@ def run_walkthrough(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from nitronb import local, notebooks
+    from nitronb.local import stack as local
+    from nitronb.notebook import runner as notebooks
     from nitronb.errors import NitronbError
-    from nitronb.kernels import KernelChain, in_worker
+    from nitronb.notebook.kernels import KernelChain, in_worker
     from nitronb.workspace import workspace_dir
 
     parameters, texts = notebooks.cli_parameters(values=args.values, raw=args.raw,
@@ -243,8 +244,9 @@ class _NotebookLine:
 
 
 def _run_all(out, parameters, chosen, kernels, workspace, line: _NotebookLine):
-    from nitronb import notebooks, steps
-    from nitronb.kernels import AHEAD
+    from nitronb.notebook import runner as notebooks
+    from nitronb.notebook import steps
+    from nitronb.notebook.kernels import AHEAD
 
     # in the thread that runs the notebooks (a kernel's client belongs to its event loop): the
     # first notebooks' kernels boot while the stack starts
@@ -263,7 +265,8 @@ def run_lab(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from nitronb import notebooks, steps
+    from nitronb.notebook import runner as notebooks
+    from nitronb.notebook import steps
     from nitronb.errors import NitronbError
     from nitronb.workspace import workspace_dir
 

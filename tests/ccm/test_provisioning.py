@@ -118,8 +118,8 @@ def test_the_manager_refuses_when_the_workflow_is_not_approved(tmp_path):
 
 
 def test_the_default_verifier_trusts_the_local_nsm_root_of_the_workspace(nitro_manager):
-    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
-    from nitronb.attestation import binding_user_data
+    nsm = pytest.importorskip("nitronb.enclave.nsm", reason="the local NSM is not installed")
+    from nitronb.enclave.attestation import binding_user_data
 
     world = build_world(nitro_manager)
     config_id = approve_all(world)["app_config_ids"]["app"]
@@ -151,7 +151,7 @@ def test_a_document_binding_the_id_as_hex_text_is_refused(nitro_manager):
     a binding the manager accepts."""
     import hashlib
 
-    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
+    nsm = pytest.importorskip("nitronb.enclave.nsm", reason="the local NSM is not installed")
     world = build_world(nitro_manager)
     config_id = approve_all(world)["app_config_ids"]["app"]
     enclave = CCMClient(nitro_manager.url)
@@ -178,7 +178,7 @@ class _UncheckingVerifier:
     what the manager refuses then, it refuses by its own comparison."""
 
     def verify(self, document, *, expected_pcrs, public_key, config_id, nonce):
-        from nitronb.attestation import parse_document
+        from nitronb.enclave.attestation import parse_document
 
         return parse_document(document)
 
@@ -187,10 +187,10 @@ class _UncheckingVerifier:
 def unchecked(tmp_path):
     """``(service, config_id, attempt)``: an approved workflow at a manager whose verifier checks
     nothing; ``attempt(**changes)`` provisions with a local NSM document."""
-    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
+    nsm = pytest.importorskip("nitronb.enclave.nsm", reason="the local NSM is not installed")
     from ccm_flow import ServiceManager
 
-    from nitronb.attestation import binding_user_data
+    from nitronb.enclave.attestation import binding_user_data
 
     manager = ServiceManager(tmp_path, verifier=_UncheckingVerifier())
     world = build_world(manager)
@@ -344,10 +344,10 @@ def test_a_whitelisting_task_not_approved_or_gone_blocks_the_release(unchecked):
 def test_the_nitro_verifier_gets_the_build_the_binding_and_the_nonce(tmp_path):
     """In the manager's own process: its default verifier is asked for the whitelisted PCRs,
     the APPCONFIG_ID and the nonce, and its reasons reach the enclave."""
-    nsm = pytest.importorskip("nitronb.nsm", reason="the local NSM is not installed")
+    nsm = pytest.importorskip("nitronb.enclave.nsm", reason="the local NSM is not installed")
     from ccm_flow import ServiceManager
 
-    from nitronb.attestation import binding_user_data
+    from nitronb.enclave.attestation import binding_user_data
     from nitronb.ccm.provisioning import NitroVerifier
 
     module = nsm.LocalNSM(tmp_path / "nsm")

@@ -92,7 +92,7 @@ def test_an_id_computed_by_fortanixs_client_rule_equals_nitronbs(local):
 
 def test_zone_ca_holds_the_trusted_roots(tmp_path):
     from nitronb.ccm.provisioning import NitroVerifier
-    from nitronb.nsm import LocalNSM
+    from nitronb.enclave.nsm import LocalNSM
 
     nsm = LocalNSM(tmp_path / "nsm")
     (tmp_path / "ws").mkdir()

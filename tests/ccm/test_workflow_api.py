@@ -294,7 +294,7 @@ def test_port_names_with_a_path_are_refused_with_422(manager):
 
 def test_the_manager_and_the_launcher_apply_one_port_name_rule():
     from nitronb.ccm import _checks
-    from nitronb.enclave import launcher
+    from nitronb.enclave_os import launcher
     from nitronb.errors import ValidationError as Refused
 
     for name in [*UNSAFE_PORTS, "input", "output", "in.put", "a-b_c", "x" * 64, "0"]:
