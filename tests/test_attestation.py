@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from nitronb.enclave.attestation import (
-    AWS_NITRO_ROOT_G1_SHA256, REASONS, AttestationDocument, aws_nitro_root, binding_user_data,
-    config_id_from_user_data, load_roots, parse_document, verify_document,
-)
+                                         AWS_NITRO_ROOT_G1_SHA256, REASONS, AttestationDocument, aws_nitro_root, binding_user_data,
+                                         config_id_from_user_data, load_roots, parse_document, verify_document,
+                                         )
 from nitronb.cli import main
 from nitronb.errors import AttestationError
 

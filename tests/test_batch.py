@@ -77,7 +77,7 @@ def test_a_batch_runs_each_csv_on_its_own_and_goes_on_past_a_failure(local_stack
     state = json.loads((local_stack.workspace / "walkthroughs" / "run-03" / "state.json")
                        .read_text(encoding="utf-8"))
     assert state["input_dataset"] == "late-run-03"
-    assert state["output_uri"] == "s3://nitronb/notebook/batch/run-03/describe-result.json.enc"
+    assert state["output_uri"] == "s3://nitronb/batch/run-03/describe-result.json.enc"
     executed = (out / "run-03" / "09_decrypt_output.ipynb").read_text(encoding="utf-8")
     assert "top = 3" in executed  # the run's own parameter
 
@@ -114,8 +114,8 @@ def test_relative_paths_are_read_from_the_batch_files_folder(tmp_path):
     assert [r.name for r in runs] == ["run-01", "run-02"]
     assert runs[0].parameters["input_name"] == "a-run-01"
     assert runs[1].parameters["input_name"] == "synthea-conditions-run-02"
-    assert {r.parameters["s3_dir"] for r in runs} == {"s3://nitronb/notebook/batch/run-01/",
-                                                      "s3://nitronb/notebook/batch/run-02/"}
+    assert {r.parameters["s3_dir"] for r in runs} == {"s3://nitronb/batch/run-01/",
+                                                      "s3://nitronb/batch/run-02/"}
 
 
 def test_the_command_refuses_a_bad_batch_file_before_anything_starts(tmp_path):

@@ -25,7 +25,8 @@ import pytest
 from nitronb.enclave import engine as engine_mod
 from nitronb.errors import EngineUnavailableError, ImageBuildError
 from nitronb.enclave.image import (build_app_image, convert_to_enclave_image, image_measurements,
-                           prepare_process_image, verify_container_image)
+                                   verify_container_image)
+from nitronb.enclave.process_image import prepare_process_image
 from nitronb.enclave.measure import measure_build_context
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from nitronb.errors import ImageBuildError, UnsafeNameError
-from nitronb.enclave.image import (_context_tar, _dockerfile_cmd, launcher_command,
-                           prepare_process_image, verify_process_image)
+from nitronb.enclave.image import _context_tar, _dockerfile_cmd, launcher_command
 from nitronb.enclave.measure import (Measurements, canonical_data, default_launcher_files,
-                             measure_build_context, pcr, tree_files)
+                                     measure_build_context, pcr, tree_files)
+from nitronb.enclave.process_image import prepare_process_image, verify_process_image
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "enclave_image"

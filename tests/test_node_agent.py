@@ -40,7 +40,8 @@ def agent(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image(agent) -> str:
-    from nitronb.enclave.image import default_app_dir, prepare_process_image
+    from nitronb.enclave.image import default_app_dir
+    from nitronb.enclave.process_image import prepare_process_image
 
     return prepare_process_image(default_app_dir(), None, "python3 (host)",
                                  workspace=agent.workspace).reference

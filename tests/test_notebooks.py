@@ -11,7 +11,7 @@ import pytest
 
 from nitronb.errors import NotebookError
 from nitronb.notebook.runner import (KERNEL_NAME, declared_parameters, run_notebooks,
-                               walkthrough_notebooks)
+                                     walkthrough_notebooks)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -12,8 +12,8 @@ import pytest
 
 from nitronb.errors import NotebookError
 from nitronb.notebook.runner import (absolute_paths, check_parameters, cli_parameters,
-                               declared_parameters, prepare_parameters, resolve_type,
-                               walkthrough_notebooks)
+                                     declared_parameters, prepare_parameters, resolve_type,
+                                     walkthrough_notebooks)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -65,7 +65,8 @@ def test_copy_of_a_folder_and_of_the_whole_context(tmp_path) -> None:
 def test_prepare_lists_the_run_lines_not_run_and_pcr2_measures_them(tmp_path) -> None:
     import json
 
-    from nitronb.enclave.image import HOST_PYTHON, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON
+    from nitronb.enclave.process_image import prepare_process_image
 
     image = prepare_process_image(PROBE, None, HOST_PYTHON, workspace=tmp_path / "ws")
     record = json.loads((Path(image.reference) / "image.json").read_text(encoding="utf-8"))
@@ -92,7 +93,8 @@ def test_prepare_lists_the_run_lines_not_run_and_pcr2_measures_them(tmp_path) ->
 def test_a_cmd_outside_the_image_is_refused_before_launch(tmp_path, monkeypatch, cmd, named
                                                           ) -> None:
     from nitronb.enclave.backends import ProcessBackend
-    from nitronb.enclave.image import HOST_PYTHON, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON
+    from nitronb.enclave.process_image import prepare_process_image
 
     marker = tmp_path / "ran"
     evil = Path("/tmp/evil.py")
@@ -142,7 +144,8 @@ def _launch(agent, image: str, ccm_url: str) -> requests.Response:
 
 def test_without_bubblewrap_nitronbs_app_runs_unsandboxed_with_a_warning(agent, monkeypatch
                                                                          ) -> None:
-    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir
+    from nitronb.enclave.process_image import prepare_process_image
     from nitronb.enclave.runner import run_enclave
 
     monkeypatch.setenv("NITRONB_BWRAP", "/nonexistent/bwrap")
@@ -157,7 +160,8 @@ def test_without_bubblewrap_nitronbs_app_runs_unsandboxed_with_a_warning(agent, 
 
 
 def test_without_bubblewrap_an_app_on_the_canonical_paths_is_refused(agent, monkeypatch) -> None:
-    from nitronb.enclave.image import HOST_PYTHON, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON
+    from nitronb.enclave.process_image import prepare_process_image
 
     monkeypatch.setenv("NITRONB_BWRAP", "/nonexistent/bwrap")
     image = prepare_process_image(PROBE, None, HOST_PYTHON, workspace=agent.workspace)
@@ -171,7 +175,8 @@ def test_without_bubblewrap_an_app_on_the_canonical_paths_is_refused(agent, monk
 def test_the_enclave_token_is_in_no_environment_on_the_host(agent, tmp_path) -> None:
     """While the launcher waits on the manager, no process's environment or command line holds
     the token."""
-    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir
+    from nitronb.enclave.process_image import prepare_process_image
 
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON,
                                   workspace=agent.workspace).reference

@@ -93,7 +93,7 @@ def _delete_output(wt) -> None:
 
 
 def test_one_changed_byte_in_the_app_is_refused_provisioning(approved, tmp_path) -> None:
-    from nitronb.enclave.image import prepare_process_image
+    from nitronb.enclave.process_image import prepare_process_image
     from nitronb.enclave.runner import run_enclave
 
     wt = approved
@@ -122,7 +122,8 @@ def test_one_changed_byte_in_the_app_is_refused_provisioning(approved, tmp_path)
 
 def test_an_altered_image_folder_is_refused_at_launch(approved, tmp_path) -> None:
     from nitronb.errors import RunError
-    from nitronb.enclave.image import default_app_dir, prepare_process_image
+    from nitronb.enclave.image import default_app_dir
+    from nitronb.enclave.process_image import prepare_process_image
     from nitronb.enclave.runner import run_enclave
 
     wt = approved
@@ -448,7 +449,8 @@ def test_an_edited_image_record_cannot_change_the_command(tmp_path) -> None:
     import json
     import os
 
-    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image, verify_process_image
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir
+    from nitronb.enclave.process_image import prepare_process_image, verify_process_image
 
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON, workspace=tmp_path)
     record = Path(image.reference) / "image.json"
@@ -463,7 +465,8 @@ def test_an_edited_image_record_cannot_change_the_command(tmp_path) -> None:
 
 def test_the_process_backend_runs_a_private_copy_it_measured(tmp_path) -> None:
     from nitronb.enclave.backends import ProcessBackend
-    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir
+    from nitronb.enclave.process_image import prepare_process_image
 
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON, workspace=tmp_path)
     folder = tmp_path / "enclave"

@@ -19,7 +19,7 @@ from nitronb.errors import NitronbError, RunError, ValidationError  # noqa: E402
 from nitronb.keys import fingerprint, generate_key  # noqa: E402
 from nitronb.notebook.pictures import annotate_workflow, workflow_svg  # noqa: E402
 from nitronb.notebook.widgets import (RUN_STEPS, ApprovalsPanel, DatasetForm, RunMonitor,  # noqa: E402
-                             RunState, parse_labels)
+                                      RunState, parse_labels)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTIES = ("data-owner", "output-owner", "app-owner", "admin")
@@ -491,7 +491,8 @@ def test_run_monitor_follows_any_run_that_reports_its_log():
 def test_run_monitor_run_follows_a_real_enclave_run(local_stack, tmp_path):
     """The monitor over a real launch (process backend, the local stack): the manager refuses
     an APPCONFIG_ID it never issued, and the monitor shows what the launcher logged."""
-    from nitronb.enclave.image import HOST_PYTHON, default_app_dir, prepare_process_image
+    from nitronb.enclave.image import HOST_PYTHON, default_app_dir
+    from nitronb.enclave.process_image import prepare_process_image
 
     image = prepare_process_image(default_app_dir(), None, HOST_PYTHON,
                                   workspace=local_stack.workspace)

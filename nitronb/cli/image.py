@@ -131,7 +131,7 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def prepare(args: argparse.Namespace) -> int:
-    from nitronb.enclave.image import prepare_process_image
+    from nitronb.enclave.process_image import prepare_process_image
 
     from nitronb.enclave.image import HOST_PYTHON
 

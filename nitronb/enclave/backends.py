@@ -196,7 +196,7 @@ class ProcessBackend:
 
     def prepare(self, image: str, folder: Path) -> Prepared:
         from nitronb.enclave import sandbox
-        from nitronb.enclave.image import verify_process_image
+        from nitronb.enclave.process_image import verify_process_image
         from nitronb.enclave.measure import tree_files
 
         source = verify_process_image(image)  # refuse an altered folder with a clear message

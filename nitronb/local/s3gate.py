@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterable
 from xml.sax.saxutils import escape
 
 from nitronb.local.s3auth import (LOCAL_REGION, MAX_CLOCK_SKEW, MAX_SIGV4_EXPIRY,  # noqa: F401
-                            SignatureChecker, _Incoming, credentials_path, load_credentials)
+                                  SignatureChecker, _Incoming, credentials_path, load_credentials)
 from nitronb.local.s3digest import BodyMismatch, Rejection, VerifyingInput, verifying_input
 from nitronb.local.s3stream import StreamedObjects, route
 

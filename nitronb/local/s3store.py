@@ -54,7 +54,7 @@ from typing import Any, Iterator
 from urllib.parse import unquote
 
 from nitronb.local.s3files import (FileValue, adopt_into, fsync_dir as _fsync_dir, new_file,
-                             share_parts, write_all)
+                                   share_parts, write_all)
 from nitronb.local.s3restore import RestoreError, data_names, load_object, parse_iso
 
 FORMAT = 2

@@ -100,7 +100,7 @@ def run_defaults(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
 
     csv = parameters.get("input_csv")
     input_name = name_from_file(csv) if csv else SAMPLE_DATASET["name"]
-    return {"s3_dir": f"s3://nitronb/notebook/batch/{name}/", "input_name": f"{input_name}-{name}",
+    return {"s3_dir": f"s3://nitronb/batch/{name}/", "input_name": f"{input_name}-{name}",
             "output_name": f"describe-result-{name}",
             "app_config_name": f"describe-app-config-{name}",
             "workflow_name": f"describe-conditions-{name}"}

@@ -4,7 +4,8 @@ people stepping through by hand, the widgets. Re-exported by :mod:`nitronb.noteb
 from __future__ import annotations
 
 from nitronb.errors import NitronbError, ValidationError
-from nitronb.notebook.steps import PARTIES, Record, _wt, approval_status, run_workflow
+from nitronb.notebook.walkthrough import PARTIES, Record, as_walkthrough
+from nitronb.notebook.workflow_steps import approval_status, run_workflow
 
 
 class Picture:
@@ -27,7 +28,7 @@ def workflow_picture(workspace=None) -> Picture:
     """The workflow graph with its approval state (SVG)."""
     from nitronb.notebook.pictures import annotate_workflow, workflow_svg
 
-    wt = _wt(workspace)
+    wt = as_walkthrough(workspace)
     client = wt.client("app-owner")
     draft = client.get_workflow(wt.need("workflow_draft_id", "07_workflow_and_approvals"))
     status = approval_status(wt)
@@ -177,7 +178,7 @@ def dataset_form(workspace=None, party: str = "data-owner"):
         raise ValidationError(f"{party} owns no dataset of the walk-through.",
                               hint='Use party="data-owner" or party="output-owner".')
     side = "input" if party == "data-owner" else "output"
-    wt = _wt(workspace)
+    wt = as_walkthrough(workspace)
     url = wt.need(f"{side}_url", "03_upload_and_presign")
     key = read_key_file(wt.need(f"{side}_key", "01_generate_keys"))
     client = wt.client(party)
@@ -202,7 +203,7 @@ def _dataset_fields(wt, client, side: str) -> tuple[dict, dict[str, str]]:
     from nitronb import sample_path
     from nitronb.datasets import input_defaults
     from nitronb.errors import NotFoundError
-    from nitronb.notebook.steps import create_datasets
+    from nitronb.notebook.data_steps import create_datasets
 
     state = wt.state()
     name = state.get(f"{side}_dataset")
@@ -242,7 +243,7 @@ def approvals_panel(workspace=None):
     """
     from nitronb.notebook.widgets import ApprovalsPanel
 
-    wt = _wt(workspace)
+    wt = as_walkthrough(workspace)
 
     def decided(party: str, kind: str, result: dict) -> str | None:
         if not wt.state().get("approval_request_id"):

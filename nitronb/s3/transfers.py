@@ -25,7 +25,7 @@ from typing import Any
 
 from nitronb.errors import IntegrityError, NoSuchBucketError, NoSuchObjectError, StorageError
 from nitronb.s3.client import (_CHUNK, _MAX_PARTS, CONCURRENCY, LOCAL_PROFILE, MULTIPART_THRESHOLD,
-                             PART_SIZE, MiB, S3Dir, _call, _resolve, _target, parse_s3_uri)
+                               PART_SIZE, MiB, S3Dir, _call, _resolve, _target, parse_s3_uri)
 
 
 # --- integrity ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from nitronb.errors import NitronbError, ValidationError
 from nitronb.notebook.widgets._base import (_DECLINED, _ERROR, _INFO, _OK, _Shown, _error_text,
-                                    _ipywidgets)
+                                            _ipywidgets)
 
 TASK_TYPES = ("DOMAIN_WHITELIST", "BUILD_WHITELIST")
 

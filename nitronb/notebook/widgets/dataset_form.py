@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 from nitronb.datasets import parse_labels
 from nitronb.errors import NitronbError, ValidationError
 from nitronb.notebook.widgets._base import (_ERROR, _INFO, _OK, _Shown, _error_text, _ipywidgets,
-                                    _show_markdown)
+                                            _show_markdown)
 
 
 class DatasetForm(_Shown):
