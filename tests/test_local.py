@@ -217,3 +217,53 @@ def test_down_kills_a_service_past_its_grace_and_says_so(monkeypatch, tmp_path):
     assert report["state"] == "stopped" and not _alive(pid)
     assert (ws / "term-stubborn").exists()
     assert "killed" in report["killed"] and "1 s after SIGTERM" in report["killed"]
+
+
+class _Renamed(_Stub):
+    """The stub service under another (installed) module name, as a later nitronb names it."""
+
+    def __init__(self, name: str, other: str) -> None:
+        super().__init__(name, other)
+        object.__setattr__(self, "module", "json.tool")
+
+    def argv(self, workspace: Path, port: int) -> list[str]:
+        return [sys.executable, "-c", _STUB, self.module, self.name, self.other, str(port)]
+
+
+def test_a_service_started_under_a_module_since_renamed_is_replaced_and_stopped(monkeypatch,
+                                                                                 tmp_path):
+    """A stack an earlier nitronb started runs its modules under their old names: ``up``
+    replaces such a service, and ``down`` stops it rather than leaving it running."""
+    monkeypatch.setenv("NITRONB_HTTP_SHUTDOWN_TIMEOUT", "0.5")
+    monkeypatch.setattr(local, "STOP_MARGIN", 0.5)
+    ws = tmp_path / "ws"
+    state_path = ws / "local" / "state.json"
+    renamed = _Renamed("one", "-")
+    started = []
+
+    def start_as_before() -> int:
+        """The stub started, then its state rewritten as an earlier nitronb recorded it."""
+        monkeypatch.setattr(local, "SERVICES", {"one": _Stub("one", "-")})
+        started.append(local.up(ws)["one"]["pid"])
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state["services"]["one"]["argv"] = [sys.executable, "-m", "http.server"]
+        state_path.write_text(json.dumps(state), encoding="utf-8")
+        monkeypatch.setattr(local, "SERVICES", {"one": renamed})
+        return started[-1]
+
+    try:
+        old = start_as_before()
+        assert local.status(ws)["one"]["state"] == "unhealthy" and _alive(old)
+        new = local.up(ws)["one"]["pid"]
+        started.append(new)
+        assert new != old and not _alive(old)
+        local.down(ws)
+        assert not _alive(new)
+
+        old = start_as_before()
+        assert local.down(ws)["one"]["state"] == "stopped" and not _alive(old)
+    finally:
+        local.down(ws)
+        for pid in started:
+            if _alive(pid):
+                os.kill(pid, 9)

@@ -322,10 +322,22 @@ def _terminate(pid: int, module: str, grace: float = STOP_TIMEOUT - STOP_MARGIN)
 # --- the verbs ------------------------------------------------------------------------------
 
 
+def _started_as(service: Service | None, entry: dict[str, Any]) -> str:
+    """The module a service's process was started with (``python -m MODULE``, as its state
+    recorded it): a stack started by an earlier nitronb may run a module since renamed."""
+    argv = entry.get("argv")
+    if isinstance(argv, list) and len(argv) > 2 and argv[1] == "-m" and isinstance(argv[2], str):
+        return argv[2]
+    return service.module if service is not None else ""
+
+
 def _describe(service: Service, entry: dict[str, Any] | None) -> dict[str, Any]:
     entry = entry or {}
-    running = _is_ours(entry.get("pid"), service.module)
-    healthy = running and _healthy(entry["url"] + service.health_path)
+    started_as = _started_as(service, entry)
+    running = _is_ours(entry.get("pid"), started_as)
+    # a process of a renamed module is an older nitronb's: unhealthy, so that up() replaces it
+    healthy = (running and started_as == service.module
+               and _healthy(entry["url"] + service.health_path))
     return {
         "state": "running" if healthy else ("unhealthy" if running else "stopped"),
         "pid": entry.get("pid") if running else None,
@@ -367,7 +379,7 @@ def up(workspace: str | os.PathLike[str] | None = None, *,
             if described["state"] == "running":
                 continue
             if described["state"] == "unhealthy":
-                _terminate(entry["pid"], service.module)
+                _terminate(entry["pid"], _started_as(service, entry))
             port = _choose_port(service, (ports or {}).get(service.name), entry.get("port"))
             state["services"][service.name] = _start(service, ws, folder, port)
             _write_state(folder, state)
@@ -384,8 +396,7 @@ def down(workspace: str | os.PathLike[str] | None = None) -> dict[str, dict[str,
         state = _read_state(folder)
         processes, names = {}, {}
         for name, entry in state["services"].items():
-            module = (SERVICES[name].module if name in SERVICES
-                      else (entry.get("argv") or ["", "", ""])[2])
+            module = _started_as(SERVICES.get(name), entry)
             if entry.get("pid"):
                 grace = entry.get("shutdown_timeout")
                 processes[int(entry["pid"])] = (module, float(grace) if isinstance(
