@@ -53,9 +53,10 @@ def verify_document(
     ``expected_pcrs`` maps a PCR index to its expected value (bytes or hex); ``nonce`` must
     equal the document's; ``public_key``/``config_id`` must be bound by the document (see
     :func:`~nitronb.enclave.attestation.binding_user_data`); ``max_age`` bounds the time
-    between the document's timestamp and ``at``. ``clock_skew`` widens every certificate's validity by that much on both sides,
-    for clocks that are not quite in step: :data:`DEFAULT_CLOCK_SKEW` (60 s) when checking at
-    now, none at an explicit time unless given; at ``"document"`` the check is always exact.
+    between the document's timestamp and ``at``. ``clock_skew`` widens every certificate's
+    validity by that much on both sides, for clocks that are not quite in step:
+    :data:`DEFAULT_CLOCK_SKEW` (60 s) when checking at now, none at an explicit time unless
+    given; at ``"document"`` the check is always exact.
     Raises :class:`AttestationError` naming the failed check in ``reason``; TypeError or
     ValueError for arguments of the wrong kind (no root, a naive ``at``, a PCR that is not hex).
     """
