@@ -25,7 +25,7 @@ _LAZY = {
     "presign_download": "s3.presign", "presign_upload": "s3.presign",
     "credentials_json": "s3.presign", "Dataset": "datasets",
     # the manager, attestation, images and runs
-    "CCMClient": "ccm", "verify_document": "enclave.attestation", "LocalNSM": "enclave.nsm",
+    "CCMClient": "ccm", "verify_document": "enclave.verification", "LocalNSM": "enclave.nsm",
     "prepare_process_image": "enclave.process_image", "build_app_image": "enclave.image",
     "convert_to_enclave_image": "enclave.image", "run_enclave": "enclave.runner",
     "RunResult": "results", "decrypt_run_result": "results",

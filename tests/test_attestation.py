@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from nitronb.enclave.attestation import (
-                                         AWS_NITRO_ROOT_G1_SHA256, REASONS, AttestationDocument, aws_nitro_root, binding_user_data,
-                                         config_id_from_user_data, load_roots, parse_document, verify_document,
-                                         )
+    AWS_NITRO_ROOT_G1_SHA256, REASONS, AttestationDocument, aws_nitro_root, binding_user_data,
+    config_id_from_user_data, load_roots, parse_document,
+)
+from nitronb.enclave.verification import verify_document
 from nitronb.cli import main
 from nitronb.errors import AttestationError
 
@@ -691,18 +692,18 @@ SKEWED = [BLOCKY, "evervault_valid-attestation-doc-bytes.cbor"]
 @pytest.mark.parametrize("name", SKEWED)
 def test_live_verification_allows_the_default_clock_skew_at_both_edges(name, aws_roots,
                                                                        monkeypatch):
-    import nitronb.enclave.attestation as attestation
+    import nitronb.enclave.verification as verification
 
     start, end = _validity(name)
     for inside, outside in ((start - timedelta(seconds=60), start - timedelta(seconds=61)),
                             (end + timedelta(seconds=60), end + timedelta(seconds=61))):
-        monkeypatch.setattr(attestation, "_now", lambda: inside)
+        monkeypatch.setattr(verification, "_now", lambda: inside)
         verify_document(_raw(name), roots=aws_roots)
-        monkeypatch.setattr(attestation, "_now", lambda: outside)
+        monkeypatch.setattr(verification, "_now", lambda: outside)
         with pytest.raises(AttestationError, match="allowing 60 s of clock skew") as excinfo:
             verify_document(_raw(name), roots=aws_roots)
         assert _reason(excinfo) == "validity"
-    assert attestation.DEFAULT_CLOCK_SKEW == timedelta(seconds=60)
+    assert verification.DEFAULT_CLOCK_SKEW == timedelta(seconds=60)
 
 
 @pytest.mark.parametrize("name", SKEWED)

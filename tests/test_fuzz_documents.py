@@ -21,7 +21,8 @@ from cryptography.x509.oid import NameOID
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from nitronb.enclave.attestation import load_roots, parse_document, verify_document
+from nitronb.enclave.attestation import load_roots, parse_document
+from nitronb.enclave.verification import verify_document
 from nitronb.errors import AttestationError, NitronbError
 
 HERE = Path(__file__).resolve().parent

@@ -120,7 +120,8 @@ def test_launch_refuses_a_folder_that_is_not_an_image(agent, tmp_path) -> None:
 
 
 def test_documents_go_to_the_running_enclave_only(agent, image, silent_manager) -> None:
-    from nitronb.enclave.attestation import parse_document, verify_document
+    from nitronb.enclave.attestation import parse_document
+    from nitronb.enclave.verification import verify_document
 
     reply = _launch(agent, image, silent_manager)
     assert reply.status_code == 200, reply.text

@@ -15,7 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from nitronb.enclave import nsm as nsm_module
-from nitronb.enclave.attestation import binding_user_data, load_roots, parse_document, verify_document
+from nitronb.enclave.attestation import binding_user_data, load_roots, parse_document
+from nitronb.enclave.verification import verify_document
 from nitronb.cli import main
 from nitronb.errors import AttestationError, LocalStackError
 from nitronb.enclave.nsm import LEAF_LIFETIME, LocalNSM

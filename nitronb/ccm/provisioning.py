@@ -55,7 +55,7 @@ class AttestationVerifier(Protocol):
 
 
 class NitroVerifier:
-    """The default verifier: ``nitronb.enclave.attestation`` against trusted root certificates.
+    """The default verifier: ``nitronb.enclave.verification`` against trusted root certificates.
 
     Roots are PEM files read at each verification, so a root created after the manager
     started (``<workspace>/nsm/root.pem``) is picked up.
@@ -85,7 +85,7 @@ class NitroVerifier:
     def verify(self, document: bytes, *, expected_pcrs: dict[int, bytes],
                public_key: bytes | None, config_id: str, nonce: bytes | None
                ) -> VerifiedDocument:
-        from nitronb.enclave.attestation import verify_document
+        from nitronb.enclave.verification import verify_document
 
         roots = self.roots()
         if not roots:

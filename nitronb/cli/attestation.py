@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    from nitronb.enclave.attestation import aws_nitro_root, load_roots, parse_document, verify_document
+    from nitronb.enclave.attestation import aws_nitro_root, load_roots, parse_document
+    from nitronb.enclave.verification import verify_document
     from nitronb.errors import AttestationError
 
     if args.at == "document" and args.clock_skew is not None:

@@ -9,8 +9,9 @@ how it is run, and how its attestation documents are issued and verified.
   node agent), :mod:`~nitronb.enclave.backends` (container or sandboxed process),
   :mod:`~nitronb.enclave.sandbox`, :mod:`~nitronb.enclave.supervisor`,
   :mod:`~nitronb.enclave.runner` (a run from the client's side);
-- attestation: :mod:`~nitronb.enclave.nsm` (the local Nitro Secure Module) and
-  :mod:`~nitronb.enclave.attestation` (parsing and verifying attestation documents).
+- attestation: :mod:`~nitronb.enclave.nsm` (the local Nitro Secure Module),
+  :mod:`~nitronb.enclave.attestation` (the document format, parsed) and
+  :mod:`~nitronb.enclave.verification` (verifying attestation documents).
 
 What runs inside the enclave is :mod:`nitronb.enclave_os`, copied into images, never imported here
 but by path. May import: the base modules, :mod:`nitronb.local` and :mod:`nitronb.enclave_os`.

@@ -5,8 +5,8 @@ The module keeps a root CA (``root.pem``, ``root.key``) and an intermediate CA
 (``<workspace>/nsm``), created on first use and reused afterwards; keys are mode 0600.
 Each document is signed by a fresh leaf certificate that lives three hours, as AWS's do; its
 ``cabundle`` is ``[root, intermediate]``. Documents verify with
-:func:`nitronb.enclave.attestation.verify_document` given ``roots=[nsm.root_certificate]``, and never
-against the AWS root.
+:func:`nitronb.enclave.verification.verify_document` given ``roots=[nsm.root_certificate]``, and
+never against the AWS root.
 """
 
 from __future__ import annotations
