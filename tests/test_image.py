@@ -76,7 +76,8 @@ def test_golden_measurements(tmp_path):
     (app / "start.py").write_text("print('hi')\n")
     lib = tmp_path / "l.py"
     lib.write_text("x = 1\n")
-    m = measure_build_context(app, {"nitronb/enclave_os/launcher.py": lib}, "base:1")
+    m = measure_build_context(app, {"nitronb/enclave/launcher.py": lib}, "base:1",
+                              launcher_module="nitronb.enclave.launcher")
     assert m.as_dict() == {
         "hash_algorithm": "Sha384",
         "pcr0": GOLDEN["pcr0"], "pcr1": GOLDEN["pcr1"], "pcr2": GOLDEN["pcr2"],
@@ -202,7 +203,7 @@ def test_process_image_folder_holds_exactly_what_was_measured(tmp_path, launcher
     assert image.backend == "process" and image.measurements == expected
     assert folder == tmp_path / "ws" / "images" / expected.pcr0[:16]
     assert (folder / "app" / "describe.py").read_bytes() == (APP_DIR / "describe.py").read_bytes()
-    assert (folder / "launcher" / "nitronb" / "enclave" / "launcher.py").is_file()
+    assert (folder / "launcher" / "nitronb" / "enclave_os" / "launcher.py").is_file()
     assert stat.S_IMODE((folder / "app" / "start.py").stat().st_mode) == 0o444
     assert image.command == ("python3", "/app/start.py")
     assert json.loads((folder / "image.json").read_text())["measurements"] == expected.as_dict()
@@ -274,3 +275,12 @@ def test_pcrs_of_a_nested_app_folder_do_not_depend_on_creation_or_listing_order(
     moved = _tree(tmp_path / "moved", list(NESTED))
     (moved / "a" / "b" / "c" / "deep.py").rename(moved / "a" / "b" / "deep.py")
     assert measure_build_context(moved, launcher, "img:1").pcr2 != one.pcr2
+
+
+def test_the_default_app_is_the_checkouts_whatever_the_working_folder(tmp_path, monkeypatch):
+    from nitronb.enclave.image import default_app_dir
+    from nitronb.notebook.runner import notebooks_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert default_app_dir() == APP_DIR
+    assert notebooks_dir() == ROOT / "notebooks"

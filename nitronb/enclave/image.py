@@ -50,7 +50,7 @@ __all__ = [
 def default_app_dir() -> Path:
     """The tutorial's app: ``enclave_image/`` beside the nitronb package (a source checkout), else
     in the current folder."""
-    beside = Path(__file__).resolve().parents[1] / "enclave_image"
+    beside = Path(__file__).resolve().parents[2] / "enclave_image"
     return beside if (beside / "Dockerfile").is_file() else Path.cwd() / "enclave_image"
 
 

@@ -25,7 +25,7 @@ PATH_PARAMETERS = ("workspace", "input_csv", "app_dir", "long_description")
 
 def notebooks_dir() -> Path:
     """The ``notebooks/`` folder of the project (beside the package)."""
-    here = Path(__file__).resolve().parent.parent / "notebooks"
+    here = Path(__file__).resolve().parents[2] / "notebooks"
     if not here.is_dir():
         raise NitronbError(f"the notebooks folder {here} is missing; run from a checkout of "
                            "nitronb (pip install -e .).")
