@@ -6,7 +6,8 @@ and ``-f`` give a single ``nitronb walkthrough``). Relative paths in it are read
 file's folder. A run keeps its state in ``<workspace>/walkthroughs/<run>``
 (:func:`nitronb.workspace.walkthrough_dir`) and gets names of its own on the stack (S3 folder,
 datasets, app configuration, workflow) unless its mapping names them; the app's image and build
-are shared, built by one run at a time. Imports ``notebooks``, ``steps`` and below.
+are shared, built by one run at a time. Imports :mod:`nitronb.notebook.runner`, the steps and
+the layers below.
 """
 
 from __future__ import annotations
