@@ -190,7 +190,6 @@ def _ask_agent(wt, enclave_id: str) -> dict:
 
 def _check_result(wt, tmp: Path) -> None:
     """The result the enclave uploaded decrypts with the output key to the expected summary."""
-    from nitronb.s3 import client as storage
     from nitronb.s3 import transfers
     from nitronb.keys import read_key_file
     from nitronb.results import decrypt_run_result, describe_summary

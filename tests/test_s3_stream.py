@@ -13,6 +13,7 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -125,17 +126,31 @@ def test_stored_objects_are_served_from_their_files_after_a_restart(workspace, t
     assert _peak(pid) < BOUND
 
 
-def _aws_chunked(body: bytes, trailer: str) -> bytes:
+def _aws_chunked(body: bytes, trailer: str, algorithm: str = "crc32") -> bytes:
     chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
     framed = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
-    return framed + b"0\r\n" + f"x-amz-checksum-crc32:{trailer}\r\n\r\n".encode()
+    return framed + b"0\r\n" + f"x-amz-checksum-{algorithm}:{trailer}\r\n\r\n".encode()
 
 
-def _crc32(body: bytes) -> str:
-    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+def _checksum(body: bytes, algorithm: str = "crc32") -> str:
+    """The base64 S3 checksum of ``body``, from implementations other than the endpoint's."""
+    if algorithm == "crc32":
+        raw = zlib.crc32(body).to_bytes(4, "big")
+    elif algorithm == "crc32c":
+        import crc32c
+
+        raw = crc32c.crc32c(body).to_bytes(4, "big")
+    elif algorithm == "crc64nvme":
+        from awscrt import checksums
+
+        raw = checksums.crc64nvme(body).to_bytes(8, "big")
+    else:
+        raw = hashlib.new(algorithm, body).digest()
+    return base64.b64encode(raw).decode()
 
 
-def _send_chunked(ws: Path, key: str, body: bytes, trailer: str) -> requests.Response:
+def _send_chunked(ws: Path, key: str, body: bytes, trailer: str,
+                  algorithm: str = "crc32") -> requests.Response:
     from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
@@ -145,30 +160,80 @@ def _send_chunked(ws: Path, key: str, body: bytes, trailer: str) -> requests.Res
     keys = load_credentials(ws)
     url = f"{local.status(ws)['s3']['url']}/nitronb/{key}"
     headers = {"x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
-               "Content-Encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-crc32",
-               "x-amz-sdk-checksum-algorithm": "CRC32",
+               "Content-Encoding": "aws-chunked", "x-amz-trailer": f"x-amz-checksum-{algorithm}",
+               "x-amz-sdk-checksum-algorithm": algorithm.upper(),
                "x-amz-decoded-content-length": str(len(body))}
-    framed = _aws_chunked(body, trailer)
+    framed = _aws_chunked(body, trailer, algorithm)
     request = AWSRequest("PUT", url, data=framed, headers=headers)
     S3SigV4Auth(Credentials(keys["access_key_id"], keys["secret_access_key"]), "s3",
                 "us-east-1").add_auth(request)
     return requests.put(url, data=framed, headers=dict(request.headers.items()), timeout=60)
 
 
-def test_an_aws_chunked_body_is_decoded_and_checked_against_its_trailer(workspace):
+#: CRC32C and CRC64NVME need awscrt (boto3[crt]) in boto3; the endpoint checks CRC64NVME with it
+_needs_crt = pytest.mark.skipif(not __import__("botocore.compat").compat.HAS_CRT,
+                                reason="awscrt (boto3[crt]) is not installed")
+ALGORITHMS = ["crc32", "crc32c", pytest.param("crc64nvme", marks=_needs_crt), "sha1", "sha256"]
+BOTO3_ALGORITHMS = ["crc32", pytest.param("crc32c", marks=_needs_crt),
+                    pytest.param("crc64nvme", marks=_needs_crt), "sha1", "sha256"]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_an_aws_chunked_body_is_decoded_and_checked_against_its_trailer(workspace, algorithm):
     client = storage.client_for(workspace=workspace)
     body = os.urandom(200_000)
 
-    refused = _send_chunked(workspace, "chunked.bin", body, _crc32(b"other"))
+    refused = _send_chunked(workspace, "chunked.bin", body, _checksum(b"other", algorithm),
+                            algorithm)
     assert refused.status_code == 400 and b"<Code>BadDigest</Code>" in refused.content
     with pytest.raises(ClientError):
         client.head_object(Bucket="nitronb", Key="chunked.bin")
 
-    assert _send_chunked(workspace, "chunked.bin", body, _crc32(body)).status_code == 200
+    sent = _send_chunked(workspace, "chunked.bin", body, _checksum(body, algorithm), algorithm)
+    assert sent.status_code == 200
     got = client.get_object(Bucket="nitronb", Key="chunked.bin", ChecksumMode="ENABLED")
     assert got["Body"].read() == body
     assert got["ETag"].strip('"') == hashlib.md5(body).hexdigest()
-    assert got["ChecksumCRC32"] == _crc32(body)
+    assert got[f"Checksum{algorithm.upper()}"] == _checksum(body, algorithm)
+
+
+@pytest.mark.parametrize("algorithm", BOTO3_ALGORITHMS)
+def test_boto3_puts_and_gets_with_each_checksum(workspace, algorithm):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    body = os.urandom(300_000)
+    client.put_object(Bucket="nitronb", Key="sum.bin", Body=body,
+                      ChecksumAlgorithm=algorithm.upper())
+    got = client.get_object(Bucket="nitronb", Key="sum.bin", ChecksumMode="ENABLED")
+    assert got["Body"].read() == body  # boto3 checks the answered checksum as it reads
+    assert got[f"Checksum{algorithm.upper()}"] == _checksum(body, algorithm)
+
+
+def test_a_multipart_crc32c_checksum_is_the_composite_of_its_parts(workspace):
+    client = storage.client_for(workspace=workspace)
+    client.create_bucket(Bucket="nitronb")
+    parts = [os.urandom(5 * MiB), b"tail"]
+    upload = client.create_multipart_upload(Bucket="nitronb", Key="parts.bin",
+                                            ChecksumAlgorithm="CRC32C")["UploadId"]
+
+    def send(number: int, body: bytes, checksum: str) -> dict[str, Any]:
+        etag = client.upload_part(Bucket="nitronb", Key="parts.bin", UploadId=upload,
+                                  PartNumber=number, Body=body, ChecksumCRC32C=checksum)["ETag"]
+        return {"PartNumber": number, "ETag": etag, "ChecksumCRC32C": checksum}
+
+    with pytest.raises(ClientError) as refused:
+        send(1, parts[0], _checksum(b"other", "crc32c"))
+    assert refused.value.response["Error"]["Code"] == "BadDigest"
+    done = [send(n, body, _checksum(body, "crc32c")) for n, body in enumerate(parts, 1)]
+    client.complete_multipart_upload(Bucket="nitronb", Key="parts.bin", UploadId=upload,
+                                     MultipartUpload={"Parts": done})
+    composite = b"".join(base64.b64decode(d["ChecksumCRC32C"]) for d in done)
+    got = client.get_object(Bucket="nitronb", Key="parts.bin", ChecksumMode="ENABLED")
+    assert got["ChecksumCRC32C"] == f"{_checksum(composite, 'crc32c')}-2"
+    assert got["Body"].read() == b"".join(parts)
+    head = client.head_object(Bucket="nitronb", Key="parts.bin", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32C"] == f"{_checksum(composite, 'crc32c')}-2"
+    assert head["ChecksumType"] == "COMPOSITE" and head["ContentLength"] == 5 * MiB + 4
 
 
 def test_ranges_are_answered_as_s3_answers_them(workspace):

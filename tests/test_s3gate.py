@@ -463,6 +463,25 @@ def _crc32(body: bytes) -> str:
     return _b64(zlib.crc32(body).to_bytes(4, "big"))
 
 
+def _crc32c(body: bytes) -> str:
+    import crc32c  # an implementation other than the gate's (awscrt, through botocore)
+
+    return _b64(crc32c.crc32c(body).to_bytes(4, "big"))
+
+
+def _crc64nvme(body: bytes) -> str:
+    try:
+        from awscrt import checksums
+    except ImportError:
+        return ""  # the tests that need it are skipped
+    return _b64(checksums.crc64nvme(body).to_bytes(8, "big"))
+
+
+#: CRC64NVME is checked only where awscrt is installed (boto3[crt])
+_needs_crt = pytest.mark.skipif(not __import__("botocore.compat").compat.HAS_CRT,
+                                reason="awscrt (boto3[crt]) is not installed")
+
+
 class _ReadingStore:
     """Stands in for moto: reads the whole body as werkzeug hands it over, then keeps it."""
 
@@ -500,7 +519,8 @@ BODY = b"object bytes " * 1000
     {}, {"Content-MD5": _md5(BODY)}, {"x-amz-checksum-crc32": _crc32(BODY)},
     {"x-amz-checksum-sha256": _b64(__import__("hashlib").sha256(BODY).digest())},
     {"x-amz-checksum-sha1": _b64(__import__("hashlib").sha1(BODY).digest())},
-    {"x-amz-checksum-crc32c": "AAAAAA=="},  # not computable here: passed on unchecked
+    {"x-amz-checksum-crc32c": _crc32c(BODY)},
+    pytest.param({"x-amz-checksum-crc64nvme": _crc64nvme(BODY)}, marks=_needs_crt),
 ])
 def test_a_body_that_matches_its_headers_is_kept_whole(headers):
     response, kept = _put(headers, BODY)
@@ -516,6 +536,11 @@ def test_a_body_that_matches_its_headers_is_kept_whole(headers):
      b"The SHA256 you specified did not match the calculated checksum."),
     ({"x-amz-checksum-sha1": _b64(bytes(20))},
      b"The SHA1 you specified did not match the calculated checksum."),
+    ({"x-amz-checksum-crc32c": _crc32c(b"other")},
+     b"The CRC32C you specified did not match the calculated checksum."),
+    pytest.param({"x-amz-checksum-crc64nvme": _crc64nvme(b"other")},
+                 b"The CRC64NVME you specified did not match the calculated checksum.",
+                 marks=_needs_crt),
 ])
 def test_a_body_that_does_not_match_is_bad_digest_and_not_kept(headers, message):
     response, kept = _put(headers, BODY)
@@ -539,10 +564,33 @@ def test_a_body_other_than_the_signed_sha256_is_refused():
 
 @pytest.mark.parametrize("headers,code", [({"Content-MD5": "not base64!"}, "InvalidDigest"),
                                           ({"Content-MD5": _b64(b"short")}, "InvalidDigest"),
-                                          ({"x-amz-checksum-crc32": "AAAA"}, "InvalidRequest")])
+                                          ({"x-amz-checksum-crc32": "AAAA"}, "InvalidRequest"),
+                                          pytest.param({"x-amz-checksum-crc64nvme":
+                                                        _b64(bytes(4))}, "InvalidRequest",
+                                                       marks=_needs_crt)])
 def test_a_malformed_digest_is_refused_before_the_body_is_read(headers, code):
     response, kept = _put(headers, BODY)
     assert (response.status_code, _code(response), kept) == (400, code, [])
+
+
+@pytest.mark.parametrize("algorithm,check", [
+    ("crc32", "cbf43926"), ("crc32c", "e3069283"),
+    pytest.param("crc64nvme", "ae8b14860a799888", marks=_needs_crt),
+    ("sha1", "f7c3bc1d808e04732adf679965ccc34ca7ae3441"), ("md5", "25f9e794323b453885f5181f1b624d0b"),
+])
+def test_each_checksum_gives_its_published_check_value(algorithm, check):
+    from nitronb.local.s3digest import new_checksum
+
+    digest = new_checksum(algorithm.upper())  # the check value: the digest of b"123456789"
+    for piece in (b"1234", memoryview(b"5678"), bytearray(b"9")):
+        digest.update(piece)
+    assert digest.digest().hex() == check
+
+
+@pytest.mark.skipif(__import__("botocore.compat").compat.HAS_CRT, reason="awscrt is installed")
+def test_without_awscrt_a_crc64nvme_header_is_kept_as_given():
+    response, kept = _put({"x-amz-checksum-crc64nvme": _b64(bytes(8))}, BODY)
+    assert (response.status_code, kept) == (200, [BODY])
 
 
 def test_a_chunked_body_is_checked_at_its_end():

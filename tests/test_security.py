@@ -70,7 +70,6 @@ def _document(wt, nsm_folder: Path, *, bound_to: str, nonce: bytes, pcrs=None):
 
 
 def _output_missing(wt) -> bool:
-    from nitronb.s3 import client as storage
     from nitronb.s3 import transfers
     from nitronb.errors import NoSuchObjectError
 

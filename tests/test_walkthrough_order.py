@@ -126,7 +126,6 @@ def test_a_result_that_does_not_decrypt_is_named_in_the_workspace(wt, tmp_path):
     """A result the output key does not open (here: one encrypted with another key, put in the
     output object): the error names it as $WORKSPACE/…, never by its absolute path."""
     from nitronb.notebook import steps
-    from nitronb.s3 import client as storage
     from nitronb.s3 import transfers
     from nitronb.crypto import encrypt_bytes
     from nitronb.errors import DecryptionError

@@ -46,7 +46,6 @@ def test_the_readme_terminal_sequence_runs_as_written(tmp_path):
 
 def _walkthrough_objects(wt, folder: Path) -> dict:
     from nitronb.notebook import steps
-    from nitronb.s3 import client as storage
     from nitronb.s3 import transfers
 
     folder.mkdir()

@@ -9,9 +9,12 @@ import base64
 import binascii
 import hashlib
 import string
-import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import crc32c
+from botocore import httpchecksum
+from botocore.compat import HAS_CRT
 
 
 @dataclass
@@ -29,23 +32,31 @@ class BodyMismatch(Rejection):
     """Raised by :class:`VerifyingInput` at the end of a body its integrity headers do not match."""
 
 
-class _CRC32:
-    def __init__(self) -> None:
-        self._value = 0
+#: the S3 checksum algorithms the gate computes, by the lowercase name of their
+#: ``x-amz-checksum-*`` header: S3's name, the digest's size in bytes and an incremental class
+#: (``update(bytes-like)``, ``digest()``, big-endian for the CRCs): botocore's, with which boto3
+#: computes the header, and for CRC32C the crc32c package's, which moto uses. CRC64NVME is
+#: computed by awscrt, and is here only where awscrt is installed (``boto3[crt]``); without it,
+#: an ``x-amz-checksum-crc64nvme`` header is stored as given, unchecked
+CHECKSUMS: dict[str, tuple[str, int, Callable[[], Any]]] = {
+    "crc32": ("CRC32", 4, httpchecksum.Crc32Checksum),
+    "crc32c": ("CRC32C", 4, crc32c.CRC32CHash),
+    "sha1": ("SHA1", 20, httpchecksum.Sha1Checksum),
+    "sha256": ("SHA256", 32, httpchecksum.Sha256Checksum),
+}
+if HAS_CRT:
+    CHECKSUMS["crc64nvme"] = ("CRC64NVME", 8, httpchecksum.CrtCrc64NvmeChecksum)
 
-    def update(self, data: Any) -> None:
-        self._value = zlib.crc32(data, self._value)
 
-    def digest(self) -> bytes:
-        return self._value.to_bytes(4, "big")
+def new_checksum(algorithm: str) -> Any:
+    """An incremental digest (``update(bytes-like)``, ``digest() -> bytes``, big-endian for the
+    CRCs) of ``algorithm``: ``"md5"`` or a key of :data:`CHECKSUMS`, in any case.
 
-
-_NEW_DIGEST: dict[str, Callable[[], Any]] = {
-    "md5": lambda: hashlib.md5(usedforsecurity=False), "sha1": hashlib.sha1,
-    "sha256": hashlib.sha256, "crc32": _CRC32}
-#: the x-amz-checksum-* algorithms the gate checks; crc32c and crc64nvme are not in the
-#: standard library, so those headers pass through unchecked
-_CHECKSUMS = {"crc32": ("CRC32", 4), "sha1": ("SHA1", 20), "sha256": ("SHA256", 32)}
+    Raises KeyError for any other name."""
+    name = algorithm.lower()
+    if name == "md5":
+        return hashlib.md5(usedforsecurity=False)
+    return CHECKSUMS[name][2]()
 
 
 @dataclass
@@ -82,7 +93,7 @@ def _expectations(headers: dict[str, str]) -> list[_Expectation]:
         found.append(_Expectation("md5", value, Rejection(
             400, "BadDigest", "The Content-MD5 you specified did not match what was received.",
             {"ExpectedDigest": value.hex()})))
-    for algorithm, (name, size) in _CHECKSUMS.items():
+    for algorithm, (name, size, _) in CHECKSUMS.items():
         text = headers.get(f"x-amz-checksum-{algorithm}")
         if text is None:
             continue
@@ -112,7 +123,7 @@ class VerifyingInput:
     def __init__(self, stream: Any, expectations: list[_Expectation], length: int | None):
         self._stream = stream
         self._expectations = expectations
-        self._digests = {e.algorithm: _NEW_DIGEST[e.algorithm]() for e in expectations}
+        self._digests = {e.algorithm: new_checksum(e.algorithm) for e in expectations}
         self._remaining = length
         #: whether the whole body has been read (and checked)
         self.finished = False

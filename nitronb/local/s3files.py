@@ -21,9 +21,10 @@ import errno
 import hashlib
 import os
 import threading
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from nitronb.local import s3digest
 
 _CHUNK = 1 << 20
 _local = threading.local()
@@ -189,36 +190,13 @@ def share_parts(key: Any) -> None:
 # --- S3 checksums, computed as the bytes stream ----------------------------------------------
 
 
-class _Crc:
-    def __init__(self, update: Callable[[Any, int], int], width: int) -> None:
-        self._update, self._width, self._value = update, width, 0
-
-    def update(self, data: Any) -> None:
-        self._value = self._update(data, self._value)
-
-    def digest(self) -> bytes:
-        return self._value.to_bytes(self._width, "big")
-
-
 def new_checksum(algorithm: str) -> Any:
-    """An incremental digest of S3 checksum ``algorithm`` as moto computes it (``digest()``:
-    raw bytes); CRC32C and CRC64NVME fall back to CRC32 without their libraries, as in moto."""
-    name = algorithm.upper()
-    if name == "SHA1":
-        return hashlib.sha1(usedforsecurity=False)
-    if name == "CRC32C":
-        with contextlib.suppress(ImportError):
-            import crc32c  # type: ignore[import-not-found]
-
-            return _Crc(lambda data, value: crc32c.crc32c(data, value), 4)
-    if name == "CRC64NVME":
-        with contextlib.suppress(ImportError):
-            from awscrt import checksums  # type: ignore[import-not-found]
-
-            return _Crc(lambda data, value: checksums.crc64nvme(bytes(data), value), 8)
-    if name in ("CRC32", "CRC32C", "CRC64NVME"):
-        return _Crc(zlib.crc32, 4)
-    return hashlib.sha256(usedforsecurity=False)
+    """An incremental digest of S3 checksum ``algorithm`` (``digest()``: raw bytes) as moto
+    computes it: CRC64NVME is CRC32 where awscrt is not installed, an unknown name SHA-256."""
+    name = algorithm.lower()
+    if name not in s3digest.CHECKSUMS:
+        name = "crc32" if name == "crc64nvme" else "sha256"
+    return s3digest.new_checksum(name)
 
 
 def checksum_of(value: FileValue, algorithm: str) -> bytes:

@@ -84,7 +84,7 @@ class S3Gate:
         changes = self.store is not None and incoming.method not in ("GET", "HEAD", "OPTIONS")
         kind = self.streams and route(incoming.method, incoming.host, incoming.raw_path,
                                       incoming.query, incoming.headers)
-        if kind == "get":
+        if kind in ("get", "head"):
             try:
                 while reader is not None and reader.read(1 << 16):
                     pass  # a GET's body (none, normally) must match its headers too

@@ -258,8 +258,7 @@ class S3Store:
             needed = ROOM_RESERVE + max(0, int(headers.get("content-length") or 0))
         except ValueError:
             needed = ROOM_RESERVE
-        head, _, rest = raw_path.lstrip("/").partition("/")
-        bucket, key = unquote(head), unquote(rest)
+        bucket = unquote(raw_path.lstrip("/").partition("/")[0])
         live = self._backend.buckets.get(bucket)
         upload = next((value for name, value in query if name == "uploadId"), None)
         if live is not None and method == "POST" and upload is not None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlsplit
 
-from nitronb.local.s3digest import BodyMismatch, Rejection
+from nitronb.local.s3digest import CHECKSUMS, BodyMismatch, Rejection
 from nitronb.local.s3files import FileValue, new_checksum, new_file, receiving, serving, write_all
 
 #: bytes read from a request or sent in a response at a time
@@ -34,7 +34,6 @@ PIECE = 256 * 1024
 #: query parameters that name no sub-resource (authentication, response overrides, versions)
 _NEUTRAL = {"x-id", "versionId", "AWSAccessKeyId", "Signature", "Expires"}
 _PART = {"uploadId", "partNumber"}
-_COMPUTABLE = {"crc32": "CRC32", "sha1": "SHA1", "sha256": "SHA256"}
 
 
 def scratch_dir(data_root: Path) -> Path:
@@ -45,8 +44,8 @@ def scratch_dir(data_root: Path) -> Path:
 
 def route(method: str, host: str, raw_path: str, query: list[tuple[str, str]],
           headers: dict[str, str]) -> str | None:
-    """Which streamed operation a path-style request is: ``"get"``, ``"put"``, ``"part"``,
-    ``"copy"``, or None (moto answers it as it is)."""
+    """Which streamed operation a path-style request is: ``"get"``, ``"head"``, ``"put"``,
+    ``"part"``, ``"copy"``, or None (moto answers it as it is)."""
     hostname = urlsplit(f"http://{host}/").hostname or ""
     if hostname not in ("localhost", "::1") and not hostname.replace(".", "").isdigit():
         return None  # a bucket may be named in the host: moto decides
@@ -57,6 +56,8 @@ def route(method: str, host: str, raw_path: str, query: list[tuple[str, str]],
     copy = "x-amz-copy-source" in headers
     if method == "GET" and names <= _NEUTRAL | {"partNumber"}:
         return "get"
+    if method == "HEAD" and names <= _NEUTRAL | {"partNumber"}:
+        return "head"
     if method == "PUT" and names <= _NEUTRAL:
         return "copy" if copy else "put"
     if method == "PUT" and not copy and _PART <= names <= _NEUTRAL | _PART:
@@ -141,9 +142,13 @@ class StreamedObjects:
     # --- downloads ------------------------------------------------------------------------
 
     def serve(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        """A GetObject answered as moto answers it, the bytes streamed from the files."""
+        """A GetObject answered as moto answers it, the bytes streamed from the files; a
+        HeadObject the same answer without its bytes (moto's own HEAD leaves a composite
+        checksum's part count and ``x-amz-checksum-type`` out, where S3 gives them)."""
         wanted = environ.get("HTTP_RANGE", "")
         moto_environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
+        moto_environ["REQUEST_METHOD"] = "GET"
+        bodiless = environ.get("REQUEST_METHOD") == "HEAD"
         environ["nitronb.part_number"] = next(
             (v for n, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
              if n == "partNumber" and v.isdigit()), None)
@@ -178,8 +183,10 @@ class StreamedObjects:
                                        rejection.extra) from None
             else:
                 span = (0, _size(source))
-            if handover.value is None:
-                pieces: Iterable[bytes] = [content[span[0]:span[1]]]
+            if bodiless:
+                pieces: Iterable[bytes] = []
+            elif handover.value is None:
+                pieces = [content[span[0]:span[1]]]
             else:
                 try:
                     pieces = _Pieces(handover.value, *span)
@@ -297,7 +304,7 @@ def _write_body(environ: dict[str, Any], headers: dict[str, str], path: Path
     digests = {algorithm: new_checksum(algorithm)} if algorithm else {}
     if chunked:  # the digests its headers or trailers declare, checked here
         declared = " ".join(headers).lower() + " " + headers.get("x-amz-trailer", "").lower()
-        for lower, name in _COMPUTABLE.items():
+        for lower, (name, _, _) in CHECKSUMS.items():
             if f"x-amz-checksum-{lower}" in declared:
                 digests.setdefault(name, new_checksum(name))
     size = 0
@@ -339,7 +346,7 @@ def _check_chunked(headers: dict[str, str], trailers: dict[str, str], md5: bytes
     if given_md5 is not None and _b64(given_md5) != md5:
         raise BodyMismatch(400, "BadDigest", "The Content-MD5 you specified did not match "
                            "what was received.", {"ExpectedDigest": md5.hex()})
-    for lower, name in _COMPUTABLE.items():
+    for lower, (name, _, _) in CHECKSUMS.items():
         given = headers.get(f"x-amz-checksum-{lower}") or trailers.get(f"x-amz-checksum-{lower}")
         if given is not None and name in raw and _b64(given) != raw[name]:
             raise BodyMismatch(400, "BadDigest", f"The {name} you specified did not match the "

@@ -3,7 +3,7 @@ people stepping through by hand, the widgets. Re-exported by :mod:`nitronb.noteb
 
 from __future__ import annotations
 
-from nitronb.errors import NitronbError, ValidationError
+from nitronb.errors import ValidationError
 from nitronb.notebook.walkthrough import PARTIES, Record, as_walkthrough
 from nitronb.notebook.workflow_steps import approval_status, run_workflow
 
