@@ -44,7 +44,7 @@ CHECKSUMS: dict[str, tuple[str, int, Callable[[], Any]]] = {
     "sha1": ("SHA1", 20, httpchecksum.Sha1Checksum),
     "sha256": ("SHA256", 32, httpchecksum.Sha256Checksum),
 }
-if HAS_CRT:
+if HAS_CRT and hasattr(httpchecksum.crt_checksums, "crc64nvme"):  # awscrt 0.23.4 and newer
     CHECKSUMS["crc64nvme"] = ("CRC64NVME", 8, httpchecksum.CrtCrc64NvmeChecksum)
 
 

@@ -88,6 +88,8 @@ class S3Gate:
             try:
                 while reader is not None and reader.read(1 << 16):
                     pass  # a GET's body (none, normally) must match its headers too
+                if kind == "head":
+                    return self.streams.head(environ, start_response)  # type: ignore[union-attr]
                 return self.streams.serve(environ, start_response)  # type: ignore[union-attr]
             except Rejection as rejection:
                 return self._refuse(environ, start_response, rejection)

@@ -9,9 +9,11 @@ and streams them itself, through :mod:`nitronb.local.s3files`:
   digests, then moto gets the request with an empty body and builds the object from that file
   (the store then links the file into its data folder: written once, never copied);
 - a download is answered as moto answers it (status, headers, conditions, errors), its bytes
-  (or the requested range) read from the object's files in pieces of :data:`PIECE` bytes.
+  (or the requested range) read from the object's files in pieces of :data:`PIECE` bytes;
+- a HeadObject is moto's answer, its checksum headers those of moto's GetObject (moto's HEAD
+  leaves out a composite checksum's part count and ``x-amz-checksum-type``).
 
-Whatever else a request asks (buckets, listings, tags, ACLs, HEAD …) goes to moto unchanged.
+Whatever else a request asks (buckets, listings, tags, ACLs …) goes to moto unchanged.
 """
 
 from __future__ import annotations
@@ -141,14 +143,43 @@ class StreamedObjects:
 
     # --- downloads ------------------------------------------------------------------------
 
+    def head(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        """A HeadObject answered by moto; when it gives the object's checksum, the
+        ``x-amz-checksum-*`` headers are those moto's GetObject gives for the same request (with
+        a composite checksum's part count and ``x-amz-checksum-type``, as S3 answers HEAD)."""
+        status, headers, content = self._ask(environ)
+        plain = "HTTP_RANGE" not in environ and "partNumber=" not in environ.get(
+            "QUERY_STRING", "")
+        if status[:3] == "200" and plain and any(_is_checksum(k) for k, _ in headers):
+            got_status, got_headers, _ = self._ask({**environ, "REQUEST_METHOD": "GET"})
+            if got_status[:3] == "200":
+                headers = [(k, v) for k, v in headers if not _is_checksum(k)] + [
+                    (k, v) for k, v in got_headers if _is_checksum(k)]
+        start_response(status, headers)
+        return [content]
+
+    def _ask(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        """moto's answer (status, headers, body) to a request that reads an object, the bytes of
+        an object kept in files not read."""
+        answer: dict[str, Any] = {}
+
+        def hold(status: str, headers: list, exc_info: Any = None) -> Callable:
+            answer.update(status=status, headers=headers)
+            return lambda data: None
+
+        with serving():
+            body = self._app(environ, hold)
+            try:
+                content = b"".join(body)
+            finally:
+                if hasattr(body, "close"):
+                    body.close()
+        return answer["status"], answer["headers"], content
+
     def serve(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        """A GetObject answered as moto answers it, the bytes streamed from the files; a
-        HeadObject the same answer without its bytes (moto's own HEAD leaves a composite
-        checksum's part count and ``x-amz-checksum-type`` out, where S3 gives them)."""
+        """A GetObject answered as moto answers it, the bytes streamed from the files."""
         wanted = environ.get("HTTP_RANGE", "")
         moto_environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
-        moto_environ["REQUEST_METHOD"] = "GET"
-        bodiless = environ.get("REQUEST_METHOD") == "HEAD"
         environ["nitronb.part_number"] = next(
             (v for n, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
              if n == "partNumber" and v.isdigit()), None)
@@ -183,10 +214,8 @@ class StreamedObjects:
                                        rejection.extra) from None
             else:
                 span = (0, _size(source))
-            if bodiless:
-                pieces: Iterable[bytes] = []
-            elif handover.value is None:
-                pieces = [content[span[0]:span[1]]]
+            if handover.value is None:
+                pieces: Iterable[bytes] = [content[span[0]:span[1]]]
             else:
                 try:
                     pieces = _Pieces(handover.value, *span)
@@ -199,6 +228,10 @@ class StreamedObjects:
             start_response(status, headers)
             return pieces
         raise AssertionError("unreachable")
+
+
+def _is_checksum(header: str) -> bool:
+    return header.lower().startswith("x-amz-checksum-")
 
 
 def _part_of(number: int, headers: list[tuple[str, str]], value: FileValue
