@@ -260,7 +260,8 @@ def _open_input(path: Path) -> BinaryIO:
     try:
         return open(path, "rb", buffering=0)
     except FileNotFoundError:
-        raise NitronbError(f"{path} does not exist.") from None
+        raise NitronbError(f"{path} does not exist.", hint=f"Check the path: it is read from "
+                           f"{Path.cwd()} when it is not absolute.") from None
     except IsADirectoryError:
         raise NitronbError(f"{path} is a folder, not a file.") from None
     except PermissionError:

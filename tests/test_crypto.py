@@ -157,8 +157,9 @@ def test_output_over_input_is_refused(tmp_path):
 
 
 def test_missing_input_and_folder_give_clear_errors(tmp_path):
-    with pytest.raises(NitronbError, match="does not exist"):
+    with pytest.raises(NitronbError, match="does not exist") as missing:
         encrypt_file(KEY, tmp_path / "nope", tmp_path / "out")
+    assert missing.value.hint and "Check the path" in missing.value.hint
     (tmp_path / "in").write_bytes(b"x")
     with pytest.raises(NitronbError, match="folder .* does not exist"):
         encrypt_file(KEY, tmp_path / "in", tmp_path / "no" / "out")
