@@ -147,34 +147,35 @@ class StreamedObjects:
         """A HeadObject answered by moto; when it gives the object's checksum, the
         ``x-amz-checksum-*`` headers are those moto's GetObject gives for the same request (with
         a composite checksum's part count and ``x-amz-checksum-type``, as S3 answers HEAD)."""
-        status, headers, content = self._ask(environ)
+        status, headers, content, _ = self._ask(environ)
         plain = "HTTP_RANGE" not in environ and "partNumber=" not in environ.get(
             "QUERY_STRING", "")
         if status[:3] == "200" and plain and any(_is_checksum(k) for k, _ in headers):
-            got_status, got_headers, _ = self._ask({**environ, "REQUEST_METHOD": "GET"})
+            got_status, got_headers, _, _ = self._ask({**environ, "REQUEST_METHOD": "GET"})
             if got_status[:3] == "200":
                 headers = [(k, v) for k, v in headers if not _is_checksum(k)] + [
                     (k, v) for k, v in got_headers if _is_checksum(k)]
         start_response(status, headers)
         return [content]
 
-    def _ask(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-        """moto's answer (status, headers, body) to a request that reads an object, the bytes of
-        an object kept in files not read."""
+    def _ask(self, environ: dict[str, Any]
+             ) -> tuple[str, list[tuple[str, str]], bytes, FileValue | None]:
+        """moto's answer (status, headers, body) to a request that reads an object, and the
+        object's :class:`FileValue` when it is kept in files (whose bytes are not read)."""
         answer: dict[str, Any] = {}
 
         def hold(status: str, headers: list, exc_info: Any = None) -> Callable:
             answer.update(status=status, headers=headers)
             return lambda data: None
 
-        with serving():
+        with serving() as handover:
             body = self._app(environ, hold)
             try:
                 content = b"".join(body)
             finally:
                 if hasattr(body, "close"):
                     body.close()
-        return answer["status"], answer["headers"], content
+        return answer["status"], answer["headers"], content, handover.value
 
     def serve(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         """A GetObject answered as moto answers it, the bytes streamed from the files."""
@@ -184,21 +185,8 @@ class StreamedObjects:
             (v for n, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
              if n == "partNumber" and v.isdigit()), None)
         for attempt in (1, 2):
-            answer: dict[str, Any] = {}
-
-            def hold(status: str, headers: list, exc_info: Any = None) -> Callable:
-                answer.update(status=status, headers=headers)
-                return lambda data: None
-
-            with serving() as handover:
-                body = self._app(moto_environ, hold)
-                try:
-                    content = b"".join(body)
-                finally:
-                    if hasattr(body, "close"):
-                        body.close()
-            status, headers = answer["status"], answer["headers"]
-            source: Any = handover.value if handover.value is not None else content
+            status, headers, content, value = self._ask(moto_environ)
+            source: Any = value if value is not None else content
             part = environ.get("nitronb.part_number")
             if status[:3] == "200" and part and isinstance(source, FileValue):
                 try:
@@ -214,11 +202,11 @@ class StreamedObjects:
                                        rejection.extra) from None
             else:
                 span = (0, _size(source))
-            if handover.value is None:
+            if value is None:
                 pieces: Iterable[bytes] = [content[span[0]:span[1]]]
             else:
                 try:
-                    pieces = _Pieces(handover.value, *span)
+                    pieces = _Pieces(value, *span)
                 except FileNotFoundError:
                     if attempt == 2:
                         raise
