@@ -148,8 +148,7 @@ class StreamedObjects:
         ``x-amz-checksum-*`` headers are those moto's GetObject gives for the same request (with
         a composite checksum's part count and ``x-amz-checksum-type``, as S3 answers HEAD)."""
         status, headers, content, _ = self._ask(environ)
-        plain = "HTTP_RANGE" not in environ and "partNumber=" not in environ.get(
-            "QUERY_STRING", "")
+        plain = "HTTP_RANGE" not in environ and _part_number(environ) is None
         if status[:3] == "200" and plain and any(_is_checksum(k) for k, _ in headers):
             got_status, got_headers, _, _ = self._ask({**environ, "REQUEST_METHOD": "GET"})
             if got_status[:3] == "200":
@@ -181,13 +180,10 @@ class StreamedObjects:
         """A GetObject answered as moto answers it, the bytes streamed from the files."""
         wanted = environ.get("HTTP_RANGE", "")
         moto_environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
-        environ["nitronb.part_number"] = next(
-            (v for n, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-             if n == "partNumber" and v.isdigit()), None)
+        part = _part_number(environ)
         for attempt in (1, 2):
             status, headers, content, value = self._ask(moto_environ)
             source: Any = value if value is not None else content
-            part = environ.get("nitronb.part_number")
             if status[:3] == "200" and part and isinstance(source, FileValue):
                 try:
                     status, headers, span = _part_of(int(part), headers, source)
@@ -216,6 +212,12 @@ class StreamedObjects:
             start_response(status, headers)
             return pieces
         raise AssertionError("unreachable")
+
+
+def _part_number(environ: dict[str, Any]) -> str | None:
+    """The request's ``partNumber`` query parameter when it is a number, else None."""
+    return next((v for n, v in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+                 if n == "partNumber" and v.isdigit()), None)
 
 
 def _is_checksum(header: str) -> bool:
